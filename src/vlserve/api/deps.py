@@ -1,0 +1,20 @@
+"""FastAPI dependencies: the caller's key id and the service objects held by the app."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from vlserve.errors import OverloadedError
+from vlserve.service.inference import InferenceService
+
+
+def caller(request: Request) -> str | None:
+    """Authenticate the request (no-op when no keys are configured); returns the key id."""
+    return request.app.state.keyring.authenticate(request.headers.get("authorization"))
+
+
+def service_of(request: Request) -> InferenceService:
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        raise OverloadedError("the model is still loading; retry shortly", retry_after=5)
+    return service

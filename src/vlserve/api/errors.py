@@ -1,0 +1,98 @@
+"""The one place where errors become HTTP: status codes, headers and the error envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vlserve import errors as e
+
+log = logging.getLogger("vlserve.api")
+
+#: HTTP status per error class; a subclass not listed takes its nearest listed base's status.
+STATUS: dict[type[e.VlserveError], int] = {
+    e.RequestError: 400,
+    e.PayloadTooLargeError: 413,
+    e.MediaError: 415,
+    e.VideoTooLongError: 400,
+    e.FetchError: 422,
+    e.FetchRefusedError: 403,
+    e.OverloadedError: 503,
+    e.SensitiveContentError: 451,
+    e.AuthError: 401,
+    e.RateLimitError: 429,
+    e.NotFoundError: 404,
+    e.EngineError: 500,
+    e.VlserveError: 500,
+}
+
+INTERNAL_MESSAGE = "internal error; quote the request id when reporting it"
+
+
+def status_for(err: e.VlserveError) -> int:
+    for cls in type(err).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def public_message(err: e.VlserveError) -> str:
+    # Engine failures carry internals (tensor shapes, paths): log them, answer with the code only.
+    return INTERNAL_MESSAGE if status_for(err) >= 500 and not isinstance(err, e.OverloadedError) else err.message
+
+
+def error_body(err: e.VlserveError, request_id: str) -> dict[str, Any]:
+    return {"request_id": request_id, "code": err.code, "msg": public_message(err), "result": None}
+
+
+def error_headers(err: e.VlserveError) -> dict[str, str]:
+    headers = {}
+    retry_after = getattr(err, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    if isinstance(err, e.AuthError):
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers
+
+
+def request_id_of(request: Request) -> str:
+    return getattr(request.state, "request_id", "req_unknown")
+
+
+def error_response(err: e.VlserveError, request_id: str) -> JSONResponse:
+    status = status_for(err)
+    if status >= 500:
+        log.error("request %s failed with %s", request_id, err, exc_info=err)
+    return JSONResponse(error_body(err, request_id), status_code=status, headers=error_headers(err))
+
+
+def to_vlserve_error(exc: BaseException) -> e.VlserveError:
+    """Any exception as one of ours (unknown ones become a generic internal error)."""
+    if isinstance(exc, e.VlserveError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'}: {err['msg']}" for err in exc.errors()
+        )
+        return e.RequestError(f"invalid request: {problems}")
+    if isinstance(exc, StarletteHTTPException):
+        if isinstance(exc.__cause__, e.VlserveError):  # e.g. the body limit hit while FastAPI read the body
+            return exc.__cause__
+        if exc.status_code == 404:
+            return e.NotFoundError("no such endpoint")
+        return e.RequestError(str(exc.detail))
+    return e.EngineError(f"{type(exc).__name__}: {exc}")
+
+
+async def handle(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(to_vlserve_error(exc), request_id_of(request))
+
+
+def install(app: Any) -> None:
+    for exc_type in (e.VlserveError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(exc_type, handle)

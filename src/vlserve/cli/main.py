@@ -1,0 +1,144 @@
+"""The ``vlserve`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from vlserve.errors import VlserveError
+
+app = typer.Typer(no_args_is_help=True, help="Self-hosted Qwen3-VL: runtime, task API and 3D reconstruction.")
+models_app = typer.Typer(no_args_is_help=True, help="Build and inspect model checkpoints.")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(err: VlserveError) -> typer.Exit:
+    """Print a typed error without a traceback; the exit code says it was the input's fault."""
+    err_console.print(f"[bold red]error {err.code}[/]: {err.message}")
+    return typer.Exit(code=2)
+
+
+@models_app.command("make-tiny")
+def make_tiny(
+    directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint.")],
+    moe: Annotated[bool, typer.Option("--moe", help="Qwen3-VL-MoE (8 experts, top-2) instead of dense.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a tiny random Qwen3-VL checkpoint that loads exactly like a downloaded one."""
+    from vlserve.runtime.tiny import make_tiny as build
+
+    with console.status("building tiny model"):
+        out = build(directory, moe=moe, seed=seed)
+    console.print(f"[green]wrote[/] {out} ({'MoE' if moe else 'dense'})")
+
+
+@models_app.command("show")
+def show(model: Annotated[str, typer.Argument(help="tiny, tiny-moe, a directory or a hub id.")] = "tiny") -> None:
+    """Resolve a model name and print what the checkpoint is."""
+    from vlserve.runtime.loading import resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(model)
+    except VlserveError as err:
+        raise fail(err) from None
+    console.print_json(
+        json.dumps(
+            {"name": ckpt.name, "path": str(ckpt.path), "model_type": ckpt.model_type, "moe": ckpt.is_moe,
+             "num_experts": ckpt.num_experts}
+        )
+    )
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="What to ask about the inputs.")],
+    model: Annotated[str, typer.Option(help="tiny, tiny-moe, a checkpoint directory or a hub id.")] = "tiny",
+    image: Annotated[list[str] | None, typer.Option(help="Image path or URL (repeatable).")] = None,
+    video: Annotated[list[str] | None, typer.Option(help="Video path or URL (repeatable).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option()] = 1.0,
+    top_k: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int | None, typer.Option()] = None,
+    fps: Annotated[float | None, typer.Option(help="Video frames sampled per second.")] = None,
+    schema: Annotated[Path | None, typer.Option(help="JSON Schema file: constrain the answer to it.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+) -> None:
+    """Ask the model a question about images and videos; the answer streams to the terminal."""
+    from vlserve.cli.asking import run_ask
+
+    try:
+        json_schema: dict[str, Any] | None = json.loads(schema.read_text()) if schema else None
+    except (OSError, ValueError) as err:
+        err_console.print(f"[bold red]error[/]: cannot read the schema {schema}: {err}")
+        raise typer.Exit(code=2) from None
+    try:
+        run_ask(
+            question,
+            model=model,
+            images=image or [],
+            videos=video or [],
+            options={
+                "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+                "seed": seed, "json_schema": json_schema,
+            },
+            fps=fps,
+            json_output=json_output,
+            device=device,
+            dtype=dtype,
+            out=sys.stdout,
+        )
+    except VlserveError as err:
+        raise fail(err) from None
+
+
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option(help="tiny, tiny-moe, a checkpoint directory or a hub id.")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Settings file (TOML, JSON or YAML).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the task API (/infer, /infer_stream, /v1/chat/completions) on uvicorn."""
+    import uvicorn
+
+    from vlserve.api.app import create_app
+    from vlserve.config import Settings
+
+    try:
+        settings = Settings.load(config, model=model, host=host, port=port, device=device)
+    except (OSError, ValueError) as err:
+        err_console.print(f"[bold red]error[/]: invalid settings: {err}")
+        raise typer.Exit(code=2) from None
+    console.print(f"vlserve on http://{settings.host}:{settings.port} (model {settings.model}; docs at /docs)")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(key_id: Annotated[str, typer.Argument(help="A name for the key.")]) -> None:
+    """Make a new API key; prints the key (give it to the client) and the config entry (store it)."""
+    from vlserve.service.auth import hash_key, new_key
+
+    key = new_key()
+    console.print(f"key: {key}")
+    console.print_json(json.dumps({"id": key_id, "sha256": hash_key(key)}))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,17 @@
+"""Python SDK for the vlserve task API.
+
+    from vlserve.client import Client
+    with Client("http://127.0.0.1:8000", api_key="vls-...") as client:
+        print(client.ask(["chart.png"], "What is the trend?").answer)
+        for item in client.ask(["chart.png"], "Describe it", task="captioning", stream=True):
+            ...
+
+Errors raise the server's typed exception (``vlserve.errors``), carrying ``code``, ``status``
+and ``request_id``. Overload (2001), rate limits (429) and 5xx are retried with jittered
+exponential backoff that honours ``Retry-After``. Timeouts default to 30 s, and 120 s for video.
+"""
+
+from vlserve.client._base import Answer, Final, StreamItem, Token
+from vlserve.client._client import AsyncClient, Client
+
+__all__ = ["Answer", "AsyncClient", "Client", "Final", "StreamItem", "Token"]

@@ -1,0 +1,205 @@
+"""``Client`` and ``AsyncClient``: the same API, blocking and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, Literal, overload
+
+import httpx
+
+from vlserve.client._base import (
+    DEFAULT_TIMEOUT,
+    RETRY_CODES,
+    RETRY_STATUSES,
+    VIDEO_TIMEOUT,
+    Answer,
+    SSEDecoder,
+    StreamItem,
+    answer_from,
+    build_payload,
+    decode_error,
+    retry_delay,
+    stream_item,
+    timeout_for,
+)
+from vlserve.errors import FetchError, VlserveError
+
+
+class _Common:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float, video_timeout: float,
+                 max_retries: int, backoff: float, backoff_cap: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+        self.video_timeout = video_timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.backoff_cap = backoff_cap
+
+    def _retryable(self, err: VlserveError, attempt: int) -> bool:
+        status = getattr(err, "status", 0)
+        return attempt < self.max_retries and (status in RETRY_STATUSES or err.code in RETRY_CODES)
+
+    def _delay(self, err: VlserveError, attempt: int) -> float:
+        retry_after = getattr(err, "retry_after", None)
+        return retry_delay(attempt, None if retry_after is None else str(retry_after),
+                           base=self.backoff, cap=self.backoff_cap)
+
+
+class Client(_Common):
+    """Blocking client for the vlserve task API.
+
+    >>> client = Client("http://127.0.0.1:8000", api_key="vls-...")
+    >>> client.ask(["photo.jpg"], "What is on the table?").answer
+    """
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, *,
+                 timeout: float = DEFAULT_TIMEOUT, video_timeout: float = VIDEO_TIMEOUT, max_retries: int = 3,
+                 backoff: float = 0.5, backoff_cap: float = 20.0, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, timeout, video_timeout, max_retries, backoff, backoff_cap)
+        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @overload
+    def ask(self, images: Iterable[Any] | None = ..., question: str = ..., task: str = ...,
+            stream: Literal[False] = ..., **options: Any) -> Answer: ...
+
+    @overload
+    def ask(self, images: Iterable[Any] | None = ..., question: str = ..., task: str = ...,
+            stream: Literal[True] = ..., **options: Any) -> Iterator[StreamItem]: ...
+
+    def ask(self, images: Iterable[Any] | None = None, question: str = "", task: str = "vqa", stream: bool = False,
+            *, videos: Iterable[Any] | None = None, documents: Iterable[Any] | None = None,
+            **options: Any) -> Answer | Iterator[StreamItem]:
+        """Run ``task`` on the inputs. Local files are uploaded as data URIs.
+
+        Returns an :class:`Answer`, or with ``stream=True`` an iterator of :class:`Token` items
+        followed by one :class:`Final`. Errors raise the typed exception of their code.
+        """
+        videos = list(videos or [])
+        payload = build_payload(task, question, images, videos, documents, stream, options)
+        timeout = timeout_for(task, videos, self.timeout, self.video_timeout)
+        if stream:
+            return self._stream(payload, timeout)
+        response = self._send("POST", "/infer", json=payload, timeout=timeout)
+        return answer_from(response.json())
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self._send("GET", "/tasks").json()["tasks"])
+
+    def ready(self) -> bool:
+        return self._http.get("/readyz", timeout=self.timeout).status_code == 200
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as err:
+                if attempt >= self.max_retries:
+                    raise FetchError(f"could not reach {self.base_url}: {err}") from err
+                time.sleep(retry_delay(attempt, None, base=self.backoff, cap=self.backoff_cap))
+                continue
+            if response.status_code < 400:
+                return response
+            error = decode_error(response.status_code, response.content, response.headers)
+            if not self._retryable(error, attempt):
+                raise error
+            time.sleep(self._delay(error, attempt))
+        raise AssertionError("unreachable")
+
+    def _stream(self, payload: dict[str, Any], timeout: float) -> Iterator[StreamItem]:
+        for attempt in range(self.max_retries + 1):
+            with self._http.stream("POST", "/infer_stream", json=payload, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    error = decode_error(response.status_code, response.read(), response.headers)
+                    if not self._retryable(error, attempt):
+                        raise error
+                    time.sleep(self._delay(error, attempt))
+                    continue
+                decoder = SSEDecoder()
+                for line in response.iter_lines():
+                    if (item := decoder.feed(line)) is not None:
+                        yield stream_item(*item)
+                return
+
+
+class AsyncClient(_Common):
+    """The asyncio twin of :class:`Client` (``await client.ask(...)``, ``async for`` streams)."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, *,
+                 timeout: float = DEFAULT_TIMEOUT, video_timeout: float = VIDEO_TIMEOUT, max_retries: int = 3,
+                 backoff: float = 0.5, backoff_cap: float = 20.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, timeout, video_timeout, max_retries, backoff, backoff_cap)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def ask(self, images: Iterable[Any] | None = None, question: str = "", task: str = "vqa",
+                  stream: bool = False, *, videos: Iterable[Any] | None = None,
+                  documents: Iterable[Any] | None = None, **options: Any) -> Answer | AsyncIterator[StreamItem]:
+        """See :meth:`Client.ask`; with ``stream=True`` returns an async iterator."""
+        videos = list(videos or [])
+        payload = build_payload(task, question, images, videos, documents, stream, options)
+        timeout = timeout_for(task, videos, self.timeout, self.video_timeout)
+        if stream:
+            return self._stream(payload, timeout)
+        response = await self._send("POST", "/infer", json=payload, timeout=timeout)
+        return answer_from(response.json())
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        return list((await self._send("GET", "/tasks")).json()["tasks"])
+
+    async def ready(self) -> bool:
+        return (await self._http.get("/readyz", timeout=self.timeout)).status_code == 200
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as err:
+                if attempt >= self.max_retries:
+                    raise FetchError(f"could not reach {self.base_url}: {err}") from err
+                await asyncio.sleep(retry_delay(attempt, None, base=self.backoff, cap=self.backoff_cap))
+                continue
+            if response.status_code < 400:
+                return response
+            error = decode_error(response.status_code, response.content, response.headers)
+            if not self._retryable(error, attempt):
+                raise error
+            await asyncio.sleep(self._delay(error, attempt))
+        raise AssertionError("unreachable")
+
+    async def _stream(self, payload: dict[str, Any], timeout: float) -> AsyncIterator[StreamItem]:
+        for attempt in range(self.max_retries + 1):
+            async with self._http.stream("POST", "/infer_stream", json=payload, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    error = decode_error(response.status_code, await response.aread(), response.headers)
+                    if not self._retryable(error, attempt):
+                        raise error
+                    await asyncio.sleep(self._delay(error, attempt))
+                    continue
+                decoder = SSEDecoder()
+                async for line in response.aiter_lines():
+                    if (item := decoder.feed(line)) is not None:
+                        yield stream_item(*item)
+                return

@@ -1,0 +1,109 @@
+"""One typed settings object: every limit of the service is named here.
+
+Values come from (later wins) the defaults below, a config file (``--config FILE``, TOML, JSON or
+YAML) and environment variables prefixed ``VLSERVE_`` with ``__`` between nested names, e.g.
+``VLSERVE_LIMITS__MAX_IMAGES=4`` or ``VLSERVE_MODEL=/models/Qwen3-VL-8B-Instruct``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Limits(BaseModel):
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_images: int = 16
+    max_videos: int = 2
+    max_documents: int = 2
+    max_text_chars: int = 32_000
+    max_tokens: int = 4096
+    default_max_tokens: int = 512
+    max_input_bytes: int = 20 * 1024 * 1024
+    # Pixel budgets (see vlserve.media.VisionSettings for what each one bounds).
+    min_pixels: int = 64 * 32 * 32
+    max_pixels: int = 1280 * 32 * 32
+    max_image_pixels: int = 64_000_000
+    max_video_seconds: float = 30.0
+    video_policy: Literal["reject", "truncate"] = "reject"
+    video_fps: float = 2.0
+    video_max_frames: int = 64
+    video_max_pixels: int = 256 * 32 * 32
+    video_total_pixels: int = 8192 * 32 * 32
+    pdf_dpi: int = 144
+    max_pdf_pages: int = 8
+    pdf_policy: Literal["reject", "truncate"] = "reject"
+
+
+class Fetching(BaseModel):
+    allow_hosts: list[str] = Field(default_factory=list, description="Hosts or CIDRs allowed though private.")
+    deny_hosts: list[str] = Field(default_factory=list)
+    connect_timeout: float = 5.0
+    total_timeout: float = 20.0
+    max_redirects: int = 3
+    local_root: Path | None = Field(None, description="Server-local files are readable only under this root.")
+
+
+class ApiKey(BaseModel):
+    id: str
+    sha256: str = Field(description="hex SHA-256 of the key; the key itself is never stored")
+    rate_per_minute: int | None = None
+
+
+class Auth(BaseModel):
+    keys: list[ApiKey] = Field(default_factory=list, description="Empty: no authentication.")
+    default_rate_per_minute: int = 600
+
+
+class Moderation(BaseModel):
+    enabled: bool = True
+    blocked_terms: list[str] = Field(default_factory=list, description="Case-insensitive terms refused with 3001.")
+    check_output: bool = True
+    audit_log: Path = Path("vlserve-audit.jsonl")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VLSERVE_", env_nested_delimiter="__", extra="ignore")
+
+    model: str = "tiny"
+    model_name: str | None = None
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    limits: Limits = Field(default_factory=Limits)
+    fetching: Fetching = Field(default_factory=Fetching)
+    auth: Auth = Field(default_factory=Auth)
+    moderation: Moderation = Field(default_factory=Moderation)
+    expose_docs: bool = True
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``path``, then environment variables, then explicit ``overrides``."""
+        data: dict[str, Any] = _read_file(path) if path else {}
+        env = cls()  # environment only
+        merged = _deep_merge(data, env.model_dump(exclude_unset=True))
+        return cls.model_validate(_deep_merge(merged, {k: v for k, v in overrides.items() if v is not None}))
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return dict(yaml.safe_load(text) or {})
+    return dict(json.loads(text))
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

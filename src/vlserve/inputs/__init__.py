@@ -1,0 +1,49 @@
+"""Untrusted input references of a request (URLs, data URIs, base64, local paths, PDFs) to bytes, safely.
+
+    load_source(ref)           one reference -> Source(data, origin, declared_type)
+    ├── Fetcher.fetch(url)     http(s), under a FetchPolicy, connecting only to vetted IPs
+    ├── data: URI / base64     strict decoding, size checked before decoding
+    └── local path             only inside the configured root
+    sniff_kind(data)           image / video / pdf / unknown by magic numbers
+    render_pdf(data)           PDF pages -> RGB images within page and pixel budgets
+
+See docs/inputs.md for the rules and every limit.
+"""
+
+from vlserve.inputs.documents import PagePolicy, RenderedDocument, pdf_page_count, render_pdf
+from vlserve.inputs.fetch import DEFAULT_USER_AGENT, Fetched, Fetcher
+from vlserve.inputs.policy import (
+    DEFAULT_MAX_FETCH_BYTES,
+    FetchPolicy,
+    IPAddress,
+    Resolver,
+    check_address,
+    check_addresses,
+    check_host,
+    system_resolver,
+)
+from vlserve.inputs.sniff import InputKind, sniff_kind
+from vlserve.inputs.sources import Source, SourceOrigin, load_source
+
+__all__ = [
+    "DEFAULT_MAX_FETCH_BYTES",
+    "DEFAULT_USER_AGENT",
+    "FetchPolicy",
+    "Fetched",
+    "Fetcher",
+    "IPAddress",
+    "InputKind",
+    "PagePolicy",
+    "RenderedDocument",
+    "Resolver",
+    "Source",
+    "SourceOrigin",
+    "check_address",
+    "check_addresses",
+    "check_host",
+    "load_source",
+    "pdf_page_count",
+    "render_pdf",
+    "sniff_kind",
+    "system_resolver",
+]

@@ -1,0 +1,37 @@
+"""The one small thread pool media preprocessing shares.
+
+Pillow's resize, PyAV's colour conversion and numpy's copies release the GIL,
+so a few threads overlap frame preparation with decoding. The pool is created
+on first use and sized to the machine (at most 4), so concurrent requests queue
+instead of multiplying threads. Jobs submitted here must never wait on other
+jobs of this pool (that could deadlock a full pool).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["media_pool", "pool_size"]
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def pool_size() -> int:
+    """Worker threads in the shared pool: the usable CPU count, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def media_pool() -> ThreadPoolExecutor:
+    """The shared pool, created on first call."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=pool_size(), thread_name_prefix="vlserve-media")
+        return _pool

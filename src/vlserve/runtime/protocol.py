@@ -1,0 +1,146 @@
+"""The engine contract: what everything above the runtime may rely on.
+
+An engine turns a :class:`GenerationRequest` (chat messages whose parts may be images and videos)
+into text. The embedded engine runs the model in-process with ``transformers``; remote engines
+speak to vLLM or SGLang. Callers see only this module, never torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from vlserve.media import ImageFeatures, VideoFeatures
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass
+class TextPart:
+    text: str
+
+
+@dataclass
+class ImagePart:
+    """An image: already decoded (PIL) or already preprocessed for the model."""
+
+    image: Image.Image | ImageFeatures
+
+
+@dataclass
+class VideoPart:
+    """A video: a file path, encoded bytes, a list of frames, or already preprocessed features."""
+
+    video: str | os.PathLike[str] | bytes | Sequence[Image.Image | np.ndarray] | VideoFeatures
+    fps: float | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+Part = TextPart | ImagePart | VideoPart
+
+
+@dataclass
+class Message:
+    role: Role
+    content: str | list[Part]
+
+    @property
+    def parts(self) -> list[Part]:
+        return [TextPart(self.content)] if isinstance(self.content, str) else self.content
+
+
+@dataclass
+class SamplingParams:
+    """Decoding settings. ``temperature == 0`` means greedy decoding."""
+
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    json_schema: dict[str, Any] | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class GenerationRequest:
+    messages: list[Message]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    request_id: str = ""
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    image_tokens: int = 0
+    video_tokens: int = 0
+
+
+@dataclass
+class GenerationResult:
+    """The outcome of one request.
+
+    ``confidence`` is the geometric mean of the probabilities the sampler gave the generated tokens
+    (``exp(mean(log p))``), in ``(0, 1]``. ``activated_experts`` (MoE models only) is the number
+    of distinct experts that this request's tokens were routed to, averaged over the MoE layers and
+    rounded: always within ``[1, num_experts]``.
+    """
+
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason
+    usage: Usage
+    confidence: float | None
+    activated_experts: int | None = None
+    experts_per_layer: list[int] | None = None
+    model: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TextDelta:
+    """A piece of the answer as it is generated; ``index`` counts deltas from 0."""
+
+    text: str
+    index: int
+
+
+StreamEvent = TextDelta | GenerationResult
+
+
+@dataclass
+class EngineHealth:
+    ready: bool
+    model: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the task and HTTP layers need from a model runtime."""
+
+    model_name: str
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        """Yield :class:`TextDelta` pieces, then exactly one final :class:`GenerationResult`."""
+        ...
+
+    async def health(self) -> EngineHealth: ...

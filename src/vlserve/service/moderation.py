@@ -1,0 +1,68 @@
+"""Sensitive-content policy (code 3001) and its append-only audit log.
+
+The policy is a configurable list of case-insensitive terms checked on the request text and,
+when enabled, on the model's answer. Every refusal is appended to a JSON-lines audit log with
+the request id, the key id, the stage, which rule matched and SHA-256 hashes of the inputs —
+never the raw images or documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from vlserve.config import Moderation
+from vlserve.errors import SensitiveContentError
+
+
+class AuditLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def append(self, entry: dict[str, object]) -> None:
+        line = json.dumps({"time": time.time(), **entry}, ensure_ascii=False) + "\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # O_APPEND: concurrent writers (several workers) never overwrite each other's lines.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+class Moderator:
+    def __init__(self, settings: Moderation) -> None:
+        self.settings = settings
+        self.terms = [t.casefold() for t in settings.blocked_terms if t.strip()]
+        self.audit = AuditLog(settings.audit_log)
+
+    def _match(self, text: str) -> int | None:
+        folded = text.casefold()
+        return next((i for i, term in enumerate(self.terms) if term in folded), None)
+
+    def check(
+        self, text: str, *, stage: str, request_id: str, key_id: str | None, input_hashes: list[str]
+    ) -> None:
+        """Raise SensitiveContentError (and audit it) when ``text`` breaks the policy."""
+        if not self.settings.enabled or (stage == "output" and not self.settings.check_output):
+            return
+        rule = self._match(text)
+        if rule is None:
+            return
+        self.audit.append({
+            "request_id": request_id,
+            "key_id": key_id,
+            "stage": stage,
+            "reason": f"blocked_terms[{rule}]",
+            "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "input_sha256": input_hashes,
+        })
+        where = "the request" if stage == "input" else "the answer"
+        raise SensitiveContentError(f"{where} was refused by the content policy; the refusal was logged")

@@ -1,0 +1,36 @@
+"""Session fixtures: the tiny Qwen3-VL checkpoints and engines are built once per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vlserve.runtime.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vlserve.runtime.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("models") / "tiny-moe", moe=True)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_dir: Path) -> Iterator[object]:
+    from vlserve.runtime.local import LocalEngine
+
+    yield LocalEngine(tiny_dir, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def moe_engine(tiny_moe_dir: Path) -> Iterator[object]:
+    from vlserve.runtime.local import LocalEngine
+
+    yield LocalEngine(tiny_moe_dir, name="tiny-moe")
