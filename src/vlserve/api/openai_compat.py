@@ -100,7 +100,9 @@ def _openai_error(request: Request, exc: BaseException) -> JSONResponse:
 
 
 @router.get("/models")
-async def list_models(service: Annotated[InferenceService, Depends(service_of)]) -> dict[str, Any]:
+async def list_models(
+    key_id: Annotated[str | None, Depends(caller)], service: Annotated[InferenceService, Depends(service_of)]
+) -> dict[str, Any]:
     return {"object": "list", "data": [{"id": service.engine.model_name, "object": "model", "created": 0,
                                         "owned_by": "vlserve"}]}
 

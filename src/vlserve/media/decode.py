@@ -157,8 +157,10 @@ class VideoFile:
                 origin = packet.pts
             if stop_after is not None and stop_ticks is None and origin is not None:
                 stop_ticks = origin + int((stop_after + _STOP_MARGIN) / time_base)
-            if stop_ticks is not None and packet.dts is not None and packet.dts > stop_ticks:
-                # pts >= dts, so no later packet can be shown before the stop time.
+            # pts >= dts, so once dts passes the stop no later packet is shown before it. Without dts
+            # (Matroska) pts is used: reordering shifts it by a few frames, far less than the margin.
+            clock = packet.dts if packet.dts is not None else packet.pts
+            if stop_ticks is not None and clock is not None and clock > stop_ticks:
                 complete = False
                 break
             packets.append(packet)

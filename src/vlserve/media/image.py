@@ -74,9 +74,9 @@ def load_image(source: ImageSource, settings: VisionSettings) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """``image`` as mode RGB, transparency composited onto white (as transformers does).
 
-    An image that is already RGB is returned as is (no copy).
+    An opaque RGB image is returned as is (no copy).
     """
-    if image.mode == "RGB":
+    if image.mode == "RGB" and image.info.get("transparency") is None:
         return image
     if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
         image = _high_depth_to_l(image)

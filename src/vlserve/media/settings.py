@@ -48,22 +48,25 @@ class VisionSettings:
     temporal_patch_size: int = 2
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    rescale_factor: float = 1 / 255
     min_pixels: int = 65536  # 64 * 32 * 32 (images)
     max_pixels: int = 16777216  # 16384 * 32 * 32 (images)
     # Decoded-size guard against decompression bombs: refused before pixels are decoded.
     max_image_pixels: int = 64_000_000
-    # Encoded-size guards for bytes and files handed to the loaders (PayloadTooLargeError).
-    max_image_bytes: int = 64 * 1024 * 1024
-    max_video_bytes: int = 1024 * 1024 * 1024
     video_fps: float = 2.0
     video_min_frames: int = 4
     video_max_frames: int = 768
-    video_min_pixels: int = 4096  # HF size["shortest_edge"]: floor of the per-frame budget (x1.05)
+    # HF video size["shortest_edge"], used as transformers does: int(1.05 * it) floors the
+    # per-frame budget, and it bounds t*h*w from below in video_smart_resize (see sizing).
+    video_min_pixels: int = 4096
     video_max_pixels: int = 786432  # per frame (768 tokens * 32 * 32)
     video_total_pixels: int = 25165824  # budget for all frames together (24576 * 32 * 32)
     max_video_seconds: float = 30.0  # seed 002's limit
     video_policy: VideoPolicy = "reject"
+    # Beyond the agreed interface (kept last so positional use of the fields above still works):
+    rescale_factor: float = 1 / 255  # HF "rescale_factor"
+    # Encoded-size guards for bytes and files handed to the loaders (PayloadTooLargeError).
+    max_image_bytes: int = 64 * 1024 * 1024
+    max_video_bytes: int = 1024 * 1024 * 1024
 
     def __post_init__(self) -> None:
         # Fail at configuration time rather than deep inside a request.

@@ -5,7 +5,7 @@ tokens keep the output a valid prefix of some JSON document matching the schema.
 
 A valid document must also *end* within ``max_tokens``. A trained model closes its JSON on its
 own, but a weak or random one may wander inside an unbounded string forever. So in the last
-``closing_window`` tokens of the budget we narrow the allowed set, whenever the grammar leaves such
+tokens of the budget (as many as the schema's smallest valid document takes, plus a margin) we narrow the allowed set, whenever the grammar leaves such
 a choice, to tokens that head for the end: inside a string, tokens containing a quote (closing
 it); outside, tokens made only of ``]``/``}`` or end-of-sequence, else bare digits (the shortest
 value). The grammar still decides everything else, so the result is always schema-valid.
@@ -14,6 +14,7 @@ value). The grammar still decides everything else, so the result is always schem
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 from vlserve.errors import RequestError
 
 CLOSERS = set("]}")
+CLOSING_MARGIN = 16
 DIGITS = set("0123456789")
 
 
@@ -60,27 +62,38 @@ class GrammarCompiler:
             raise RequestError(f"the JSON schema cannot be used for constrained decoding: {messages[0]}")
         return grammar
 
-    def matcher(self, schema: dict[str, Any]) -> JsonMatcher:
+    def matcher(self, schema: dict[str, Any], max_tokens: int) -> JsonMatcher:
         try:
             schema_json = json.dumps(schema, sort_keys=True)
         except (TypeError, ValueError) as err:
             raise RequestError(f"the JSON schema is not serialisable: {err}") from err
-        return JsonMatcher(self, self._grammar(schema_json))
+        grammar = self._grammar(schema_json)
+        needed = self._minimal_tokens(schema_json)
+        if needed > max_tokens:
+            raise RequestError(f"max_tokens={max_tokens} is too small for the JSON schema: its smallest valid "
+                               f"answer takes about {needed} tokens")
+        return JsonMatcher(self, grammar, closing_window=needed + CLOSING_MARGIN)
+
+    @lru_cache(maxsize=64)  # noqa: B019 - one compiler per engine, kept for the engine's life
+    def _minimal_tokens(self, schema_json: str) -> int:
+        text = json.dumps(minimal_instance(json.loads(schema_json)), separators=(",", ":"))
+        return len(self.lltok.tokenize_str(text))
 
 
 class JsonMatcher:
     """The grammar state of one request."""
 
-    def __init__(self, compiler: GrammarCompiler, grammar: str) -> None:
+    def __init__(self, compiler: GrammarCompiler, grammar: str, closing_window: int) -> None:
         import llguidance
 
         self.compiler = compiler
+        self.closing_window = closing_window
         self.matcher = llguidance.LLMatcher(compiler.lltok, grammar, log_level=0)
         self._bitmask = np.full((1, (compiler.vocab_size + 31) // 32), -1, dtype=np.int32)
         self._in_string = False
         self._escaped = False
 
-    def allowed(self, remaining: int, closing_window: int) -> np.ndarray:
+    def allowed(self, remaining: int) -> np.ndarray:
         """Boolean mask ``(vocab,)`` of the tokens allowed next."""
         import llguidance.numpy
 
@@ -91,7 +104,7 @@ class JsonMatcher:
         llguidance.numpy.fill_next_token_bitmask(self.matcher, self._bitmask, 0)
         bits = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")
         mask = bits[: self.compiler.vocab_size].astype(bool)
-        if remaining <= closing_window:
+        if remaining <= self.closing_window:
             c = self.compiler
             preferences = [c.quote_mask] if self._in_string else [c.closer_mask, c.digit_mask]
             for preferred in preferences:
@@ -116,3 +129,40 @@ class JsonMatcher:
     @property
     def error(self) -> str | None:
         return self.matcher.get_error() if self.matcher.is_error() else None
+
+
+def minimal_instance(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
+    """A smallest valid instance of ``schema`` (required properties only, fewest items)."""
+    defs = defs if defs is not None else {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    if "$ref" in schema:
+        return minimal_instance(defs.get(schema["$ref"].rsplit("/", 1)[-1], {}), defs)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return min(schema["enum"], key=lambda v: len(json.dumps(v)))
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [minimal_instance(option, defs) for option in schema[key]]
+            return min(options, key=lambda v: len(json.dumps(v)))
+    if "allOf" in schema:
+        merged: dict[str, Any] = {}
+        for part in schema["allOf"]:
+            merged.update(part)
+        return minimal_instance(merged, defs)
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = "null" if "null" in kind else kind[0]
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: minimal_instance(props.get(name, {}), defs) for name in schema.get("required", [])}
+    if kind == "array":
+        return [minimal_instance(schema.get("items", {}), defs) for _ in range(schema.get("minItems", 0))]
+    if kind == "string":
+        return "a" * schema.get("minLength", 0)
+    if kind in ("number", "integer"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -math.inf))
+        high = schema.get("maximum", schema.get("exclusiveMaximum", math.inf))
+        return 0 if low <= 0 <= high else (low if low > 0 else high)
+    if kind == "boolean":
+        return False
+    return None

@@ -29,7 +29,6 @@ from vlserve.runtime.constrained import JsonMatcher
 from vlserve.runtime.protocol import FinishReason, SamplingParams
 
 DeltaCallback = Callable[[int, str], None]
-CLOSING_WINDOW = 24
 
 
 @dataclass
@@ -100,24 +99,23 @@ class BatchDecoder(LogitsProcessor):
             logits[ids] = seen - p.presence_penalty
         if row.matcher is not None:
             remaining = p.max_tokens - len(row.tokens)
-            allowed = torch.from_numpy(row.matcher.allowed(remaining, CLOSING_WINDOW))
+            allowed = torch.from_numpy(row.matcher.allowed(remaining))
             logits = logits.masked_fill(~allowed[: logits.shape[0]], -math.inf)
         if p.greedy:
             token = int(torch.argmax(logits))
             return token, float(logits[token] - torch.logsumexp(logits, 0))
         logits = logits / p.temperature
-        if p.top_k > 0 and p.top_k < logits.shape[0]:
-            kth = torch.topk(logits, p.top_k).values[-1]
-            logits = logits.masked_fill(logits < kth, -math.inf)
-        logprobs = torch.log_softmax(logits, 0)
+        candidates: torch.Tensor | None = None  # vocabulary ids of ``logits`` when narrowed
+        if 0 < p.top_k < logits.shape[0]:
+            logits, candidates = torch.topk(logits, p.top_k)
+        probs = torch.softmax(logits, 0)
         if p.top_p < 1.0:
-            sorted_lp, order = torch.sort(logprobs, descending=True)
-            cum = sorted_lp.exp().cumsum(0)
-            drop = cum - sorted_lp.exp() >= p.top_p  # keep the smallest prefix reaching top_p
-            logprobs[order[drop]] = -math.inf
-            logprobs = torch.log_softmax(logprobs, 0)
-        token = int(torch.multinomial(logprobs.exp(), 1, generator=row.generator))
-        return token, float(logprobs[token])
+            probs, order = _nucleus(probs, p.top_p)
+            candidates = order if candidates is None else candidates[order]
+        choice = int(torch.multinomial(probs, 1, generator=row.generator))
+        token = choice if candidates is None else int(candidates[choice])
+        return token, math.log(float(probs[choice]))
+
 
     # -- observing --------------------------------------------------------------------------
     def observe(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -182,3 +180,21 @@ class StopAdapter(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:  # type: ignore[override]
         return self.decoder.observe(input_ids).to(input_ids.device)  # type: ignore[return-value]
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smallest set of most likely tokens whose mass reaches ``top_p``, renormalised.
+
+    Real models put most of the mass on a few tokens, so we look at the top 64 first and widen
+    only when they are not enough, instead of sorting the whole vocabulary every step.
+    """
+    k = 64
+    while True:
+        k = min(k, probs.shape[0])
+        top, order = torch.topk(probs, k)
+        if float(top.sum()) >= top_p or k == probs.shape[0]:
+            break
+        k *= 8
+    keep = (top.cumsum(0) - top) < top_p
+    top, order = top[keep], order[keep]
+    return top / top.sum(), order

@@ -8,6 +8,7 @@ keeps each request's settings, stream and stop conditions separate inside the ba
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import os
 import queue
@@ -70,6 +71,12 @@ class LocalEngine:
         self._grammar: GrammarCompiler | None = None
         self._lock = threading.Lock()
 
+    def with_vision(self, vision: VisionSettings) -> LocalEngine:
+        """The same loaded model with other media settings (shares weights, lock and grammar tables)."""
+        twin = copy.copy(self)
+        twin.vision = vision
+        return twin
+
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
         ids = [ids] if isinstance(ids, int) else list(ids or [])
@@ -125,17 +132,19 @@ class LocalEngine:
         started = time.perf_counter()
         inputs = prepared or [self.prepare(r) for r in requests]
         prepared_at = time.perf_counter()
+        for r in requests:
+            if r.params.max_tokens < 1:
+                raise RequestError("max_tokens must be at least 1")
         rows = [
             RowState(
                 params=r.params,
-                matcher=self.grammar.matcher(r.params.json_schema) if r.params.json_schema else None,
+                matcher=self.grammar.matcher(r.params.json_schema, r.params.max_tokens)
+                if r.params.json_schema
+                else None,
                 cancel=cancels[i] if cancels else threading.Event(),
             )
             for i, r in enumerate(requests)
         ]
-        for r in requests:
-            if r.params.max_tokens < 1:
-                raise RequestError("max_tokens must be at least 1")
         first_token: list[float | None] = [None] * len(rows)
 
         def delta(row: int, text: str) -> None:

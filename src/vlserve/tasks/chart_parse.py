@@ -6,6 +6,8 @@ from typing import Any
 from vlserve.tasks.base import InputRules, Task, TaskInput
 
 _LABEL = {"type": "string", "maxLength": 80}
+# Bounded, so a number always fits a float (an unbounded one could be 1e999 and serialise as null).
+_VALUE = {"type": "number", "minimum": -1e15, "maximum": 1e15}
 
 CHART_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -36,7 +38,7 @@ CHART_SCHEMA: dict[str, Any] = {
                         "maxItems": 24,
                         "items": {
                             "type": "object",
-                            "properties": {"x": {"type": "string", "maxLength": 40}, "y": {"type": "number"}},
+                            "properties": {"x": {"type": "string", "maxLength": 40}, "y": _VALUE},
                             "required": ["x", "y"],
                             "additionalProperties": False,
                         },
