@@ -173,3 +173,20 @@ def test_seed_article_client(server: LiveServer) -> None:
         next(gen)
     envelope = stop.value.value
     assert envelope["code"] == 0 and envelope["msg"] == "success" and "answer" in envelope["result"]
+
+
+def test_cli_ask_server(server: LiveServer, photo: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vlserve.cli.main import app
+
+    runner = CliRunner()
+    args = ["ask", "--server", server.url, "--api-key", KEYS["alice"], "--image", str(photo), "--max-tokens", "5"]
+    as_json = runner.invoke(app, [*args, "--json", "What is it?"])
+    assert as_json.exit_code == 0, as_json.output
+    envelope = json.loads(as_json.stdout)
+    assert envelope["metadata"]["output_tokens"] <= 5
+    streamed = runner.invoke(app, [*args, "What is it?"])
+    assert streamed.exit_code == 0 and streamed.stdout.strip() == envelope["answer"]
+    refused = runner.invoke(app, [*args[:3], "--api-key", "wrong", "--image", str(photo), "Hi"])
+    assert refused.exit_code == 2 and "error 4001" in refused.output

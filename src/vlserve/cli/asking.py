@@ -97,3 +97,22 @@ def run_ask(
     else:
         out.write("\n")
     return result
+
+
+def run_ask_server(url: str, api_key: str | None, question: str, *, task: str, images: list[str],
+                   videos: list[str], options: dict[str, Any], json_output: bool, out: IO[str]) -> None:
+    """``vlserve ask --server URL``: the same question through the SDK and the task API."""
+    from vlserve.client import Client, Final, Token
+
+    with Client(url, api_key=api_key) as client:
+        if json_output:
+            answer = client.ask(images, question, task=task, videos=videos, **options)
+            out.write(json.dumps(dataclasses.asdict(answer), ensure_ascii=False, indent=2) + "\n")
+            return
+        for item in client.ask(images, question, task=task, stream=True, videos=videos, **options):
+            if isinstance(item, Token):
+                out.write(item.token)
+                out.flush()
+            elif isinstance(item, Final) and not isinstance(item.answer, str):
+                out.write(json.dumps(item.answer, ensure_ascii=False))
+        out.write("\n")

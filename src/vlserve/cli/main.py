@@ -73,9 +73,22 @@ def ask(
     json_output: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    server: Annotated[str | None, typer.Option(help="Ask a running vlserve at this URL instead.")] = None,
+    task: Annotated[str, typer.Option(help="Task, with --server (vqa, captioning, chart_parse, ...).")] = "vqa",
+    api_key: Annotated[str | None, typer.Option(envvar="VLSERVE_API_KEY", help="API key for --server.")] = None,
 ) -> None:
     """Ask the model a question about images and videos; the answer streams to the terminal."""
-    from vlserve.cli.asking import run_ask
+    from vlserve.cli.asking import run_ask, run_ask_server
+
+    if server:
+        try:
+            run_ask_server(server, api_key, question, task=task, images=image or [], videos=video or [],
+                           options={"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+                                    "top_k": top_k, "seed": seed, "fps": fps},
+                           json_output=json_output, out=sys.stdout)
+        except VlserveError as err:
+            raise fail(err) from None
+        return
 
     try:
         json_schema: dict[str, Any] | None = json.loads(schema.read_text()) if schema else None
