@@ -67,6 +67,48 @@ class Moderation(BaseModel):
     audit_log: Path = Path("vlserve-audit.jsonl")
 
 
+class LaneSettings(BaseModel):
+    """One isolated lane: its own queue, concurrency and model assignment."""
+
+    queue_size: int = Field(32, ge=0, description="Requests that may wait beyond those running.")
+    concurrency: int = Field(4, ge=1, description="Requests running at once (also the batch size).")
+    queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a slot (then 2001).")
+    model: str = Field("main", description="Name of the engine serving this lane (see `models`).")
+    fallback: str | None = Field(None, description="Engine answering with code 2001 when the lane is full.")
+
+
+class ModelSettings(BaseModel):
+    """An extra engine: another checkpoint, or another instance of the same one."""
+
+    model: str
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+def _default_lanes() -> dict[str, LaneSettings]:
+    return {
+        "interactive": LaneSettings(queue_size=32, concurrency=8, queue_timeout=30.0),
+        "batch": LaneSettings(queue_size=256, concurrency=4, queue_timeout=600.0),
+        "video": LaneSettings(queue_size=8, concurrency=2, queue_timeout=120.0),
+    }
+
+
+class Scheduling(BaseModel):
+    lanes: dict[str, LaneSettings] = Field(default_factory=_default_lanes)
+    models: dict[str, ModelSettings] = Field(default_factory=dict, description="Engines besides 'main'.")
+    batch_window_ms: float = Field(5.0, ge=0, description="How long a batch waits for more requests to join.")
+    prepare_workers: int = Field(4, ge=1, description="Threads decoding media off the event loop.")
+
+
+class Jobs(BaseModel):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: Path = Path("vlserve-jobs.sqlite3")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    workers: int = Field(2, ge=0, description="Jobs run at once by this replica (0: accept, run elsewhere).")
+    lease_seconds: float = 30.0
+    max_batch: int = Field(100, ge=1, description="Requests in one POST /jobs.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VLSERVE_", env_nested_delimiter="__", extra="ignore")
 
@@ -80,6 +122,8 @@ class Settings(BaseSettings):
     fetching: Fetching = Field(default_factory=Fetching)
     auth: Auth = Field(default_factory=Auth)
     moderation: Moderation = Field(default_factory=Moderation)
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    jobs: Jobs = Field(default_factory=Jobs)
     expose_docs: bool = True
 
     @classmethod

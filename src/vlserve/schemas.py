@@ -96,6 +96,8 @@ class StreamFinal(BaseModel):
     confidence: float | None = None
     metadata: Metadata
     request_id: str
+    code: int = 0
+    msg: str = "success"
 
 
 class ErrorBody(BaseModel):

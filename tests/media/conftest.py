@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -72,7 +72,7 @@ def encode_video(
     """A synthetic video: frame i has ``frame_level(i)`` on its left half."""
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=fps)
+        stream: Any = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if gop is not None:
             stream.codec_context.gop_size = gop
@@ -140,9 +140,9 @@ def video_reference(
     from transformers.video_utils import VideoMetadata
 
     def run(data: bytes, settings: VisionSettings, fps: float | None = None) -> dict[str, Any]:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.video[0]
-            source_fps = float(stream.average_rate)
+            source_fps = float(stream.average_rate or 0)
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
         video_proc = qwen3.Qwen3VLVideoProcessor(
             min_frames=settings.video_min_frames, max_frames=settings.video_max_frames
@@ -180,8 +180,9 @@ def video_reference(
             merge_size=settings.merge_size,
             temporal_patch_size=settings.temporal_patch_size,
         )
+        # A static helper in all but name: it does not use `self`.
         timestamps = Qwen3VLProcessor._calculate_timestamps(
-            None, list(indices), source_fps, settings.temporal_patch_size
+            cast(Any, None), list(indices), source_fps, settings.temporal_patch_size
         )
         return {
             "pixel_values": patches[0].numpy(),

@@ -13,13 +13,17 @@ def test_sample_indices_match_transformers() -> None:
     qwen3 = pytest.importorskip("transformers.models.qwen3_vl.video_processing_qwen3_vl")
     from transformers.video_utils import VideoMetadata
 
+    procs = {
+        (lo, hi): qwen3.Qwen3VLVideoProcessor(min_frames=lo, max_frames=hi)
+        for lo, hi in [(4, 768), (2, 8), (1, 3)]
+    }
     for (lo, hi), total, src, fps in itertools.product(
-        [(4, 768), (2, 8), (1, 3)],
+        procs,
         [1, 2, 3, 5, 29, 30, 31, 300, 899, 5000],
         [24.0, 29.97, 30.0, 60.0, 2.0],
         [0.5, 2.0, 3.3],
     ):
-        proc = qwen3.Qwen3VLVideoProcessor(min_frames=lo, max_frames=hi)
+        proc = procs[(lo, hi)]
         expected = proc.sample_frames(VideoMetadata(total_num_frames=total, fps=src), fps=fps).tolist()
         assert sample_indices(total, src, fps, min_frames=lo, max_frames=hi) == expected
 

@@ -131,11 +131,11 @@ def test_start_and_end_select_a_clip(mt: SimpleNamespace, settings: VisionSettin
         load_video(data, settings, start=3.0, end=2.0)
 
 
-@pytest.fixture(scope="module")
-def forty_seconds() -> bytes:
+@pytest.fixture(scope="module", params=["mp4", "matroska"])
+def forty_seconds(request: pytest.FixtureRequest) -> bytes:
     buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=2)
+    with av.open(buf, "w", format=request.param) as container:
+        stream: Any = container.add_stream("libx264", rate=2)
         stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
         for i in range(80):
             frame = np.full((16, 16, 3), (8 + 3 * i) % 256, dtype=np.uint8)
@@ -224,7 +224,7 @@ def test_image_or_audio_is_not_a_video(mt: SimpleNamespace, settings: VisionSett
         load_video(png.getvalue(), settings)
     audio = io.BytesIO()
     with av.open(audio, "w", format="matroska") as container:
-        stream = container.add_stream("pcm_s16le", rate=8000)
+        stream: Any = container.add_stream("pcm_s16le", rate=8000)
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
         frame.sample_rate = 8000
         for packet in stream.encode(frame):

@@ -96,7 +96,7 @@ def test_equal_when_downscaling_beyond_max_pixels(image_reference: Any) -> None:
     assert w * h <= DEFAULT.max_pixels and (w, h) != (4200, 4100)
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "LA", "P", "CMYK"])
+@pytest.mark.parametrize("mode", ["L", "RGBA", "LA", "P", "CMYK", "RGB-key"])
 def test_other_modes_equal_reference(mode: str, image_reference: Any, mt: SimpleNamespace) -> None:
     rgb = Image.fromarray(mt.noise_image(70, 50, 11))
     if mode == "P":
@@ -105,6 +105,9 @@ def test_other_modes_equal_reference(mode: str, image_reference: Any, mt: Simple
     elif mode in ("RGBA", "LA"):
         image = rgb.convert(mode)
         image.putalpha(Image.linear_gradient("L").resize(rgb.size))
+    elif mode == "RGB-key":
+        image = rgb.copy()
+        image.info["transparency"] = tuple(np.asarray(image)[0, 0].tolist())
     else:
         image = rgb.convert(mode)
     _check(image, DEFAULT, image_reference)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -18,35 +19,70 @@ from vlserve.api import errors, health, infer, openai_compat
 from vlserve.api.middleware import RequestContext
 from vlserve.config import Settings
 from vlserve.runtime.protocol import Engine, GenerationRequest, Message, SamplingParams
+from vlserve.scheduling import Metrics, Scheduler
 from vlserve.service.auth import KeyRing
 from vlserve.service.inference import InferenceService, media_limits
+
+if TYPE_CHECKING:
+    from vlserve.runtime.local import LocalEngine
 
 log = logging.getLogger("vlserve")
 
 
-def build_engine(settings: Settings) -> Engine:
-    """The embedded engine for ``settings.model``, warmed up with one short generation."""
+def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name: str) -> LocalEngine:
+    """An embedded engine, warmed up with one short generation."""
     from vlserve.media import VisionSettings
     from vlserve.runtime.loading import resolve_checkpoint
     from vlserve.runtime.local import LocalEngine
 
-    ckpt = resolve_checkpoint(settings.model)
+    ckpt = resolve_checkpoint(model)
     vision = VisionSettings.from_checkpoint(ckpt.path, **media_limits(settings))
-    engine = LocalEngine(ckpt.path, device=settings.device, dtype=settings.dtype, vision=vision,
-                         name=settings.model_name or settings.model)
+    engine = LocalEngine(ckpt.path, device=device, dtype=dtype, vision=vision, name=name)  # type: ignore[arg-type]
     engine.generate_sync(GenerationRequest([Message("user", "warm up")], SamplingParams(max_tokens=1)))
     engine.grammar  # noqa: B018 - build the grammar tables now, not on the first structured request
     return engine
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+def build_engines(settings: Settings) -> dict[str, LocalEngine]:
+    """``main`` from ``settings.model`` plus every engine named in ``scheduling.models``."""
+    engines = {"main": load_engine(settings, settings.model, device=settings.device, dtype=settings.dtype,
+                                   name=settings.model_name or settings.model)}
+    for name, extra in settings.scheduling.models.items():
+        engines[name] = load_engine(settings, extra.model, device=extra.device, dtype=extra.dtype, name=name)
+    return engines
+
+
+def batched(settings: Settings, engines: dict[str, Engine]) -> dict[str, Engine]:
+    """Embedded engines get dynamic batching, sized by the largest lane they serve."""
+    from vlserve.runtime.batching import BatchingEngine
+    from vlserve.runtime.local import LocalEngine
+
+    out: dict[str, Engine] = {}
+    for name, engine in engines.items():
+        if isinstance(engine, LocalEngine):
+            sizes = [lane.concurrency for lane in settings.scheduling.lanes.values()
+                     if name in (lane.model, lane.fallback)]
+            engine = BatchingEngine(engine, max_batch=max(sizes, default=8),
+                                    window_ms=settings.scheduling.batch_window_ms,
+                                    prepare_workers=settings.scheduling.prepare_workers)
+        out[name] = engine
+    return out
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None,
+               engines: dict[str, Engine] | None = None) -> FastAPI:
+    """The service. ``engine``/``engines`` inject loaded engines (``main`` at least); otherwise
+    they are loaded in the background from ``settings``."""
     settings = settings or Settings()
+    if engine is not None:
+        engines = {"main": engine, **(engines or {})}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = None
-        if engine is not None:
-            app.state.service = InferenceService(settings, engine)
+        if engines is not None:
+            app.state.service = InferenceService(settings, Scheduler(settings.scheduling, batched(settings, engines),
+                                                                     app.state.metrics))
         else:
             loader = asyncio.create_task(_load(app, settings))
         yield
@@ -66,6 +102,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.service = None
+    app.state.metrics = Metrics()
     app.state.keyring = KeyRing(settings.auth.keys, settings.auth.default_rate_per_minute)
     errors.install(app)
     app.add_middleware(RequestContext, max_body_bytes=settings.limits.max_body_bytes)
@@ -77,10 +114,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
 async def _load(app: FastAPI, settings: Settings) -> None:
     try:
-        engine = await asyncio.to_thread(build_engine, settings)
+        engines = await asyncio.to_thread(build_engines, settings)
+        scheduler = Scheduler(settings.scheduling, batched(settings, dict(engines)), app.state.metrics)
     except Exception as err:  # reported by /readyz; the process stays up to say why
         log.exception("could not load the model %s", settings.model)
         app.state.load_error = str(err)
         return
-    app.state.service = InferenceService(settings, engine)
+    app.state.service = InferenceService(settings, scheduler)
     log.info("model %s ready", settings.model)

@@ -90,7 +90,9 @@ def to_vlserve_error(exc: BaseException) -> e.VlserveError:
 
 
 async def handle(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(to_vlserve_error(exc), request_id_of(request))
+    err = to_vlserve_error(exc)
+    request.app.state.metrics.errors.labels(str(err.code)).inc()
+    return error_response(err, request_id_of(request))
 
 
 def install(app: Any) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 router = APIRouter()
 
@@ -20,5 +21,14 @@ async def readyz(request: Request) -> JSONResponse:
         error = getattr(request.app.state, "load_error", None)
         return JSONResponse({"ready": False, "reason": error or "model loading"}, status_code=503)
     health = await service.engine.health()
-    return JSONResponse({"ready": health.ready, "model": health.model, **health.detail},
-                        status_code=200 if health.ready else 503)
+    lanes = {name: lane.status() for name, lane in service.scheduler.lanes.items()}
+    ready = health.ready and service.scheduler.accepting
+    return JSONResponse({"ready": ready, "model": health.model, "lanes": lanes, **health.detail},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: lanes, admissions, latencies, tokens, jobs."""
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

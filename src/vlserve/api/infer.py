@@ -40,7 +40,7 @@ async def infer(
         return await _stream(body, request, key_id, service)
     request_id = request_id_of(request)
     outcome = await service.infer(body, request_id=request_id, key_id=key_id)
-    return Envelope(request_id=request_id, result=outcome.result_model())
+    return Envelope(request_id=request_id, code=outcome.code, msg=outcome.msg, result=outcome.result_model())
 
 
 @router.post(
@@ -61,9 +61,13 @@ async def infer_stream(
 async def _stream(body: InferRequest, request: Request, key_id: str | None,
                   service: InferenceService) -> StreamingResponse:
     request_id = request_id_of(request)
-    prepared = await service.prepare(body, request_id=request_id, key_id=key_id)
-    events = service.stream(prepared)
-    first = await anext(events)  # errors up to here become ordinary JSON error responses
+    run = await service.start(body, request_id=request_id, key_id=key_id)
+    events = service.events(run)
+    try:
+        first = await anext(events)  # errors up to here become ordinary JSON error responses
+    except BaseException:
+        await events.aclose()
+        raise
 
     async def body_iter() -> AsyncIterator[bytes]:
         try:
@@ -84,7 +88,7 @@ def _frame(item: TextDelta | Outcome) -> bytes:
     if isinstance(item, TextDelta):
         return event("token", {"token": item.text, "index": item.index})
     final = StreamFinal(answer=item.answer, confidence=item.result.confidence, metadata=item.metadata,
-                        request_id=item.request_id)
+                        request_id=item.request_id, code=item.code, msg=item.msg)
     return event("final", final.model_dump(mode="json"))
 
 

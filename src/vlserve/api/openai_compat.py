@@ -34,6 +34,7 @@ from vlserve.runtime.protocol import (
     TextPart,
     VideoPart,
 )
+from vlserve.scheduling import Ticket
 from vlserve.service.inference import InferenceService
 
 router = APIRouter(prefix="/v1")
@@ -115,20 +116,29 @@ async def chat_completions(
     service: Annotated[InferenceService, Depends(service_of)],
 ) -> JSONResponse | StreamingResponse:
     request_id = request_id_of(request)
+    ticket = None
     try:
+        ticket = service.scheduler.lane("interactive").admit()
         generation = await _to_generation(body, service, request_id)
         service.moderator.check(_all_text(body), stage="input", request_id=request_id, key_id=key_id,
                                 input_hashes=[])
+        events = _generate(ticket, generation)
+        ticket = None  # the stream owns the lane place now
+        first = await anext(events)
         if body.stream:
-            events = service.engine.stream(generation)
-            first = await anext(events)
             return StreamingResponse(_chunks(body, request_id, service.engine.model_name, first, events),
                                      media_type="text/event-stream")
-        result = await service.engine.generate(generation)
+        result = first
+        async for event in events:
+            result = event
+        assert isinstance(result, GenerationResult)
         service.moderator.check(result.text, stage="output", request_id=request_id, key_id=key_id,
                                 input_hashes=[])
     except Exception as exc:
         return _openai_error(request, exc)
+    finally:
+        if ticket is not None:
+            ticket.release()
     return JSONResponse({
         "id": "chatcmpl-" + request_id.removeprefix("req_"),
         "object": "chat.completion",
@@ -138,6 +148,20 @@ async def chat_completions(
                      "finish_reason": _finish(result), "logprobs": None}],
         "usage": _usage(result),
     })
+
+
+async def _generate(ticket: Ticket, generation: GenerationRequest) -> AsyncIterator[object]:
+    """The engine's events while holding a slot in the lane; the place is given back at the end."""
+    try:
+        async with ticket.running():
+            stream = ticket.engine.stream(generation)
+            try:
+                async for event in stream:
+                    yield event
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        ticket.release()
 
 
 def _all_text(body: ChatRequest) -> str:

@@ -11,10 +11,12 @@ import typer
 from rich.console import Console
 
 from vlserve.errors import VlserveError
+from vlserve.recon3d.cli import app as recon3d_app
 
 app = typer.Typer(no_args_is_help=True, help="Self-hosted Qwen3-VL: runtime, task API and 3D reconstruction.")
 models_app = typer.Typer(no_args_is_help=True, help="Build and inspect model checkpoints.")
 app.add_typer(models_app, name="models")
+app.add_typer(recon3d_app, name="recon3d")
 
 console = Console()
 err_console = Console(stderr=True)

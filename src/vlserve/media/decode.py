@@ -53,6 +53,8 @@ _DEMUXERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "avi", "matroska,webm"})
 # Demuxing stops this far past the last second that can matter (timestamps of
 # packets in decode order run slightly behind presentation order).
 _STOP_MARGIN = Fraction(1)
+_THREAD_TYPE = "AUTO"
+_THREAD_COUNT = 0  # FFmpeg's choice: one per core, plus one
 
 
 class MissingFramesError(Exception):
@@ -240,7 +242,7 @@ class VideoFile:
         """Every frame from the beginning, in a fresh container so earlier reads do not matter."""
         container = self._reopen()
         stream = container.streams[self.stream.index]
-        stream.thread_type = "AUTO"
+        _use_threads(stream)
         try:
             yield from container.decode(stream)
         finally:
@@ -309,9 +311,14 @@ def _check_container(container: av.container.InputContainer, settings: VisionSet
             f"The video frames are {codec.width}x{codec.height} pixels; the limit is "
             f"{settings.max_image_pixels:,} pixels per frame."
         )
-    # Frame threads decode several frames at once; slice threads help intra-heavy streams.
-    stream.thread_type = "AUTO"
+    _use_threads(stream)
     return stream
+
+
+def _use_threads(stream: VideoStream) -> None:
+    """Decode with FFmpeg's threads: frame threads decode several frames at once."""
+    stream.thread_type = _THREAD_TYPE
+    stream.codec_context.thread_count = _THREAD_COUNT
 
 
 def _first_video_stream(container: av.container.InputContainer) -> VideoStream:

@@ -8,9 +8,10 @@ Rules (transformers' Qwen3-VL processor, see ``sampling`` and ``sizing``):
 * frame numbers count frames in presentation order from the start of the
   file; the clip is the frames with ``start <= time < end`` (seconds since the
   first frame; both optional);
-* the clip's duration is ``last time - first time + 1 / source_fps``; above
-  ``max_video_seconds`` (by more than half a frame), policy ``"reject"`` raises VideoTooLongError and
-  ``"truncate"`` keeps the frames before ``start + max_video_seconds``;
+* the clip's duration is ``last time - first time + 1 / source_fps``; if it
+  exceeds ``max_video_seconds`` by more than half a frame, policy ``"reject"``
+  raises VideoTooLongError and ``"truncate"`` keeps the frames before
+  ``start + max_video_seconds``;
 * ``n = int(clip_frames / source_fps * fps)`` clamped to
   ``[min_frames, max_frames]`` and to the clip's frame count, at indices
   ``round(linspace(0, clip_frames - 1, n))``; an odd ``n`` is made even by

@@ -62,7 +62,8 @@ class GrammarCompiler:
             raise RequestError(f"the JSON schema cannot be used for constrained decoding: {messages[0]}")
         return grammar
 
-    def matcher(self, schema: dict[str, Any], max_tokens: int) -> JsonMatcher:
+    def check(self, schema: dict[str, Any], max_tokens: int) -> tuple[str, int]:
+        """Compile ``schema`` (cached) and check the budget; returns ``(grammar, closing_window)``."""
         try:
             schema_json = json.dumps(schema, sort_keys=True)
         except (TypeError, ValueError) as err:
@@ -72,7 +73,11 @@ class GrammarCompiler:
         if needed > max_tokens:
             raise RequestError(f"max_tokens={max_tokens} is too small for the JSON schema: its smallest valid "
                                f"answer takes about {needed} tokens")
-        return JsonMatcher(self, grammar, closing_window=needed + CLOSING_MARGIN)
+        return grammar, needed + CLOSING_MARGIN
+
+    def matcher(self, schema: dict[str, Any], max_tokens: int) -> JsonMatcher:
+        grammar, closing_window = self.check(schema, max_tokens)
+        return JsonMatcher(self, grammar, closing_window=closing_window)
 
     @lru_cache(maxsize=64)  # noqa: B019 - one compiler per engine, kept for the engine's life
     def _minimal_tokens(self, schema_json: str) -> int:

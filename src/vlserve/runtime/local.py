@@ -92,7 +92,14 @@ class LocalEngine:
 
     # -- preparation (CPU work, safe to run in worker threads) ----------------------------
     def prepare(self, request: GenerationRequest) -> ModelInputs:
-        """Decode and patchify media, render the chat template and tokenize."""
+        """Check the settings, decode and patchify media, render the chat template and tokenize.
+
+        Everything a request can get wrong is found here, so a bad request never fails a batch.
+        """
+        if request.params.max_tokens < 1:
+            raise RequestError("max_tokens must be at least 1")
+        if request.params.json_schema is not None:
+            self.grammar.check(request.params.json_schema, request.params.max_tokens)
         return build_inputs(
             request.messages,
             render=self._render,
@@ -132,9 +139,6 @@ class LocalEngine:
         started = time.perf_counter()
         inputs = prepared or [self.prepare(r) for r in requests]
         prepared_at = time.perf_counter()
-        for r in requests:
-            if r.params.max_tokens < 1:
-                raise RequestError("max_tokens must be at least 1")
         rows = [
             RowState(
                 params=r.params,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlserve.config import Settings
-from vlserve.errors import EngineError, RequestError, TooManyInputsError
+from vlserve.errors import EngineError, OverloadedError, RequestError, TooManyInputsError
 from vlserve.inputs import Fetcher, FetchPolicy, load_source, render_pdf
 from vlserve.media import VisionSettings, load_image
 from vlserve.runtime.protocol import (
@@ -26,6 +26,7 @@ from vlserve.runtime.protocol import (
     VideoPart,
 )
 from vlserve.schemas import InferRequest, InferResult, Metadata, VideoInput
+from vlserve.scheduling import Scheduler, Ticket
 from vlserve.service.moderation import Moderator
 from vlserve.tasks import Task, TaskInput, get_task
 
@@ -56,6 +57,24 @@ class Outcome:
 
     def result_model(self) -> InferResult:
         return InferResult(answer=self.answer, confidence=self.result.confidence, metadata=self.metadata)
+
+    @property
+    def code(self) -> int:
+        return OverloadedError.code if self.metadata.degraded else 0
+
+    @property
+    def msg(self) -> str:
+        if self.metadata.degraded:
+            return f"model overloaded: answered by the lighter model {self.metadata.model} (degraded)"
+        return "success"
+
+
+@dataclass
+class Run:
+    """An admitted request: its place in a lane and, once prepared, its inputs."""
+
+    ticket: Ticket
+    prepared: Prepared
 
 
 def media_limits(settings: Settings) -> dict[str, Any]:
@@ -93,9 +112,11 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
 
 
 class InferenceService:
-    def __init__(self, settings: Settings, engine: Engine, fetcher: Fetcher | None = None) -> None:
+    def __init__(self, settings: Settings, scheduler: Scheduler, fetcher: Fetcher | None = None) -> None:
         self.settings = settings
-        self.engine = engine
+        self.scheduler = scheduler
+        self.metrics = scheduler.metrics
+        self.engine: Engine = scheduler.engines["main"]
         self.fetcher = fetcher or Fetcher(fetch_policy(settings))
         self.vision = vision_settings(settings)
         self.moderator = Moderator(settings.moderation)
@@ -185,23 +206,53 @@ class InferenceService:
         )
         return Outcome(prepared.request_id, answer, result, metadata)
 
-    async def infer(self, request: InferRequest, *, request_id: str, key_id: str | None) -> Outcome:
-        prepared = await self.prepare(request, request_id=request_id, key_id=key_id)
-        result = await self.engine.generate(prepared.generation)
-        return self.finish(prepared, result)
-
-    async def stream(self, prepared: Prepared) -> AsyncIterator[TextDelta | Outcome]:
-        """Text deltas, then the :class:`Outcome`. Output moderation runs on the growing text."""
-        text = ""
-        stream = self.engine.stream(prepared.generation)
+    async def start(self, request: InferRequest, *, request_id: str, key_id: str | None) -> Run:
+        """Admit the request to its lane (before touching any media), then prepare it."""
+        task = get_task(request.task)
+        ticket = self.scheduler.lane(task.lane).admit(request.options.priority)
         try:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    text += event.text
-                    self.moderator.check(text, stage="output", request_id=prepared.request_id,
-                                         key_id=prepared.key_id, input_hashes=prepared.input_hashes)
-                    yield event
-                else:
-                    yield self.finish(prepared, event)
+            prepared = await self.prepare(request, request_id=request_id, key_id=key_id)
+        except BaseException:
+            ticket.release()
+            raise
+        return Run(ticket, prepared)
+
+    async def events(self, run: Run) -> AsyncIterator[TextDelta | Outcome]:
+        """Wait for a slot, then text deltas and the :class:`Outcome`; output is moderated as it grows."""
+        prepared, ticket = run.prepared, run.ticket
+        lane = ticket.lane.name
+        try:
+            async with ticket.running():
+                text = ""
+                stream = ticket.engine.stream(prepared.generation)
+                try:
+                    async for event in stream:
+                        if isinstance(event, TextDelta):
+                            if not text:
+                                self.metrics.ttft.labels(lane).observe(time.perf_counter() - prepared.started)
+                            text += event.text
+                            self.moderator.check(text, stage="output", request_id=prepared.request_id,
+                                                 key_id=prepared.key_id, input_hashes=prepared.input_hashes)
+                            yield event
+                        else:
+                            outcome = self.finish(prepared, event, degraded=ticket.decision == "degrade")
+                            self._observe(lane, prepared, event)
+                            yield outcome
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            ticket.release()
+
+    def _observe(self, lane: str, prepared: Prepared, result: GenerationResult) -> None:
+        self.metrics.latency.labels(lane, prepared.task.name).observe(time.perf_counter() - prepared.started)
+        self.metrics.tokens.labels(lane, "input").observe(result.usage.input_tokens)
+        self.metrics.tokens.labels(lane, "output").observe(result.usage.output_tokens)
+
+    async def infer(self, request: InferRequest, *, request_id: str, key_id: str | None) -> Outcome:
+        run = await self.start(request, request_id=request_id, key_id=key_id)
+        outcome = None
+        async for event in self.events(run):
+            if isinstance(event, Outcome):
+                outcome = event
+        assert outcome is not None
+        return outcome

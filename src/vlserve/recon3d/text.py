@@ -1,0 +1,396 @@
+"""Free text → spec draft: ``parse_description("five-blade impeller, diameter about 20 cm, hex bore")``.
+
+A deterministic keyword parser, not a model: it finds quantities (:mod:`.quantities`), finds
+keywords (roles such as *diameter* / 直径, count nouns such as *blades* / 叶片, object names such
+as *flange* / 法兰, flags such as *hex* / 六角), pairs each quantity with its nearest keyword in
+the same clause (closest first, a keyword before the number winning ties), then maps the roles
+onto the parameters of a template. Everything it did not read from the text is listed in
+``assumptions`` — the template's defaults included — and every value it read gets a confidence
+(0.9 stated, 0.6 approximate) in the part's ``confidence`` map.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlserve.recon3d.errors import SpecError
+from vlserve.recon3d.quantities import MM_PER, Quantity, normalize, scan
+
+CONFIDENT, APPROXIMATE = 0.9, 0.6
+MAX_GAP = 10
+"""characters of non-filler text allowed between a number and its keyword"""
+BOUNDARY = re.compile(r"[,;.!?\n]")
+FILLERS = re.compile(
+    r"(?<![a-z])(a|an|the|of|with|is|are|at|on|in|about|approx|approximately|around|roughly|total|overall|its|has"
+    r"|having|each|per|for)(?![a-z])|[\s\-:=()~≈]|的|个|片|只|颗|根|条|块|枚|为|是|约|大约|大概|左右|有|带|共|各|每|总"
+)
+
+#: (kind, name, keywords). English keywords match whole words (plural "s" allowed).
+KEYWORDS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("template", "flange", ("flange", "法兰", "法兰盘")),
+    ("template", "impeller", ("impeller", "fan wheel", "fan", "rotor", "叶轮", "风扇", "风轮")),
+    ("template", "spur_gear", ("spur gear", "gear", "cog", "cogwheel", "齿轮")),
+    ("template", "bracket", ("l-bracket", "angle bracket", "bracket", "支架", "角码", "角铁")),
+    (
+        "template",
+        "enclosure_box",
+        ("enclosure", "project box", "housing", "case", "box", "外壳", "盒子", "盒", "箱子", "箱"),
+    ),
+    ("template", "table", ("table", "desk", "桌子", "桌", "餐桌", "书桌")),
+    ("template", "chair", ("chair", "stool", "椅子", "椅", "凳子")),
+    (
+        "template",
+        "shelf",
+        ("bookshelf", "bookcase", "shelving unit", "shelf unit", "shelf", "书架", "架子", "置物架", "货架"),
+    ),
+    ("template", "cylinder", ("cylinder", "rod", "disc", "disk", "圆柱", "圆盘", "棒")),
+    ("template", "tube", ("tube", "pipe", "sleeve", "bushing", "管", "套筒", "轴套")),
+    ("template", "sphere", ("sphere", "ball", "球")),
+    ("template", "cube", ("cube", "cuboid", "block", "立方体", "长方体", "方块")),
+    ("template", "cone", ("cone", "圆锥", "锥")),
+    ("role", "blade_thickness", ("blade thickness", "thick blades", "thick blade", "叶片厚度", "叶片厚")),
+    (
+        "role",
+        "outer_diameter",
+        ("outer diameter", "outside diameter", "tip diameter", "o.d.", "od", "外径", "齿顶圆直径", "齿顶圆"),
+    ),
+    ("role", "pitch_diameter", ("pitch diameter", "pitch circle diameter", "分度圆直径", "分度圆")),
+    (
+        "role",
+        "bcd",
+        (
+            "bolt circle diameter",
+            "bolt circle",
+            "pitch circle",
+            "pcd",
+            "circle",
+            "分布圆直径",
+            "分布圆",
+            "孔距圆",
+            "中心距",
+        ),
+    ),
+    (
+        "role",
+        "bore",
+        (
+            "shaft hole",
+            "center hole",
+            "centre hole",
+            "central hole",
+            "bore",
+            "内孔",
+            "中心孔",
+            "轴孔",
+            "孔径",
+        ),
+    ),
+    (
+        "role",
+        "bolt",
+        (
+            "bolt holes",
+            "bolt hole",
+            "screw holes",
+            "screw hole",
+            "bolts",
+            "bolt",
+            "螺栓孔",
+            "螺栓",
+            "螺孔",
+            "螺丝孔",
+        ),
+    ),
+    ("role", "hole", ("mounting holes", "mounting hole", "holes", "hole", "安装孔", "孔")),
+    ("role", "diameter", ("diameter", "dia.", "dia", "ø", "⌀", "直径")),
+    ("role", "radius", ("radius", "半径")),
+    ("role", "wall", ("wall thickness", "walls", "wall", "壁厚", "壁")),
+    ("role", "thickness", ("thickness", "thick", "厚度", "厚")),
+    ("role", "seat", ("seat height", "seat", "座面高度", "座面高", "座高", "座面", "座")),
+    ("role", "back", ("backrest height", "backrest", "back height", "靠背高度", "靠背高", "靠背")),
+    ("role", "height", ("height", "high", "tall", "高度", "高")),
+    ("role", "width", ("width", "wide", "宽度", "宽")),
+    ("role", "length", ("length", "long", "长度", "长")),
+    ("role", "depth", ("depth", "deep", "深度", "深")),
+    ("role", "hub", ("hub", "轮毂", "毂")),
+    ("role", "module", ("module", "模数")),
+    ("role", "leg", ("legs", "leg", "桌腿", "椅腿", "腿")),
+    ("count", "blade", ("blades", "blade", "vanes", "vane", "叶片", "叶")),
+    ("count", "teeth", ("teeth", "tooth", "齿数", "齿")),
+    ("count", "shelves", ("shelves", "tiers", "levels", "boards", "层", "隔板", "格")),
+    ("flag", "hex", ("hexagonal", "hexagon", "hex")),
+    ("flag", "square", ("square",)),
+    ("flag", "round_legs", ("round legs", "round leg", "圆腿")),
+    ("flag", "no_bore", ("no bore", "solid", "无孔", "实心")),
+    ("flag", "closed", ("closed", "with lid", "with a lid", "lid", "带盖", "封闭")),
+    ("flag", "open", ("open top", "open-top", "open", "无盖", "开口")),
+    ("flag", "no_back", ("no back", "without back", "open back", "无背板")),
+    ("flag", "gusset", ("gusset", "rib", "加强筋")),
+    ("flag", "backward", ("backward curved", "backward-curved", "backward", "后弯", "后向")),
+    ("flag", "forward", ("forward curved", "forward-curved", "forward", "前弯", "前向")),
+    ("flag", "straight", ("straight blades", "radial blades", "straight", "radial", "直叶片", "径向")),
+]
+#: English adjectives follow their number ("75 cm high"): they never take the number after them
+POSTFIX = {"high", "tall", "thick", "wide", "long", "deep"}
+QUALIFIERS = {"seat", "back"}
+COUNT_ROLES = {
+    "blade": "blade",
+    "teeth": "teeth",
+    "shelves": "shelves",
+    "bolt": "bolt",
+    "hole": "hole",
+    "leg": "leg",
+}
+
+
+@dataclass
+class Mention:
+    """A keyword found in the text."""
+
+    kind: str
+    name: str
+    start: int
+    end: int
+
+
+@dataclass
+class Reading:
+    """What the text says, before it is mapped onto a template."""
+
+    text: str
+    template: str | None
+    dims: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
+    """role → [(value in mm, approximate?), ...] in text order"""
+    groups: list[tuple[list[float], bool]] = field(default_factory=list)
+    """``A x B x C`` groups in mm"""
+    counts: dict[str, int] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+    unitless: list[float] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+
+    def first(self, *roles: str) -> tuple[float, bool] | None:
+        """The first value found for any of ``roles`` (in the order given)."""
+        for role in roles:
+            if self.dims.get(role):
+                return self.dims[role][0]
+        return None
+
+
+def _keyword_regex() -> tuple[re.Pattern[str], list[tuple[str, str]]]:
+    entries = sorted(
+        ((w, kind, name) for kind, name, words in KEYWORDS for w in words), key=lambda e: -len(e[0])
+    )
+    parts = []
+    for i, (word, _kind, _name) in enumerate(entries):
+        pattern = re.escape(word)
+        if word.isascii() and word[0].isalpha():
+            plural = "s?" if word[-1].isalpha() else ""
+            pattern = rf"(?<![a-z]){pattern}{plural}(?![a-z])"
+        parts.append(f"(?P<k{i}>{pattern})")
+    return re.compile("|".join(parts)), [(kind, name) for _w, kind, name in entries]
+
+
+_KEYS, _KEY_INFO = _keyword_regex()
+
+
+def find_mentions(text: str) -> list[Mention]:
+    """Keywords in normalised ``text``, longest match first, non-overlapping, in order."""
+    out = []
+    for m in _KEYS.finditer(text):
+        kind, name = _KEY_INFO[int(str(m.lastgroup)[1:])]
+        out.append(Mention(kind, name, m.start(), m.end()))
+    return out
+
+
+def _gap(text: str) -> int | None:
+    """Non-filler characters in ``text``, or None if a clause boundary separates the two ends."""
+    if BOUNDARY.search(text):
+        return None
+    return len(FILLERS.sub("", text))
+
+
+def read(text: str) -> Reading:
+    """Quantities and keywords of ``text`` paired up into a :class:`Reading`."""
+    norm = normalize(text)
+    quantities = scan(norm)
+    mentions = find_mentions(norm)
+    # a number inside a keyword span is part of the word, not a quantity
+    quantities = [q for q in quantities if not any(m.start <= q.start < m.end for m in mentions)]
+    templates = [m for m in mentions if m.kind == "template"]
+    reading = Reading(text=text, template=templates[0].name if templates else None)
+    if len({m.name for m in templates}) > 1:
+        others = sorted({m.name for m in templates} - {reading.template or ""})
+        reading.assumptions.append(
+            f"several objects named; built the first one ({reading.template}), ignored {', '.join(others)}"
+        )
+    reading.flags = {m.name for m in mentions if m.kind == "flag"}
+    counts = [q for q in quantities if _is_count(norm, q, mentions, quantities)]
+    dims = [q for q in quantities if q not in counts]
+    _pair_counts(norm, counts, dims, mentions, reading)
+    _pair_dims(norm, dims, mentions, reading)
+    return reading
+
+
+def _is_count(text: str, q: Quantity, mentions: list[Mention], quantities: list[Quantity]) -> bool:
+    if not (q.unitless and q.is_integer) or q.bolt_size:
+        return False
+    if q.classifier or (q.word and not text[q.end : q.end + 1].isdigit()):
+        return True
+    # a bare integer right next to a count noun: "20 teeth", "齿数20", "5-blade", "4 M6 holes"
+    nouns = [m for m in mentions if m.kind == "count" or m.name in COUNT_ROLES]
+    return _nearest(text, q, nouns, quantities, skip_dims=True) is not None
+
+
+def _nearest(
+    text: str, q: Quantity, mentions: list[Mention], quantities: list[Quantity], skip_dims: bool
+) -> Mention | None:
+    best: tuple[tuple[int, int, int], Mention] | None = None
+    for m in mentions:
+        between, lo, hi = (
+            (text[m.end : q.start], m.end, q.start)
+            if m.end <= q.start
+            else (text[q.end : m.start], q.end, m.start)
+        )
+        if m.end > q.start and m.start < q.end:
+            continue
+        inside = [o for o in quantities if o is not q and lo <= o.start < hi]
+        if inside:
+            if not skip_dims or len(inside) > 1 or not (not inside[0].unitless or inside[0].bolt_size):
+                continue
+            between = text[lo : inside[0].start] + text[inside[0].end : hi]
+        gap = _gap(between)
+        if gap is None or gap > MAX_GAP:
+            continue
+        key = (gap, len(between.strip()), 0 if m.end <= q.start else 1)
+        if best is None or key < best[0]:
+            best = (key, m)
+    return best[1] if best else None
+
+
+def _preference(text: str, m: Mention, direction: int) -> int:
+    if direction == 1 and text[m.start : m.end] in POSTFIX:
+        return 0
+    return 1 if direction == 0 else 2
+
+
+def _pair_counts(
+    text: str, counts: list[Quantity], dims: list[Quantity], mentions: list[Mention], r: Reading
+) -> None:
+    nouns = [m for m in mentions if m.kind == "count" or m.name in COUNT_ROLES]
+    for q in counts:
+        m = _nearest(text, q, nouns, counts + dims, skip_dims=True)
+        if m is not None and m.name in COUNT_ROLES:
+            r.counts.setdefault(COUNT_ROLES[m.name], int(q.values[0]))
+
+
+def _pair_dims(text: str, dims: list[Quantity], mentions: list[Mention], r: Reading) -> None:
+    targets = [m for m in mentions if m.kind in ("role", "template", "count")]
+    candidates = []
+    for qi, q in enumerate(dims):
+        for mi, m in enumerate(targets):
+            if m.end <= q.start:
+                between, direction = text[m.end : q.start], 0
+                if text[m.start : m.end] in POSTFIX:
+                    continue
+            elif m.start >= q.end:
+                between, direction = text[q.end : m.start], 1
+            else:
+                continue
+            lo, hi = (m.end, q.start) if direction == 0 else (q.end, m.start)
+            if any(lo <= o.start < hi for o in dims if o is not q):
+                continue
+            gap = _gap(between)
+            if gap is not None and gap <= MAX_GAP:
+                # fewest meaningful characters first, then the physically closer keyword, then
+                # "75 cm high" over "diameter 75" over "90 cm diameter"
+                candidates.append((gap, len(between.strip()), _preference(text, m, direction), qi, mi))
+    used_q: set[int] = set()
+    used_m: set[int] = set()
+    roles: dict[int, str] = {}
+    for *_rank, qi, mi in sorted(candidates):
+        if qi in used_q or mi in used_m:
+            continue
+        used_q.add(qi)
+        used_m.add(mi)
+        m = targets[mi]
+        roles[qi] = "main" if m.kind == "template" else ("blade_thickness" if m.name == "blade" else m.name)
+    # "seat 45 cm high", "backrest 40 cm tall": the noun before qualifies the adjective after
+    for gap, _raw, _pref, qi, mi in candidates:
+        m = targets[mi]
+        if (
+            mi not in used_m
+            and gap == 0
+            and m.name in QUALIFIERS
+            and roles.get(qi) == "height"
+            and m.end <= dims[qi].start
+        ):
+            roles[qi] = m.name
+            used_m.add(mi)
+    explicit: list[str | None] = [u for q in dims for u in q.units if u]
+    for qi, q in enumerate(dims):
+        role = "bolt" if q.bolt_size else roles.get(qi, "unknown")
+        values = [_to_mm(v, u, q, role, explicit, r) for v, u in zip(q.values, q.units, strict=True)]
+        if q.is_group:
+            r.groups.append((values, q.approx))
+            if role not in ("main", "unknown"):
+                r.assumptions.append(
+                    f"the group {q.values} was linked to {role!r}; used as overall dimensions"
+                )
+            continue
+        if role == "unknown":
+            r.assumptions.append(f"ignored {text[q.start : q.end]!r}: no keyword says what it measures")
+            continue
+        if role == "radius":
+            role, values = "diameter", [2 * values[0]]
+        r.dims.setdefault(role, []).append((values[0], q.approx))
+
+
+def _to_mm(
+    value: float, unit: str | None, q: Quantity, role: str, explicit: list[str | None], r: Reading
+) -> float:
+    if role == "module":
+        return value  # a module is a length in mm by definition
+    if unit is None:
+        if explicit:
+            unit = max(set(explicit), key=explicit.count)
+            why = "the unit used elsewhere in the text"
+        elif r.template in ("table", "chair", "shelf"):
+            unit = "cm" if value < 400 else "mm"
+            why = "furniture sizes are usually given in cm" if unit == "cm" else "large number"
+        else:
+            unit, why = "mm", "the default unit"
+        r.assumptions.append(f"{value:g} has no unit; assumed {unit} ({why})")
+    return value * MM_PER[str(unit)]
+
+
+@dataclass
+class TextDraft:
+    """The result of :func:`parse_description`."""
+
+    spec: Any
+    """the :class:`~vlserve.recon3d.spec.ObjectSpec` draft (mm)"""
+    template: str
+    assumptions: list[str]
+    reading: Reading
+
+
+def parse_description(text: str) -> TextDraft:
+    """Turn a plain description (English or Chinese) into a spec draft plus the assumptions made.
+
+    Raises :class:`SpecError` when no known object is named.
+    """
+    from vlserve.recon3d.text_mapping import build_draft
+
+    if not text.strip():
+        raise SpecError.at("description", "is empty")
+    reading = read(text)
+    if reading.template is None:
+        raise SpecError.at(
+            "description",
+            "no known object named; mention one of: flange, impeller, gear, bracket, box/enclosure, "
+            "table, chair, shelf, cylinder, tube, sphere, cube, cone "
+            "(or 法兰, 叶轮, 齿轮, 支架, 外壳, 桌子, 椅子, 书架)",
+        )
+    return build_draft(reading)
