@@ -109,6 +109,10 @@ class Jobs(BaseModel):
     max_batch: int = Field(100, ge=1, description="Requests in one POST /jobs.")
 
 
+class Recon3D(BaseModel):
+    artifacts_dir: Path = Field(Path("vlserve-artifacts"), description="Files made by multiview_3d, per request.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VLSERVE_", env_nested_delimiter="__", extra="ignore")
 
@@ -124,6 +128,7 @@ class Settings(BaseSettings):
     moderation: Moderation = Field(default_factory=Moderation)
     scheduling: Scheduling = Field(default_factory=Scheduling)
     jobs: Jobs = Field(default_factory=Jobs)
+    recon3d: Recon3D = Field(default_factory=Recon3D)
     expose_docs: bool = True
 
     @classmethod

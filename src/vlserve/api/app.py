@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from vlserve import __version__
-from vlserve.api import errors, health, infer, openai_compat
+from vlserve.api import artifacts, errors, health, infer, openai_compat
 from vlserve.api.middleware import RequestContext
 from vlserve.config import Settings
 from vlserve.runtime.protocol import Engine, GenerationRequest, Message, SamplingParams
@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.include_router(infer.router)
     app.include_router(openai_compat.router)
     app.include_router(health.router)
+    app.include_router(artifacts.router)
     return app
 
 

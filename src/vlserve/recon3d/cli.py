@@ -3,6 +3,7 @@
     vlserve recon3d build flange.json -o out/ --formats glb,stl,step,png
     vlserve recon3d schema [--compact]
     vlserve recon3d from-text "一个直径80毫米、厚10毫米的法兰，六个8毫米螺栓孔" -o out/
+    vlserve recon3d from-images front.jpg side.jpg top.jpg --labels front,side,top --model M -o out/
 
 Exit codes: 0 ok, 2 invalid spec / description / option (message, no traceback), 1 anything
 else the user can fix (a missing optional dependency).
@@ -113,6 +114,28 @@ def from_text(
         console.print(table)
         _build_and_report(draft.spec, out, formats, segments, basename)
         console.print(f"draft spec written to [bold]{out / 'spec.json'}[/]")
+    except VlserveError as err:
+        raise _fail(err) from None
+
+
+@app.command("from-images")
+def from_images(
+    images: Annotated[list[Path], typer.Argument(help="1–12 photos of the object from different views.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="output folder")],
+    model: Annotated[str, typer.Option(help="tiny, tiny-moe, a checkpoint directory or a hub id")] = "tiny",
+    labels: Annotated[str, typer.Option(help="comma-separated view labels, e.g. front,side,top")] = "",
+    note: Annotated[str, typer.Option(help="what you know about the object (size, material, ...)")] = "",
+    max_tokens: Annotated[int, typer.Option(help="most tokens for the spec")] = 2048,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Reconstruct an object from photos: Qwen3-VL fills the spec, which is compiled to every format."""
+    from vlserve.recon3d.photos_cli import run_from_images
+
+    if not 1 <= len(images) <= 12:
+        raise _fail(RequestError(f"give 1 to 12 photos, got {len(images)}"))
+    try:
+        run_from_images(images, labels=[x.strip() for x in labels.split(",")] if labels else [], model=model,
+                        out=out, note=note, max_tokens=max_tokens, device=device, console=console)
     except VlserveError as err:
         raise _fail(err) from None
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlserve.config import Settings
-from vlserve.errors import EngineError, OverloadedError, RequestError, TooManyInputsError
+from vlserve.errors import EngineError, OverloadedError, RequestError, TooManyInputsError, VlserveError
 from vlserve.inputs import Fetcher, FetchPolicy, load_source, render_pdf
 from vlserve.media import VisionSettings, load_image
 from vlserve.runtime.protocol import (
@@ -140,6 +140,9 @@ class InferenceService:
         task.rules.check(images=len(request.images), videos=len(request.videos),
                          documents=len(request.documents), text=request.text)
         inp, hashes, warnings = await self._load_inputs(request)
+        inp.artifacts_dir = self.settings.recon3d.artifacts_dir / request_id
+        inp.artifacts_url = f"/artifacts/{request_id}/"
+        warnings += task.prepare(inp)
         self.moderator.check(request.text, stage="input", request_id=request_id, key_id=key_id,
                              input_hashes=hashes)
         params = self._params(task, request)
@@ -184,11 +187,14 @@ class InferenceService:
         return inp, hashes, warnings
 
     # -- running ---------------------------------------------------------------------------
-    def finish(self, prepared: Prepared, result: GenerationResult, *, degraded: bool = False) -> Outcome:
+    async def finish(self, prepared: Prepared, result: GenerationResult, *, degraded: bool = False) -> Outcome:
         self.moderator.check(result.text, stage="output", request_id=prepared.request_id,
                              key_id=prepared.key_id, input_hashes=prepared.input_hashes)
         try:
-            answer = prepared.task.answer(result.text, prepared.task_input)
+            # Post-processing can be heavy (3D compilation and export): keep it off the event loop.
+            answer = await asyncio.to_thread(prepared.task.answer, result.text, prepared.task_input)
+        except VlserveError:
+            raise
         except (ValueError, KeyError, TypeError, IndexError) as err:
             raise EngineError(f"the model's answer could not be read as the task's output: {err}") from err
         metadata = Metadata(
@@ -235,7 +241,7 @@ class InferenceService:
                                                  key_id=prepared.key_id, input_hashes=prepared.input_hashes)
                             yield event
                         else:
-                            outcome = self.finish(prepared, event, degraded=ticket.decision == "degrade")
+                            outcome = await self.finish(prepared, event, degraded=ticket.decision == "degrade")
                             self._observe(lane, prepared, event)
                             yield outcome
                 finally:

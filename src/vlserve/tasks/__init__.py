@@ -12,11 +12,15 @@ from vlserve.tasks.captioning import Captioning
 from vlserve.tasks.chart_parse import ChartParse
 from vlserve.tasks.doc_analyze import DocAnalyze
 from vlserve.tasks.grounding import Grounding
+from vlserve.tasks.multiview_3d import Multiview3D
 from vlserve.tasks.ocr import OCR
 from vlserve.tasks.video_qa import VideoQA
 from vlserve.tasks.vqa import VQA
 
-TASKS: dict[str, Task] = {t.name: t for t in (VQA(), Captioning(), ChartParse(), VideoQA(), DocAnalyze(), OCR(), Grounding())}
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (VQA(), Captioning(), ChartParse(), VideoQA(), DocAnalyze(), OCR(), Grounding(), Multiview3D())
+}
 
 
 def get_task(name: str) -> Task:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from vlserve.errors import RequestError, TooManyInputsError
@@ -58,6 +59,8 @@ class TaskInput:
     videos: list[VideoPart] = field(default_factory=list)
     pages: list[Image.Image] = field(default_factory=list)  # rendered document pages, in order
     labels: list[str] = field(default_factory=list)  # optional per-image labels (view names, ...)
+    artifacts_dir: Path | None = None  # where a task may write files for the caller
+    artifacts_url: str = ""  # the URL prefix those files are served under
 
 
 class Task:
@@ -74,6 +77,10 @@ class Task:
     def schema(self) -> dict[str, Any] | None:
         """A JSON Schema the answer is constrained to, or None for free text."""
         return None
+
+    def prepare(self, inp: TaskInput) -> list[str]:
+        """Adjust the decoded inputs before prompting; returns warnings for the caller."""
+        return []
 
     def instruction(self, inp: TaskInput) -> str:
         return inp.text.strip() or self.default_instruction

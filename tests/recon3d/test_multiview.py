@@ -1,0 +1,105 @@
+"""Photos → spec → files: input checks, repairs, and the whole path on the tiny model (CLI and API)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image, ImageFilter
+from typer.testing import CliRunner
+
+from vlserve.recon3d import load_spec
+from vlserve.recon3d.multiview import check_photos, compile_with_repair
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_photo_checks() -> None:
+    sharp = photo(1600, 1200)
+    blurred = photo(400, 300, 1).filter(ImageFilter.GaussianBlur(8))
+    glare = Image.new("RGB", (300, 200), (255, 255, 255))
+    checked = check_photos([sharp, blurred, glare], ["front", "side"])
+    assert checked.images[0].size == (1024, 768)
+    assert checked.images[1].size == (400, 300)
+    text = "\n".join(checked.warnings)
+    assert "view 1 (front) was downscaled to 1024x768" in text
+    assert "view 2 (side) looks blurred" in text
+    assert "view 3 looks over-exposed" in text
+    assert "view 1 (front) looks blurred" not in text
+
+
+def cylinder(op: str = "union", **size: float) -> dict[str, Any]:
+    return {"id": "c", "shape": "cylinder", "op": op, "size": {"diameter": 20, "height": 10, **size}}
+
+
+def test_repairs_are_reported() -> None:
+    spec, model, warnings = compile_with_repair({"name": "x", "parts": [cylinder("subtract")]})
+    assert spec.parts[0].op == "union" and model.watertight and "made the first part a union" in warnings[0]
+    bad_torus = {"id": "t", "shape": "torus", "size": {"major_diameter": 10, "minor_diameter": 30}}
+    spec, model, warnings = compile_with_repair({"name": "x", "parts": [cylinder(), bad_torus]})
+    assert len(spec.parts) == 1 and 'dropped parts[1] (id="t")' in warnings[0]
+    assert model.volume == pytest.approx(np.pi * 10**2 * 10, rel=5e-3)
+    spec, model, warnings = compile_with_repair({"name": "x", "parts": [bad_torus]})
+    assert spec.parts[0].shape == "box" and model.volume == pytest.approx(30**3, rel=1e-6)
+    assert "replaced by a box" in warnings[0]
+
+
+def test_from_images_cli_on_tiny_model(tiny_dir: Path, tmp_path: Path) -> None:
+    from vlserve.cli.main import app
+
+    paths = []
+    for i, label in enumerate(("front", "side", "top")):
+        paths.append(tmp_path / f"{label}.jpg")
+        photo(1300, 1000, i).save(paths[-1])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["recon3d", "from-images", *map(str, paths), "--labels", "front,side,top",
+                                      "--model", str(tiny_dir), "-o", str(out), "--max-tokens", "700"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads((out / "result.json").read_text())
+    spec = load_spec(json.loads((out / "spec.json").read_text()))
+    assert spec.parts
+    for fmt in ("glb", "stl", "obj", "ply"):
+        mesh = trimesh.load(out / answer["files"][fmt], force="mesh")
+        assert mesh.volume == pytest.approx(answer["summary"]["volume_mm3"] * (1e-9 if fmt == "glb" else 1), rel=1e-3)
+    for fmt in ("step", "scad", "py", "png"):
+        assert (out / answer["files"][fmt]).stat().st_size > 0
+    assert any("downscaled" in w for w in answer["warnings"])
+
+
+def test_multiview_task_through_the_api(open_server_3d: str) -> None:
+    images = []
+    for i in range(2):
+        buf = io.BytesIO()
+        photo(320, 240, 10 + i).save(buf, "PNG")
+        images.append("data:image/png;base64," + __import__("base64").b64encode(buf.getvalue()).decode())
+    response = httpx.post(open_server_3d + "/infer", json={"task": "multiview_3d", "images": images,
+                                                           "labels": ["front", "top"],
+                                                           "options": {"max_tokens": 700}}, timeout=120)
+    assert response.status_code == 200, response.text
+    answer = response.json()["result"]["answer"]
+    load_spec(answer["spec"])
+    glb = httpx.get(open_server_3d + answer["files"]["glb"], timeout=30)
+    assert glb.status_code == 200 and glb.headers["content-type"] == "model/gltf-binary"
+    scene = trimesh.load(io.BytesIO(glb.content), file_type="glb")
+    assert len(scene.geometry) >= 1
+    assert httpx.get(open_server_3d + "/artifacts/../etc/passwd").status_code == 404
+    missing = httpx.get(open_server_3d + answer["files"]["glb"].replace("model.glb", "nope.glb"))
+    assert missing.status_code == 404 and missing.json()["code"] == 4040
+
+
+@pytest.fixture(scope="module")
+def open_server_3d(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.api.conftest import make_settings, run_server
+    from vlserve.api.app import create_app
+
+    tmp = tmp_path_factory.mktemp("r3d-api")
+    settings = make_settings(tmp, recon3d={"artifacts_dir": str(tmp / "artifacts")})
+    yield from run_server(create_app(settings, engine=engine))
