@@ -178,7 +178,8 @@ local n = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'running', id)
   local key = P .. 'job:' .. id
-  local f = redis.call('HMGET', key, 'status', 'attempts', 'cancel_requested', 'owner', 'lane', 'seq', 'score')
+  local f = redis.call('HMGET', key, 'status', 'attempts', 'cancel_requested', 'owner', 'lane', 'seq',
+    'score')
   if f[1] == 'running' then
     local to
     if f[3] == '1' then

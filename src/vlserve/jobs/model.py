@@ -107,15 +107,23 @@ def new_job_id() -> str:
 
 
 def dump_json(value: Any, what: str) -> str:
-    """Compact JSON for storage; NaN and non-JSON values are refused with a RequestError."""
+    """Compact JSON for storage; NaN and non-JSON values are refused with a RequestError.
+
+    ASCII-only on purpose: a lone surrogate (valid in a JSON ``\\ud800`` escape) then stays an
+    escape instead of failing to encode as UTF-8 in the database driver.
+    """
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as err:
         raise RequestError(f"{what} is not valid JSON: {err}") from err
 
 
-def check_submission(requests: list[dict[str, Any]], lane: str, priority: int) -> list[str]:
+def check_submission(
+    requests: list[dict[str, Any]], lane: str, priority: int, batch_id: str | None = None
+) -> list[str]:
     """Validate a batch before anything is written; return each request as JSON text."""
+    if batch_id is not None and (not isinstance(batch_id, str) or not batch_id):
+        raise RequestError("a batch id is a non-empty string")
     if not isinstance(lane, str) or not lane:
         raise RequestError("a job lane is a non-empty string")
     # bool is an int subclass, but True as a priority is certainly a mistake.

@@ -131,30 +131,56 @@ class SQLiteJobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        with _immediate(conn):
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} has job schema {version}; this vlserve knows {_SCHEMA_VERSION}")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            self._enable_wal(conn)
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            with _immediate(conn):
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > _SCHEMA_VERSION:
+                    raise RuntimeError(f"{self.path} has job schema {version}; we know {_SCHEMA_VERSION}")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL ignores the busy timeout: when replicas open a fresh file together,
+        # all but one get SQLITE_BUSY at once. Retry until the timeout has passed.
+        deadline = time.monotonic() + self._busy_ms / 1000
+        delay = 0.002
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+                break
+            except sqlite3.OperationalError as err:
+                if err.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        if mode.lower() != "wal":
+            raise RuntimeError(f"{self.path}: SQLite refused WAL mode ({mode}); use a local disk")
 
     async def aclose(self) -> None:
         """Close the connection and stop the store's thread; the file stays."""
         if self._closed:
             return
+        self._closed = True
         try:
-            await self._run(_close)
+            # On the store's thread, which owns the connection; never connects just to close.
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
         finally:
-            self._conn = None
-            self._closed = True
             self._executor.shutdown(wait=True)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def __aenter__(self) -> SQLiteJobStore:
         return self
@@ -177,17 +203,31 @@ class SQLiteJobStore:
     ) -> builtins.list[Job]:
         """Queue one job per request in one transaction (all or none)."""
         owner = owner_of(owner)
-        bodies = check_submission(requests, lane, priority)
+        bodies = check_submission(requests, lane, priority, batch_id)
         now = time.time()
         jobs = [
             Job(
-                id=new_job_id(), owner=owner, request=dict(request), status="queued", priority=priority,
-                lane=lane, created_at=now, started_at=None, finished_at=None, attempts=0, result=None,
-                error=None, progress=0.0, batch_id=batch_id,
+                id=new_job_id(),
+                owner=owner,
+                request=dict(request),
+                status="queued",
+                priority=priority,
+                lane=lane,
+                created_at=now,
+                started_at=None,
+                finished_at=None,
+                attempts=0,
+                result=None,
+                error=None,
+                progress=0.0,
+                batch_id=batch_id,
             )
             for request in requests
         ]
-        rows = [(j.id, owner, batch_id, lane, priority, body, now) for j, body in zip(jobs, bodies, strict=True)]
+        rows = [
+            (job.id, owner, batch_id, lane, priority, body, now)
+            for job, body in zip(jobs, bodies, strict=True)
+        ]
         await self._run(_insert, rows)
         return jobs
 
@@ -249,7 +289,11 @@ class SQLiteJobStore:
     ) -> bool:
         """Write the outcome if this worker holds the lease; False (and nothing written) if not."""
         check_outcome(result, error, cancelled)
-        status: JobStatus = "succeeded" if result is not None else "failed" if error is not None else "cancelled"
+        status: JobStatus = "cancelled"
+        if result is not None:
+            status = "succeeded"
+        elif error is not None:
+            status = "failed"
         result_json = None if result is None else dump_json(result, "the job result")
         error_json = None if error is None else dump_json(error, "the job error")
         return await self._run(
@@ -282,10 +326,6 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-def _close(conn: sqlite3.Connection) -> None:
-    conn.close()
 
 
 def _to_job(row: sqlite3.Row) -> Job:
@@ -359,7 +399,9 @@ def _cancel(conn: sqlite3.Connection, job_id: str, owner: str, now: float) -> Jo
     return updated
 
 
-def _claim(conn: sqlite3.Connection, worker_id: str, lanes: tuple[str, ...], lease: float, now: float) -> Job | None:
+def _claim(
+    conn: sqlite3.Connection, worker_id: str, lanes: tuple[str, ...], lease: float, now: float
+) -> Job | None:
     with _immediate(conn):
         # One indexed probe per lane (the head of its queue), then the best head wins: cheaper
         # than a sort over ``lane IN (...)`` when the queues are long.
@@ -370,10 +412,7 @@ def _claim(conn: sqlite3.Connection, worker_id: str, lanes: tuple[str, ...], lea
                 "ORDER BY priority DESC, created_at, seq LIMIT 1",
                 (lane,),
             ).fetchone()
-            if row is not None and (
-                best is None
-                or (-row["priority"], row["created_at"], row["seq"]) < (-best["priority"], best["created_at"], best["seq"])
-            ):
+            if row is not None and (best is None or _queue_order(row) < _queue_order(best)):
                 best = row
         if best is None:
             return None
@@ -386,11 +425,20 @@ def _claim(conn: sqlite3.Connection, worker_id: str, lanes: tuple[str, ...], lea
     return _to_job(row)
 
 
+def _queue_order(row: sqlite3.Row) -> tuple[int, float, int]:
+    return (-row["priority"], row["created_at"], row["seq"])
+
+
 _HOLDER = "id = ? AND status = 'running' AND worker_id = ? AND (? IS NULL OR attempts = ?)"
 
 
 def _heartbeat(
-    conn: sqlite3.Connection, job_id: str, worker_id: str, attempt: int | None, expires: float, progress: float | None
+    conn: sqlite3.Connection,
+    job_id: str,
+    worker_id: str,
+    attempt: int | None,
+    expires: float,
+    progress: float | None,
 ) -> bool:
     with _immediate(conn):
         cursor = conn.execute(
@@ -425,20 +473,23 @@ def _complete(
 
 def _requeue_expired(conn: sqlite3.Connection, max_attempts: int, now: float) -> int:
     died = dump_json({"code": WORKER_DIED_CODE, "msg": WORKER_DIED_MESSAGE}, "error")
+    expired = "status = 'running' AND lease_expires_at < ?"
+    release = "worker_id = NULL, lease_expires_at = NULL"
+    # Three updates in one transaction, most specific first: each takes the expired leases the
+    # previous ones left, so every expired job gets exactly one of the three fates.
     with _immediate(conn):
         cancelled = conn.execute(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?, worker_id = NULL, lease_expires_at = NULL "
-            "WHERE status = 'running' AND lease_expires_at < ? AND cancel_requested = 1",
+            f"UPDATE jobs SET status = 'cancelled', finished_at = ?, {release} "
+            f"WHERE {expired} AND cancel_requested = 1",
             (now, now),
         ).rowcount
         failed = conn.execute(
-            "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, worker_id = NULL, "
-            "lease_expires_at = NULL WHERE status = 'running' AND lease_expires_at < ? AND attempts >= ?",
+            f"UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, {release} "
+            f"WHERE {expired} AND attempts >= ?",
             (died, now, now, max_attempts),
         ).rowcount
         queued = conn.execute(
-            "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, progress = 0 "
-            "WHERE status = 'running' AND lease_expires_at < ?",
+            f"UPDATE jobs SET status = 'queued', progress = 0, {release} WHERE {expired}",
             (now,),
         ).rowcount
     return cancelled + failed + queued

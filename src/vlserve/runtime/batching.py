@@ -2,8 +2,9 @@
 
 Concurrent requests are prepared (media decoded, prompt tokenized) in a thread pool as they
 arrive — overlapping with the batch being generated — and then generated together: when the
-model is free, every prepared request waiting (up to ``max_batch``, after at most ``window_ms``
-for more to arrive) joins one ``generate_batch`` call. Each request keeps its own stream, stop
+model is free, every prepared request waiting (up to ``max_batch``; the batch waits
+``window_ms`` for more, and up to 100 ms while admitted requests are still being prepared)
+joins one ``generate_batch`` call. Each request keeps its own stream, stop
 conditions and sampling settings, and its greedy output is identical to running it alone.
 
 Requests join only between batches (dynamic batching); joining a running batch between decode
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ class BatchingEngine:
         self._runner: asyncio.Task[None] | None = None
         self.batches_run = 0
         self.largest_batch = 0
+        self._preparing = 0  # requests whose media is being prepared: they will want to join
+        self.max_wait = max(self.window, 0.1)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         result = None
@@ -65,7 +69,11 @@ class BatchingEngine:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
-        inputs = await loop.run_in_executor(self._prepare_pool, self.engine.prepare, request)
+        self._preparing += 1
+        try:
+            inputs = await loop.run_in_executor(self._prepare_pool, self.engine.prepare, request)
+        finally:
+            self._preparing -= 1
         pending = _Pending(request, inputs, asyncio.Queue(), loop)
         self._pending.append(pending)
         if self._runner is None or self._runner.done():
@@ -82,12 +90,22 @@ class BatchingEngine:
 
     async def _run(self) -> None:
         while self._pending:
-            if len(self._pending) < self.max_batch and self.window > 0:
-                await asyncio.sleep(self.window)  # let requests arriving together share the batch
+            await self._gather()
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             self.batches_run += 1
             self.largest_batch = max(self.largest_batch, len(batch))
             await asyncio.to_thread(self._generate, batch)
+
+    async def _gather(self) -> None:
+        """Let requests arriving together share the batch: wait ``window``, and a little longer
+        (up to ``max_wait``) while requests already admitted are still being prepared."""
+        if self.window <= 0:
+            return
+        start = time.perf_counter()
+        await asyncio.sleep(self.window)
+        while (len(self._pending) < self.max_batch and self._preparing > 0
+               and time.perf_counter() - start < self.max_wait):
+            await asyncio.sleep(0.002)
 
     def _generate(self, batch: list[_Pending]) -> None:
         def on_delta(row: int, text: str) -> None:

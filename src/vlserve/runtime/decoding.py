@@ -79,15 +79,28 @@ class BatchDecoder(LogitsProcessor):
         return self.choose(scores)
 
     def choose(self, scores: torch.Tensor) -> torch.Tensor:
-        out = torch.full_like(scores, -math.inf)
+        picks = torch.full((len(self.rows),), self.eos_id, dtype=torch.long)
+        plain = [b for b, row in enumerate(self.rows) if row.finish is None and self._plain_greedy(row)]
+        if plain:
+            # Plain greedy rows are one vectorised argmax; only rows with settings of their own loop.
+            rows = scores[plain].float()
+            best = rows.argmax(dim=-1)
+            logprobs = rows.gather(1, best[:, None])[:, 0] - torch.logsumexp(rows, dim=-1)
+            picks[plain] = best
+            for b, lp in zip(plain, logprobs.tolist(), strict=True):
+                self.rows[b].pending_logprob = lp
         for b, row in enumerate(self.rows):
-            if row.finish is not None:
-                out[b, self.eos_id] = 0.0
-                continue
-            token, logprob = self._pick(row, scores[b].float())
-            row.pending_logprob = logprob
-            out[b, token] = 0.0
+            if row.finish is None and b not in plain:
+                token, row.pending_logprob = self._pick(row, scores[b].float())
+                picks[b] = token
+        out = torch.full_like(scores, -math.inf)
+        out.scatter_(1, picks[:, None].to(scores.device), 0.0)
         return out
+
+    @staticmethod
+    def _plain_greedy(row: RowState) -> bool:
+        p = row.params
+        return p.greedy and row.matcher is None and p.repetition_penalty == 1.0 and p.presence_penalty == 0.0
 
     def _pick(self, row: RowState, logits: torch.Tensor) -> tuple[int, float]:
         p = row.params

@@ -1,0 +1,99 @@
+"""Shared by the service benchmarks: a real server on loopback with a tiny model, and sample inputs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+from PIL import Image
+
+from vlserve.api.app import create_app
+from vlserve.config import Settings
+
+
+def image_uri(seed: int, size: int = 64) -> str:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def vqa(seed: int, max_tokens: int) -> dict[str, Any]:
+    return {"task": "vqa", "images": [image_uri(seed)], "text": f"What is in picture {seed}?",
+            "options": {"max_tokens": max_tokens}}
+
+
+@contextmanager
+def serve(settings: Settings, engines: dict[str, Any]) -> Iterator[str]:
+    """The server in this process (uvicorn in a thread), for benchmarks comparing inside one process."""
+    app = create_app(settings, engines=engines)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def serve_process(settings: Settings) -> Iterator[str]:
+    """``vlserve serve`` as its own process (as deployed), so client and server do not share a GIL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "settings.json"
+        config.write_text(settings.model_dump_json())
+        proc = subprocess.Popen([sys.executable, "-m", "vlserve.cli.main", "serve", "--config", str(config),
+                                 "--port", str(port), "--log-level", "warning"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "server exited")
+                try:
+                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not become ready")
+                time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def summary(values: list[float]) -> str:
+    return (f"p50 {percentile(values, 50) * 1000:.1f} ms, p99 {percentile(values, 99) * 1000:.1f} ms, "
+            f"mean {statistics.mean(values) * 1000:.1f} ms")
