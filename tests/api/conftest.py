@@ -50,6 +50,8 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         "limits": {"max_images": 3, "max_body_bytes": 4 * 1024 * 1024, "max_pdf_pages": 3, "max_tokens": 1024},
         "fetching": {"local_root": str(tmp / "files")},
         "moderation": {"blocked_terms": [BLOCKED_TERM], "audit_log": str(tmp / "audit.jsonl")},
+        "jobs": {"sqlite_path": str(tmp / "jobs.sqlite3")},
+        "recon3d": {"artifacts_dir": str(tmp / "artifacts")},
     }
     data.update(overrides)
     (tmp / "files").mkdir(exist_ok=True)

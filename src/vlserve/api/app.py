@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from vlserve import __version__
-from vlserve.api import artifacts, errors, health, infer, openai_compat
+from vlserve.api import artifacts, errors, health, infer, jobs, openai_compat
 from vlserve.api.middleware import RequestContext
 from vlserve.config import Settings
 from vlserve.runtime.protocol import Engine, GenerationRequest, Message, SamplingParams
 from vlserve.scheduling import Metrics, Scheduler
 from vlserve.service.auth import KeyRing
 from vlserve.service.inference import InferenceService, media_limits
+from vlserve.service.jobs import open_store, start_worker
 
 if TYPE_CHECKING:
     from vlserve.runtime.local import LocalEngine
@@ -79,15 +80,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loader = None
+        app.state.jobs = open_store(settings.jobs)
         if engines is not None:
-            app.state.service = InferenceService(settings, Scheduler(settings.scheduling, batched(settings, engines),
-                                                                     app.state.metrics))
+            scheduler = Scheduler(settings.scheduling, batched(settings, engines), app.state.metrics)
+            _ready(app, InferenceService(settings, scheduler))
         else:
-            loader = asyncio.create_task(_load(app, settings))
+            app.state.loader = asyncio.create_task(_load(app, settings))
         yield
-        if loader is not None:
-            loader.cancel()
+        if getattr(app.state, "loader", None) is not None:
+            app.state.loader.cancel()
+        if app.state.worker is not None:
+            await app.state.worker.stop(timeout=10)
+            app.state.worker_task.cancel()
+        await app.state.jobs.aclose()
         service = getattr(app.state, "service", None)
         if service is not None:
             await service.aclose()
@@ -103,6 +108,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.state.settings = settings
     app.state.service = None
     app.state.metrics = Metrics()
+    app.state.worker = None
     app.state.keyring = KeyRing(settings.auth.keys, settings.auth.default_rate_per_minute)
     errors.install(app)
     app.add_middleware(RequestContext, max_body_bytes=settings.limits.max_body_bytes)
@@ -110,6 +116,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.include_router(openai_compat.router)
     app.include_router(health.router)
     app.include_router(artifacts.router)
+    app.include_router(jobs.router)
     return app
 
 
@@ -121,5 +128,13 @@ async def _load(app: FastAPI, settings: Settings) -> None:
         log.exception("could not load the model %s", settings.model)
         app.state.load_error = str(err)
         return
-    app.state.service = InferenceService(settings, scheduler)
+    _ready(app, InferenceService(settings, scheduler))
     log.info("model %s ready", settings.model)
+
+
+def _ready(app: FastAPI, service: InferenceService) -> None:
+    """The model is loaded: serve requests and start running async jobs."""
+    app.state.service = service
+    app.state.worker = start_worker(service.settings.jobs, app.state.jobs, service)
+    if app.state.worker is not None:
+        app.state.worker_task = asyncio.create_task(app.state.worker.run())

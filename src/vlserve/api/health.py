@@ -30,5 +30,11 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus metrics: lanes, admissions, latencies, tokens, jobs."""
-    registry = request.app.state.metrics.registry
+    metrics = request.app.state.metrics
+    store = getattr(request.app.state, "jobs", None)
+    if store is not None:
+        for lane, by_status in (await store.counts()).items():
+            for status, count in by_status.items():
+                metrics.jobs.labels(lane, status).set(count)
+    registry = metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

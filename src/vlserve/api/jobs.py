@@ -1,0 +1,88 @@
+"""``/jobs``: asynchronous requests for pipelines that need no immediate answer.
+
+``POST /jobs`` takes one ``/infer`` body or a list and answers 202 with the job ids at once;
+``GET /jobs/{id}`` gives status, progress and the result envelope; ``DELETE /jobs/{id}`` cancels;
+``GET /jobs`` lists the caller's own jobs. Another key's job is indistinguishable from a missing one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from vlserve.api.deps import caller
+from vlserve.api.errors import request_id_of
+from vlserve.errors import TooManyInputsError, VlserveError
+from vlserve.jobs import STATUSES, Job, JobStore, owner_of
+from vlserve.schemas import InferRequest
+from vlserve.tasks import get_task
+
+router = APIRouter(prefix="/jobs")
+
+
+def store_of(request: Request) -> JobStore:
+    store: JobStore | None = request.app.state.jobs
+    if store is None:
+        raise VlserveError("async jobs are not available on this server")
+    return store
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "status": job.status, "task": job.request.get("task"), "lane": job.lane,
+        "priority": job.priority, "progress": job.progress, "attempts": job.attempts,
+        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+        "result": job.result, "error": job.error, "batch_id": job.batch_id,
+    }
+
+
+@router.post("", status_code=202)
+async def submit(body: InferRequest | list[InferRequest], request: Request,
+                 key_id: Annotated[str | None, Depends(caller)],
+                 store: Annotated[JobStore, Depends(store_of)]) -> JSONResponse:
+    """Queue one request or a list; each becomes a job in its task's lane."""
+    bodies = body if isinstance(body, list) else [body]
+    limit = request.app.state.settings.jobs.max_batch
+    if not bodies or len(bodies) > limit:
+        raise TooManyInputsError(f"a job batch holds 1 to {limit} requests, got {len(bodies)}")
+    request_id = request_id_of(request)
+    jobs: list[Job] = []
+    # One submit per lane keeps each lane's part of the batch atomic; the tasks are checked first.
+    by_lane: dict[str, list[InferRequest]] = {}
+    for item in bodies:
+        by_lane.setdefault(get_task(item.task).lane, []).append(item)
+    for lane, items in by_lane.items():
+        jobs += await store.submit(owner_of(key_id), [i.model_dump(mode="json") for i in items], lane=lane,
+                                   priority=max(i.options.priority for i in items), batch_id=request_id)
+    return JSONResponse(status_code=202, content={
+        "request_id": request_id, "code": 0, "msg": "accepted",
+        "jobs": [{"id": j.id, "status": j.status, "lane": j.lane} for j in jobs],
+    })
+
+
+@router.get("")
+async def list_jobs(key_id: Annotated[str | None, Depends(caller)],
+                    store: Annotated[JobStore, Depends(store_of)],
+                    status: Annotated[str | None, Query(description=" | ".join(STATUSES))] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    from vlserve.errors import RequestError
+
+    if status is not None and status not in STATUSES:
+        raise RequestError(f"status must be one of {', '.join(STATUSES)}")
+    jobs = await store.list(owner_of(key_id), status=status, limit=limit, offset=offset)  # type: ignore[arg-type]
+    return {"jobs": [job_view(j) for j in jobs]}
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: str, key_id: Annotated[str | None, Depends(caller)],
+                  store: Annotated[JobStore, Depends(store_of)]) -> dict[str, Any]:
+    return job_view(await store.get(job_id, owner_of(key_id)))
+
+
+@router.delete("/{job_id}")
+async def cancel_job(job_id: str, key_id: Annotated[str | None, Depends(caller)],
+                     store: Annotated[JobStore, Depends(store_of)]) -> dict[str, Any]:
+    return job_view(await store.cancel(job_id, owner_of(key_id)))
