@@ -62,15 +62,16 @@ def serve_process(settings: Settings) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "settings.json"
         config.write_text(settings.model_dump_json())
+        log = (Path(tmp) / "server.log").open("wb")  # a file, not a pipe: a full pipe would stall the server
         proc = subprocess.Popen([sys.executable, "-m", "vlserve.cli.main", "serve", "--config", str(config),
                                  "--port", str(port), "--log-level", "warning"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 300
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "server exited")
+                    raise RuntimeError((Path(tmp) / "server.log").read_text())
                 try:
                     if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                         break
@@ -87,6 +88,7 @@ def serve_process(settings: Settings) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            log.close()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -66,7 +66,7 @@ def request_id_of(request: Request) -> str:
 
 def error_response(err: e.VlserveError, request_id: str) -> JSONResponse:
     status = status_for(err)
-    if status >= 500:
+    if isinstance(err, e.EngineError):  # ours to fix: keep the details, with the request id
         log.error("request %s failed with %s", request_id, err, exc_info=err)
     return JSONResponse(error_body(err, request_id), status_code=status, headers=error_headers(err))
 

@@ -138,6 +138,9 @@ def serve(
         err_console.print(f"[bold red]error[/]: invalid settings: {err}")
         raise typer.Exit(code=2) from None
     console.print(f"vlserve on http://{settings.host}:{settings.port} (model {settings.model}; docs at /docs)")
+    # Generation threads run Python between torch kernels; a shorter GIL switch interval (default
+    # 5 ms) lets the event loop answer admissions and refusals sooner while a batch is running.
+    sys.setswitchinterval(0.0005)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
 
 
