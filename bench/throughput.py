@@ -56,7 +56,8 @@ def main() -> None:
     print(f"{args.n} requests x {args.max_tokens} tokens, model {args.model}")
     print(f"{'mode':<28}{'seconds':>10}{'req/s':>10}{'tok/s':>10}")
     print(f"{'one at a time':<28}{one_by_one:>10.2f}{args.n / one_by_one:>10.2f}{tokens / one_by_one:>10.1f}")
-    print(f"{f'{args.n} concurrent (batched)':<28}{together:>10.2f}{args.n / together:>10.2f}{tokens / together:>10.1f}")
+    label = f"{args.n} concurrent (batched)"
+    print(f"{label:<28}{together:>10.2f}{args.n / together:>10.2f}{tokens / together:>10.1f}")
     print(f"speedup: {one_by_one / together:.2f}x (target >= 4x); identical answers: {answers_seq == answers_batch}; "
           f"largest batch {detail['largest_batch']}")
 

@@ -269,4 +269,5 @@ def test_bad_requests_are_typed_errors(engine: LocalEngine) -> None:
     with pytest.raises(VideoError):
         engine.generate_sync(ask(VideoPart(b"definitely not a video"), "x", max_tokens=2))
     with pytest.raises(RequestError, match="schema"):
-        engine.generate_sync(ask("x", max_tokens=5, json_schema={"type": "object", "properties": {"a": {"type": "frob"}}}))
+        bad_schema = {"type": "object", "properties": {"a": {"type": "frob"}}}
+        engine.generate_sync(ask("x", max_tokens=5, json_schema=bad_schema))

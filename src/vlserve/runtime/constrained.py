@@ -5,10 +5,11 @@ tokens keep the output a valid prefix of some JSON document matching the schema.
 
 A valid document must also *end* within ``max_tokens``. A trained model closes its JSON on its
 own, but a weak or random one may wander inside an unbounded string forever. So in the last
-tokens of the budget (as many as the schema's smallest valid document takes, plus a margin) we narrow the allowed set, whenever the grammar leaves such
-a choice, to tokens that head for the end: inside a string, tokens containing a quote (closing
-it); outside, tokens made only of ``]``/``}`` or end-of-sequence, else bare digits (the shortest
-value). The grammar still decides everything else, so the result is always schema-valid.
+tokens of the budget (as many as the schema's smallest valid document takes, plus a margin) we
+narrow the allowed set, whenever the grammar leaves such a choice, to tokens that head for the
+end: inside a string, tokens containing a quote (closing it); outside, tokens made only of
+``]``/``}`` or end-of-sequence, else bare digits (the shortest value). The grammar still
+decides everything else, so the result is always schema-valid.
 """
 
 from __future__ import annotations

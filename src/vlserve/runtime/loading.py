@@ -128,7 +128,11 @@ def pick_dtype(dtype: DType, device: str) -> torch.dtype:
 
 def load_model(ckpt: Checkpoint, *, device: Device = "auto", dtype: DType = "auto") -> tuple[Any, Any, str]:
     """Load the model and tokenizer; returns ``(model, tokenizer, device)``."""
-    from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration, Qwen3VLMoeForConditionalGeneration
+    from transformers import (
+        AutoTokenizer,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLMoeForConditionalGeneration,
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our CLI and server report loading themselves

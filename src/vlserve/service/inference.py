@@ -25,8 +25,8 @@ from vlserve.runtime.protocol import (
     TextDelta,
     VideoPart,
 )
-from vlserve.schemas import InferRequest, InferResult, Metadata, VideoInput
 from vlserve.scheduling import Scheduler, Ticket
+from vlserve.schemas import InferRequest, InferResult, Metadata, VideoInput
 from vlserve.service.moderation import Moderator
 from vlserve.tasks import Task, TaskInput, get_task
 
