@@ -34,7 +34,6 @@ from vlserve.runtime.protocol import (
     TextPart,
     VideoPart,
 )
-from vlserve.scheduling import Ticket
 from vlserve.service.inference import InferenceService
 
 router = APIRouter(prefix="/v1")
@@ -122,7 +121,7 @@ async def chat_completions(
         generation = await _to_generation(body, service, request_id)
         service.moderator.check(_all_text(body), stage="input", request_id=request_id, key_id=key_id,
                                 input_hashes=[])
-        events = _generate(ticket, generation)
+        events = ticket.stream(generation)
         ticket = None  # the stream owns the lane place now
         first = await anext(events)
         if body.stream:
@@ -148,20 +147,6 @@ async def chat_completions(
                      "finish_reason": _finish(result), "logprobs": None}],
         "usage": _usage(result),
     })
-
-
-async def _generate(ticket: Ticket, generation: GenerationRequest) -> AsyncIterator[object]:
-    """The engine's events while holding a slot in the lane; the place is given back at the end."""
-    try:
-        async with ticket.running():
-            stream = ticket.engine.stream(generation)
-            try:
-                async for event in stream:
-                    yield event
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
-    finally:
-        ticket.release()
 
 
 def _all_text(body: ChatRequest) -> str:

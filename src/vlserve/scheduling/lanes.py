@@ -21,7 +21,7 @@ from typing import Literal
 
 from vlserve.config import LaneSettings
 from vlserve.errors import OverloadedError
-from vlserve.runtime.protocol import Engine
+from vlserve.runtime.protocol import Engine, GenerationRequest, StreamEvent
 from vlserve.scheduling.metrics import Metrics
 
 Decision = Literal["run", "degrade"]
@@ -49,6 +49,20 @@ class Ticket:
             yield
         finally:
             self.lane.slot_done()
+
+    async def stream(self, generation: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        """The engine's events while holding a running slot; the lane place is given back at the end
+        (also when the consumer stops early, which cancels the generation)."""
+        try:
+            async with self.running():
+                events = self.engine.stream(generation)
+                try:
+                    async for event in events:
+                        yield event
+                finally:
+                    await events.aclose()  # type: ignore[attr-defined]
+        finally:
+            self.release()
 
     def release(self) -> None:
         if not self.released:

@@ -227,27 +227,23 @@ class InferenceService:
         """Wait for a slot, then text deltas and the :class:`Outcome`; output is moderated as it grows."""
         prepared, ticket = run.prepared, run.ticket
         lane = ticket.lane.name
+        text = ""
+        events = ticket.stream(prepared.generation)
         try:
-            async with ticket.running():
-                text = ""
-                stream = ticket.engine.stream(prepared.generation)
-                try:
-                    async for event in stream:
-                        if isinstance(event, TextDelta):
-                            if not text:
-                                self.metrics.ttft.labels(lane).observe(time.perf_counter() - prepared.started)
-                            text += event.text
-                            self.moderator.check(text, stage="output", request_id=prepared.request_id,
-                                                 key_id=prepared.key_id, input_hashes=prepared.input_hashes)
-                            yield event
-                        else:
-                            outcome = await self.finish(prepared, event, degraded=ticket.decision == "degrade")
-                            self._observe(lane, prepared, event)
-                            yield outcome
-                finally:
-                    await stream.aclose()  # type: ignore[attr-defined]
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    if not text:
+                        self.metrics.ttft.labels(lane).observe(time.perf_counter() - prepared.started)
+                    text += event.text
+                    self.moderator.check(text, stage="output", request_id=prepared.request_id,
+                                         key_id=prepared.key_id, input_hashes=prepared.input_hashes)
+                    yield event
+                else:
+                    outcome = await self.finish(prepared, event, degraded=ticket.decision == "degrade")
+                    self._observe(lane, prepared, event)
+                    yield outcome
         finally:
-            ticket.release()
+            await events.aclose()
 
     def _observe(self, lane: str, prepared: Prepared, result: GenerationResult) -> None:
         self.metrics.latency.labels(lane, prepared.task.name).observe(time.perf_counter() - prepared.started)
