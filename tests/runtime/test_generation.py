@@ -40,7 +40,7 @@ def ask(*parts: object, **params: object) -> GenerationRequest:
 def direct_generate(engine: LocalEngine, request: GenerationRequest) -> list[int]:
     """transformers' own greedy generate on the same prepared inputs."""
     inputs = engine.prepare(request)
-    batch = engine._collate([inputs])
+    batch = engine.collate([inputs])
     out = engine.model.generate(**batch, max_new_tokens=request.params.max_tokens, do_sample=False)
     tokens = out[0, batch["input_ids"].shape[1] :].tolist()
     for i, t in enumerate(tokens):
@@ -220,7 +220,7 @@ def test_usage_and_confidence(engine: LocalEngine) -> None:
     assert result.activated_experts is None  # dense model
     # confidence is the geometric mean of the chosen tokens' probabilities: recompute it.
     inputs = engine.prepare(ask(ImagePart(noise_image(320, 240, 8)), "Hi", max_tokens=7))
-    batch = engine._collate([inputs])
+    batch = engine.collate([inputs])
     ids = torch.cat([batch["input_ids"], torch.tensor([result.token_ids])], dim=1)
     with torch.no_grad():
         logits = engine.model(**{**batch, "input_ids": ids, "attention_mask": torch.ones_like(ids),

@@ -1,49 +1,39 @@
-"""Dynamic batching over the embedded engine.
+"""Continuous batching over the embedded engine.
 
 Concurrent requests are prepared (media decoded, prompt tokenized) in a thread pool as they
-arrive — overlapping with the batch being generated — and then generated together: when the
-model is free, every prepared request waiting (up to ``max_batch``; the batch waits
-``window_ms`` for more, and up to 100 ms while admitted requests are still being prepared)
-joins one ``generate_batch`` call. Each request keeps its own stream, stop
-conditions and sampling settings, and its greedy output is identical to running it alone.
+arrive, overlapping with generation. One engine thread drives a
+:class:`~vlserve.runtime.running.RunningBatch`: between two decode steps it admits every prepared
+request waiting (up to ``max_batch`` rows), and a request leaves the batch the step it finishes.
+So a request that arrives while others are generating starts at the next step instead of waiting
+for the whole batch to end. When the engine is idle, the first arrival waits ``window_ms`` (and
+up to 100 ms while requests already admitted are still being prepared) so that requests arriving
+together share one prefill.
 
-Requests join only between batches (dynamic batching); joining a running batch between decode
-steps (continuous batching) is not done yet.
+Each request keeps its own stream, stop conditions and sampling settings, and its greedy output
+is identical to running it alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from vlserve.runtime.local import LocalEngine
-from vlserve.runtime.prompt import ModelInputs
 from vlserve.runtime.protocol import EngineHealth, GenerationRequest, GenerationResult, StreamEvent, TextDelta
+from vlserve.runtime.running import RunningBatch, Sequence
 
-_DONE = object()
-
-
-@dataclass
-class _Pending:
-    request: GenerationRequest
-    inputs: ModelInputs
-    events: asyncio.Queue[Any]
-    loop: asyncio.AbstractEventLoop
-    cancel: threading.Event = field(default_factory=threading.Event)
-    counter: itertools.count[int] = field(default_factory=itertools.count)
-
-    def put(self, item: object) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+_STOP = None
 
 
 class BatchingEngine:
-    """An :class:`~vlserve.runtime.protocol.Engine` that batches concurrent requests."""
+    """An :class:`~vlserve.runtime.protocol.Engine` that batches concurrent requests continuously."""
 
     def __init__(self, engine: LocalEngine, *, max_batch: int = 8, window_ms: float = 5.0,
                  prepare_workers: int = 4) -> None:
@@ -51,13 +41,15 @@ class BatchingEngine:
         self.model_name = engine.model_name
         self.max_batch = max_batch
         self.window = window_ms / 1000.0
-        self._prepare_pool = ThreadPoolExecutor(prepare_workers, thread_name_prefix="vlserve-prepare")
-        self._pending: list[_Pending] = []
-        self._runner: asyncio.Task[None] | None = None
-        self.batches_run = 0
-        self.largest_batch = 0
-        self._preparing = 0  # requests whose media is being prepared: they will want to join
         self.max_wait = max(self.window, 0.1)
+        self._prepare_pool = ThreadPoolExecutor(prepare_workers, thread_name_prefix="vlserve-prepare")
+        self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._preparing = 0  # requests whose media is being prepared: they will want to join
+        self.steps_run = 0
+        self.largest_batch = 0
+        self.joined_running = 0  # requests admitted while others were mid-generation
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         result = None
@@ -69,67 +61,105 @@ class BatchingEngine:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        counter = itertools.count()
+
+        def put(item: object) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
         self._preparing += 1
         try:
-            inputs = await loop.run_in_executor(self._prepare_pool, self.engine.prepare, request)
+            seq = await loop.run_in_executor(self._prepare_pool, lambda: self.engine.sequence(
+                request, emit=lambda text: put(TextDelta(text, next(counter))),
+                on_finish=lambda s: put(self.engine.result(s)), on_error=put))
         finally:
             self._preparing -= 1
-        pending = _Pending(request, inputs, asyncio.Queue(), loop)
-        self._pending.append(pending)
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run())
+        self._submit(seq)
         try:
-            while (event := await pending.events.get()) is not _DONE:
+            while True:
+                event = await events.get()
                 if isinstance(event, BaseException):
                     raise event
                 yield event
+                if isinstance(event, GenerationResult):
+                    return
         finally:
-            pending.cancel.set()  # a consumer that leaves early stops its row at the next token
-            if pending in self._pending:
-                self._pending.remove(pending)
+            seq.row.cancel.set()  # a consumer that leaves early stops its row at the next step
 
-    async def _run(self) -> None:
-        while self._pending:
-            await self._gather()
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            self.batches_run += 1
+    def _submit(self, seq: Sequence) -> None:
+        self._inbox.put(seq)
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="vlserve-engine", daemon=True)
+                self._thread.start()
+
+    # -- the engine thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        batch = RunningBatch(self.engine)
+        waiting: deque[Sequence] = deque()
+        while True:
+            if not batch and not waiting:
+                first = self._inbox.get()
+                if first is _STOP:
+                    return
+                waiting.append(first)
+                self._gather(waiting)
+            if not self._drain(waiting):
+                return
+            joining = self._take(waiting, self.max_batch - len(batch))
+            try:
+                with self.engine.failures():
+                    if joining:
+                        self.joined_running += len(joining) if batch else 0
+                        batch.admit(joining)
+                    if batch:
+                        batch.step()
+                        self.steps_run += 1
+            except BaseException as err:  # every request in the batch learns of the failure
+                for seq in {*batch.clear(), *joining}:
+                    seq.on_error(err)
+                continue
             self.largest_batch = max(self.largest_batch, len(batch))
-            await asyncio.to_thread(self._generate, batch)
 
-    async def _gather(self) -> None:
-        """Let requests arriving together share the batch: wait ``window``, and a little longer
-        (up to ``max_wait``) while requests already admitted are still being prepared."""
+    def _gather(self, waiting: deque[Sequence]) -> None:
+        """Let requests arriving together share the first prefill: wait ``window``, and a little
+        longer (up to ``max_wait``) while requests already admitted are still being prepared."""
         if self.window <= 0:
             return
         start = time.perf_counter()
-        await asyncio.sleep(self.window)
-        while (len(self._pending) < self.max_batch and self._preparing > 0
+        time.sleep(self.window)
+        while (len(waiting) + self._inbox.qsize() < self.max_batch and self._preparing > 0
                and time.perf_counter() - start < self.max_wait):
-            await asyncio.sleep(0.002)
+            time.sleep(0.002)
 
-    def _generate(self, batch: list[_Pending]) -> None:
-        def on_delta(row: int, text: str) -> None:
-            item = batch[row]
-            item.put(TextDelta(text, next(item.counter)))
+    def _drain(self, waiting: deque[Sequence]) -> bool:
+        """Move newly submitted requests to ``waiting``; False once :meth:`close` was called."""
+        while True:
+            try:
+                seq = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+            if seq is _STOP:
+                return False
+            waiting.append(seq)
 
-        try:
-            results = self.engine.generate_batch(
-                [p.request for p in batch], prepared=[p.inputs for p in batch], on_delta=on_delta,
-                cancels=[p.cancel for p in batch],
-            )
-        except BaseException as err:  # every request of the batch learns of the failure
-            for p in batch:
-                p.put(err)
-                p.put(_DONE)
-            return
-        for p, result in zip(batch, results, strict=True):
-            p.put(result)
-            p.put(_DONE)
+    def _take(self, waiting: deque[Sequence], room: int) -> list[Sequence]:
+        taken: list[Sequence] = []
+        while waiting and len(taken) < room:
+            seq = waiting.popleft()
+            if seq.row.cancel.is_set():  # its caller left before it started: nothing to generate
+                seq.row.finish = "cancelled"
+                seq.on_finish(seq)
+                continue
+            taken.append(seq)
+        return taken
 
     async def health(self) -> EngineHealth:
         health = await self.engine.health()
-        health.detail.update(batches_run=self.batches_run, largest_batch=self.largest_batch)
+        health.detail.update(steps_run=self.steps_run, largest_batch=self.largest_batch,
+                             joined_running=self.joined_running)
         return health
 
     def close(self) -> None:
+        self._inbox.put(_STOP)
         self._prepare_pool.shutdown(wait=False, cancel_futures=True)

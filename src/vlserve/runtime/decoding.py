@@ -1,18 +1,14 @@
-"""Per-request decoding inside one batched ``model.generate`` call.
+"""Per-request decoding inside a batch.
 
-``transformers`` samples with one set of settings per batch and one global RNG. We want every
-request in a batch to keep its own temperature, top-p/top-k, penalties, seed, JSON schema, stop
-strings and token budget. So generation runs greedy, and :class:`BatchDecoder` does the choosing:
+Every request in a batch keeps its own temperature, top-p/top-k, penalties, seed, JSON schema,
+stop strings, token budget and stream. The model gives one row of logits per request and step;
+:class:`Decoder` turns each row into that request's distribution (penalties, grammar mask,
+temperature, top-k, top-p), picks the token (argmax, or a draw from the request's own
+``torch.Generator``), then records it: log-probability (for ``confidence``), grammar state,
+incremental detokenization, EOS, stop strings, ``max_tokens`` and cancellation, and text deltas.
 
-* as a logits processor it turns each row's logits into that request's distribution (penalties,
-  grammar mask, temperature, top-k, top-p), picks the token (argmax, or a draw from the request's
-  own ``torch.Generator``) and hands ``generate`` a one-hot row, so its argmax takes our pick;
-* as a stopping criterion, called after every appended token, it records the token's
-  log-probability (for ``confidence``), advances the grammar, detokenizes incrementally, checks
-  EOS, stop strings, the request's ``max_tokens`` and cancellation, and emits text deltas.
-
-Greedy rows without penalties or grammar pick exactly ``argmax(logits)``, so results equal a plain
-greedy ``model.generate``.
+Greedy rows without penalties or grammar pick exactly ``argmax(logits)``, so their output equals
+a plain greedy ``model.generate``.
 """
 
 from __future__ import annotations
@@ -23,21 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import LogitsProcessor, StoppingCriteria
 
 from vlserve.runtime.constrained import JsonMatcher
 from vlserve.runtime.protocol import FinishReason, SamplingParams
 
-DeltaCallback = Callable[[int, str], None]
 
-
-@dataclass
+@dataclass(eq=False)
 class RowState:
-    """Decoding state of one request in the batch."""
+    """Decoding state of one request."""
 
     params: SamplingParams
     matcher: JsonMatcher | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    emit: Callable[[str], None] | None = None  # receives each text delta
     generator: torch.Generator | None = None
     tokens: list[int] = field(default_factory=list)
     logprob_sum: float = 0.0
@@ -47,60 +41,46 @@ class RowState:
     finish: FinishReason | None = None
     counts: dict[int, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.params.seed is not None:
+            self.generator = torch.Generator().manual_seed(self.params.seed)
+
     @property
     def confidence(self) -> float | None:
         if not self.tokens:
             return None
         return math.exp(self.logprob_sum / len(self.tokens))
 
+    @property
+    def plain_greedy(self) -> bool:
+        p = self.params
+        return p.greedy and self.matcher is None and p.repetition_penalty == 1.0 and p.presence_penalty == 0.0
 
-class BatchDecoder(LogitsProcessor):
-    def __init__(
-        self,
-        rows: list[RowState],
-        *,
-        decode: Callable[[list[int]], str],
-        eos_token_ids: list[int],
-        on_delta: DeltaCallback | None = None,
-        on_step: Callable[[torch.Tensor], None] | None = None,
-    ) -> None:
-        self.rows = rows
+
+class Decoder:
+    """Chooses and records tokens for the rows of a batch (rows may change from step to step)."""
+
+    def __init__(self, *, decode: Callable[[list[int]], str], eos_token_ids: list[int]) -> None:
         self.decode = decode
         self.eos = set(eos_token_ids)
-        self.eos_id = eos_token_ids[0]
-        self.on_delta = on_delta
-        self.on_step = on_step
-        for row in rows:
-            if row.params.seed is not None:
-                row.generator = torch.Generator().manual_seed(row.params.seed)
 
     # -- choosing ---------------------------------------------------------------------------
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:  # type: ignore[override]
-        return self.choose(scores)
-
-    def choose(self, scores: torch.Tensor) -> torch.Tensor:
-        picks = torch.full((len(self.rows),), self.eos_id, dtype=torch.long)
-        plain = [b for b, row in enumerate(self.rows) if row.finish is None and self._plain_greedy(row)]
+    def choose(self, rows: list[RowState], scores: torch.Tensor) -> list[int]:
+        """One token per row from ``scores`` of shape ``(len(rows), vocab)``."""
+        picks = [0] * len(rows)
+        plain = [b for b, row in enumerate(rows) if row.plain_greedy]
         if plain:
             # Plain greedy rows are one vectorised argmax; only rows with settings of their own loop.
-            rows = scores[plain].float()
-            best = rows.argmax(dim=-1)
-            logprobs = rows.gather(1, best[:, None])[:, 0] - torch.logsumexp(rows, dim=-1)
-            picks[plain] = best
-            for b, lp in zip(plain, logprobs.tolist(), strict=True):
-                self.rows[b].pending_logprob = lp
-        for b, row in enumerate(self.rows):
-            if row.finish is None and b not in plain:
-                token, row.pending_logprob = self._pick(row, scores[b].float())
+            logits = (scores if len(plain) == len(rows) else scores[plain]).float()
+            best = logits.argmax(dim=-1)
+            logprobs = logits.gather(1, best[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+            for b, token, lp in zip(plain, best.tolist(), logprobs.tolist(), strict=True):
                 picks[b] = token
-        out = torch.full_like(scores, -math.inf)
-        out.scatter_(1, picks[:, None].to(scores.device), 0.0)
-        return out
-
-    @staticmethod
-    def _plain_greedy(row: RowState) -> bool:
-        p = row.params
-        return p.greedy and row.matcher is None and p.repetition_penalty == 1.0 and p.presence_penalty == 0.0
+                rows[b].pending_logprob = lp
+        for b, row in enumerate(rows):
+            if not row.plain_greedy:
+                picks[b], row.pending_logprob = self._pick(row, scores[b].float().cpu())
+        return picks
 
     def _pick(self, row: RowState, logits: torch.Tensor) -> tuple[int, float]:
         p = row.params
@@ -129,26 +109,12 @@ class BatchDecoder(LogitsProcessor):
         token = choice if candidates is None else int(candidates[choice])
         return token, math.log(float(probs[choice]))
 
-
-    # -- observing --------------------------------------------------------------------------
-    def observe(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Record the token just appended to each row; returns which rows are done."""
-        done = torch.zeros(len(self.rows), dtype=torch.bool)
-        for b, row in enumerate(self.rows):
-            if row.finish is not None:
-                done[b] = True
-                continue
-            token = int(input_ids[b, -1])
-            self._advance(b, row, token)
-            done[b] = row.finish is not None
-        if self.on_step is not None:
-            self.on_step(~done)
-        return done
-
-    def _advance(self, b: int, row: RowState, token: int) -> None:
+    # -- recording --------------------------------------------------------------------------
+    def advance(self, row: RowState, token: int) -> None:
+        """Record the token chosen for ``row``; sets ``row.finish`` when the request is done."""
         if token in self.eos:
             row.finish = "stop"
-            self._flush(b, row, final=True)
+            self._flush(row, final=True)
             return
         row.tokens.append(token)
         row.logprob_sum += row.pending_logprob
@@ -166,9 +132,10 @@ class BatchDecoder(LogitsProcessor):
             row.finish = "length"
         if row.finish is None and row.cancel.is_set():
             row.finish = "cancelled"
-        self._flush(b, row, final=row.finish is not None)
+        self._flush(row, final=row.finish is not None)
 
-    def _flush(self, b: int, row: RowState, *, final: bool) -> None:
+    @staticmethod
+    def _flush(row: RowState, *, final: bool) -> None:
         """Emit the text that can no longer change: no half UTF-8 character, no partial stop string."""
         end = len(row.text)
         if not final:
@@ -180,19 +147,9 @@ class BatchDecoder(LogitsProcessor):
                         end -= k
                         break
         if end > row.emitted:
-            if self.on_delta is not None:
-                self.on_delta(b, row.text[row.emitted : end])
+            if row.emit is not None:
+                row.emit(row.text[row.emitted : end])
             row.emitted = end
-
-
-class StopAdapter(StoppingCriteria):
-    """``generate`` calls stopping criteria with ``(input_ids, scores)``; route them to the decoder."""
-
-    def __init__(self, decoder: BatchDecoder) -> None:
-        self.decoder = decoder
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:  # type: ignore[override]
-        return self.decoder.observe(input_ids).to(input_ids.device)  # type: ignore[return-value]
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,28 +16,27 @@ import torch
 
 
 class ExpertTracker:
-    """Accumulates ``(rows, layers, experts)`` usage for the batch being generated."""
+    """Records, for one forward pass at a time, which experts each batch row's tokens used."""
 
     def __init__(self, model: Any) -> None:
         self.routers = [m for m in model.modules() if type(m).__name__.endswith("TopKRouter")]
         self.num_experts: int = self.routers[0].num_experts if self.routers else 0
         self.used: torch.Tensor | None = None
-        self.valid: torch.Tensor | None = None  # (rows, seq) mask of real tokens in the next forward
+        self.valid: torch.Tensor | None = None  # (rows, seq) mask of real tokens in this forward
         self._handles = [r.register_forward_hook(self._hook(i)) for i, r in enumerate(self.routers)]
 
     @property
     def enabled(self) -> bool:
         return bool(self.routers)
 
-    def start(self, rows: int, attention_mask: torch.Tensor) -> None:
-        self.used = torch.zeros(rows, len(self.routers), self.num_experts, dtype=torch.bool)
-        self.valid = attention_mask.bool().cpu()
+    def begin(self, valid: torch.Tensor) -> None:
+        """Before a forward pass: ``valid`` marks the real (not padding) tokens of its input."""
+        if self.enabled:
+            self.valid = valid.bool().cpu()
+            self.used = torch.zeros(valid.shape[0], len(self.routers), self.num_experts, dtype=torch.bool)
 
-    def next_step(self, active: torch.Tensor) -> None:
-        """After the prefill, each forward sees one token per row; finished rows don't count."""
-        self.valid = active.bool().cpu().view(-1, 1)
-
-    def stop(self) -> torch.Tensor | None:
+    def end(self) -> torch.Tensor | None:
+        """After the forward pass: ``(rows, layers, experts)`` usage, or None for dense models."""
         used, self.used, self.valid = self.used, None, None
         return used
 
@@ -48,7 +47,7 @@ class ExpertTracker:
             indices = output[2].detach().cpu()  # (rows*seq, top_k)
             rows, seq = self.valid.shape
             if indices.shape[0] != rows * seq:
-                return  # a forward we did not set up (e.g. a warm-up call)
+                return  # a forward we did not set up
             hits = torch.zeros(rows * seq, self.num_experts, dtype=torch.bool)
             hits.scatter_(1, indices, True)
             hits = hits.view(rows, seq, -1) & self.valid.unsqueeze(-1)
@@ -58,6 +57,6 @@ class ExpertTracker:
 
     @staticmethod
     def summarise(used_row: torch.Tensor) -> tuple[int, list[int]]:
-        """``(activated_experts, experts_per_layer)`` for one row of :attr:`used`."""
+        """``(activated_experts, experts_per_layer)`` from one request's ``(layers, experts)`` usage."""
         per_layer = used_row.sum(dim=-1).tolist()
         return max(1, round(sum(per_layer) / len(per_layer))), per_layer
