@@ -1,7 +1,12 @@
-"""Session fixtures: the tiny Qwen3-VL checkpoints and engines are built once per test session."""
+"""Session fixtures: the tiny Qwen3-VL checkpoints and engines are built once per test session.
+
+The engines run where ``VLSERVE_TEST_DEVICE`` / ``VLSERVE_TEST_DTYPE`` say (default ``auto``:
+the GPU when there is one, float32 on CPU), so the runtime tests double as a GPU check.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,11 +31,16 @@ def tiny_moe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine(tiny_dir: Path) -> Iterator[object]:
     from vlserve.runtime.local import LocalEngine
 
-    yield LocalEngine(tiny_dir, name="tiny")
+    yield LocalEngine(tiny_dir, name="tiny", **_placement())
 
 
 @pytest.fixture(scope="session")
 def moe_engine(tiny_moe_dir: Path) -> Iterator[object]:
     from vlserve.runtime.local import LocalEngine
 
-    yield LocalEngine(tiny_moe_dir, name="tiny-moe")
+    yield LocalEngine(tiny_moe_dir, name="tiny-moe", **_placement())
+
+
+def _placement() -> dict[str, str]:
+    env = os.environ.get
+    return {"device": env("VLSERVE_TEST_DEVICE", "auto"), "dtype": env("VLSERVE_TEST_DTYPE", "auto")}

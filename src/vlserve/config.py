@@ -96,7 +96,8 @@ def _default_lanes() -> dict[str, LaneSettings]:
 class Scheduling(BaseModel):
     lanes: dict[str, LaneSettings] = Field(default_factory=_default_lanes)
     models: dict[str, ModelSettings] = Field(default_factory=dict, description="Engines besides 'main'.")
-    batch_window_ms: float = Field(5.0, ge=0, description="How long a batch waits for more requests to join.")
+    batch_window_ms: float = Field(
+        5.0, ge=0, description="How long an idle engine waits for more requests to share its first prefill.")
     prepare_workers: int = Field(4, ge=1, description="Threads decoding media off the event loop.")
 
 

@@ -72,9 +72,10 @@ class Decoder:
         if plain:
             # Plain greedy rows are one vectorised argmax; only rows with settings of their own loop.
             logits = (scores if len(plain) == len(rows) else scores[plain]).float()
-            best = logits.argmax(dim=-1)
-            logprobs = logits.gather(1, best[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
-            for b, token, lp in zip(plain, best.tolist(), logprobs.tolist(), strict=True):
+            best = _argmax(logits)
+            # p(best) is the largest probability; the fused softmax is about twice as fast as logsumexp.
+            logprobs = torch.log(torch.softmax(logits, dim=-1).amax(dim=-1))
+            for b, token, lp in zip(plain, best, logprobs.tolist(), strict=True):
                 picks[b] = token
                 rows[b].pending_logprob = lp
         for b, row in enumerate(rows):
@@ -150,6 +151,14 @@ class Decoder:
             if row.emit is not None:
                 row.emit(row.text[row.emitted : end])
             row.emitted = end
+
+
+def _argmax(logits: torch.Tensor) -> list[int]:
+    """Row-wise argmax (first maximum on ties, like ``torch.argmax``). On CPU numpy's vectorised
+    argmax is several times faster than torch's, and over a 152k vocabulary that shows per step."""
+    if logits.device.type == "cpu":
+        return logits.numpy().argmax(axis=-1).tolist()  # type: ignore[no-any-return]
+    return logits.argmax(dim=-1).tolist()  # type: ignore[no-any-return]
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
