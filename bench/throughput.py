@@ -59,7 +59,7 @@ def main() -> None:
     bodies = [json.dumps(vqa(i, args.max_tokens)).encode() for i in range(args.n)]
     one_by_one, together, same = [], [], True
     with serve_process(settings) as url:
-        asyncio.run(run(url, bodies[:2], True))  # warm-up
+        asyncio.run(run(url, bodies, True))  # warm-up at full width: the first wide batch allocates
         for _ in range(args.rounds):
             seconds, answers_seq = asyncio.run(run(url, bodies, False))
             one_by_one.append(seconds)
