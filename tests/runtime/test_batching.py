@@ -131,3 +131,19 @@ def test_an_engine_failure_reaches_every_request_and_the_engine_recovers(engine:
         assert result.token_ids == engine.generate_sync(ask("Still there?", max_tokens=5)).token_ids
     finally:
         batcher.close()
+
+
+def test_closing_fails_the_requests_in_flight(engine: LocalEngine) -> None:
+    batcher = BatchingEngine(engine, max_batch=4, window_ms=0)
+
+    async def run() -> BaseException | None:
+        try:
+            async for event in batcher.stream(ask("Talk for a long time.", max_tokens=400)):
+                if isinstance(event, TextDelta) and event.index == 1:
+                    batcher.close()
+        except EngineError as err:
+            return err
+        return None
+
+    error = asyncio.run(run())
+    assert error is not None and "shut down" in str(error)

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from vlserve.errors import EngineError
 from vlserve.runtime.local import LocalEngine
 from vlserve.runtime.protocol import EngineHealth, GenerationRequest, GenerationResult, StreamEvent, TextDelta
 from vlserve.runtime.running import RunningBatch, Sequence
@@ -105,6 +106,9 @@ class BatchingEngine:
                 waiting.append(first)
                 self._gather(waiting)
             if not self._drain(waiting):
+                stopped = EngineError("the engine was shut down before this request finished")
+                for seq in [*batch.clear(), *waiting]:
+                    seq.on_error(stopped)
                 return
             joining = self._take(waiting, self.max_batch - len(batch))
             try:
@@ -161,5 +165,6 @@ class BatchingEngine:
         return health
 
     def close(self) -> None:
+        """Stop the engine thread; requests still running or waiting fail with :class:`EngineError`."""
         self._inbox.put(_STOP)
         self._prepare_pool.shutdown(wait=False, cancel_futures=True)

@@ -330,6 +330,9 @@ class LocalEngine:
         finally:
             cancel.set()  # a client that goes away stops generation at the next token
 
+    def close(self) -> None:
+        """Nothing to release: the model is freed with the engine."""
+
     async def health(self) -> EngineHealth:
         return EngineHealth(
             ready=True,

@@ -28,6 +28,10 @@ class Scheduler:
         # A task's lane that the operator removed falls back to the first configured lane.
         return self.lanes.get(name) or next(iter(self.lanes.values()))
 
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close()
+
     @property
     def accepting(self) -> bool:
         return any(lane.status()["accepting"] for lane in self.lanes.values())

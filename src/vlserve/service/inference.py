@@ -122,6 +122,7 @@ class InferenceService:
         self.moderator = Moderator(settings.moderation)
 
     async def aclose(self) -> None:
+        self.scheduler.close()
         await self.fetcher.aclose()
 
     # -- preparation -----------------------------------------------------------------------
