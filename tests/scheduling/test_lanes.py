@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -152,6 +153,10 @@ def test_concurrent_requests_are_batched_with_unbatched_outputs(engine: Any, tmp
         assert asyncio.run(together(url)) == alone
         detail = httpx.get(url + "/readyz").json()
         assert detail["largest_batch"] > 1
+        metrics = httpx.get(url + "/metrics").text
+        steps = float(re.search(r'vlserve_decode_steps_total\{engine="main"\} (\S+)', metrics)[1])  # type: ignore[index]
+        assert steps >= max(6 + i for i in range(6)) - 1  # the longest answer took that many steps at least
+        assert 'vlserve_batch_rows{engine="main"} 0.0' in metrics  # all done: the batch is empty
 
 
 def _generation(engine: Any, body: dict[str, Any]) -> Any:

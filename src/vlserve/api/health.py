@@ -29,7 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics: lanes, admissions, latencies, tokens, jobs."""
+    """Prometheus metrics: lanes, admissions, latencies, tokens, jobs, engine batches."""
     metrics = request.app.state.metrics
     store = getattr(request.app.state, "jobs", None)
     if store is not None:

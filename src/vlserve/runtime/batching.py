@@ -51,6 +51,8 @@ class BatchingEngine:
         self.steps_run = 0
         self.largest_batch = 0
         self.joined_running = 0  # requests admitted while others were mid-generation
+        self.rows = 0  # rows in the running batch, as of the last step
+        self.waiting = 0  # prepared requests waiting for a row
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         result = None
@@ -124,6 +126,7 @@ class BatchingEngine:
                     seq.on_error(err)
                 continue
             self.largest_batch = max(self.largest_batch, len(batch))
+            self.rows, self.waiting = len(batch), len(waiting)
 
     def _gather(self, waiting: deque[Sequence]) -> None:
         """Let requests arriving together share the first prefill: wait ``window``, and a little
@@ -157,6 +160,10 @@ class BatchingEngine:
                 continue
             taken.append(seq)
         return taken
+
+    def batch_stats(self) -> dict[str, int]:
+        return {"rows": self.rows, "waiting": self.waiting, "steps": self.steps_run,
+                "joined_running": self.joined_running}
 
     async def health(self) -> EngineHealth:
         health = await self.engine.health()

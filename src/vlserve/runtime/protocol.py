@@ -148,3 +148,13 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release threads and connections; requests still in flight fail with an engine error."""
         ...
+
+
+@runtime_checkable
+class BatchStats(Protocol):
+    """Engines that batch requests report their batch for ``/metrics``."""
+
+    def batch_stats(self) -> dict[str, int]:
+        """``rows`` decoding now, ``waiting`` to join, and the running totals ``steps`` and
+        ``joined_running`` (requests that joined a batch already generating)."""
+        ...

@@ -15,6 +15,7 @@ class Scheduler:
     def __init__(self, settings: Scheduling, engines: dict[str, Engine], metrics: Metrics | None = None) -> None:
         self.metrics = metrics or Metrics()
         self.engines = engines
+        self.metrics.watch_engines(engines)
         self.lanes: dict[str, Lane] = {}
         for name, lane in settings.lanes.items():
             if lane.model not in engines:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from vlserve.runtime.protocol import BatchStats, Engine
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384)
@@ -25,3 +31,27 @@ class Metrics:
                                 registry=r)
         self.errors = Counter("vlserve_errors", "Requests that ended in an error, by code", ["code"], registry=r)
         self.jobs = Gauge("vlserve_jobs", "Async jobs by lane and status", ["lane", "status"], registry=r)
+
+    def watch_engines(self, engines: Mapping[str, Engine]) -> None:
+        """Report the batches of ``engines`` (those that batch) at every scrape."""
+        self.registry.register(_BatchCollector(engines))
+
+
+class _BatchCollector(Collector):
+    def __init__(self, engines: Mapping[str, Engine]) -> None:
+        self.engines = {name: e for name, e in engines.items() if isinstance(e, BatchStats)}
+
+    def collect(self) -> Iterator[Metric]:
+        rows = GaugeMetricFamily("vlserve_batch_rows", "Requests decoding in the running batch", labels=["engine"])
+        waiting = GaugeMetricFamily("vlserve_batch_waiting", "Prepared requests waiting to join the batch",
+                                    labels=["engine"])
+        steps = CounterMetricFamily("vlserve_decode_steps", "Decode steps run", labels=["engine"])
+        joined = CounterMetricFamily("vlserve_joined_running", "Requests that joined a batch already generating",
+                                     labels=["engine"])
+        for name, engine in self.engines.items():
+            stats = engine.batch_stats()  # type: ignore[attr-defined]
+            rows.add_metric([name], stats["rows"])
+            waiting.add_metric([name], stats["waiting"])
+            steps.add_metric([name], stats["steps"])
+            joined.add_metric([name], stats["joined_running"])
+        yield from (rows, waiting, steps, joined)
