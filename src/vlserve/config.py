@@ -98,6 +98,9 @@ class Scheduling(BaseModel):
     models: dict[str, ModelSettings] = Field(default_factory=dict, description="Engines besides 'main'.")
     batch_window_ms: float = Field(
         5.0, ge=0, description="How long an idle engine waits for more requests to share its first prefill.")
+    batch_max_tokens: int = Field(
+        131072, ge=1, description="KV-cache budget of a running batch in token slots: rows x (longest prompt + "
+        "most tokens a row may still generate). A request that would exceed it waits for rows to finish.")
     prepare_workers: int = Field(4, ge=1, description="Threads decoding media off the event loop.")
 
 

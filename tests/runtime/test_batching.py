@@ -80,6 +80,25 @@ def test_more_requests_than_rows_all_finish(engine: LocalEngine, batching: Batch
     assert 2 <= batching.largest_batch <= 4
 
 
+@pytest.mark.parametrize("rows_that_fit", [2, 0])
+def test_the_kv_budget_bounds_the_batch(engine: LocalEngine, rows_that_fit: int) -> None:
+    requests = [ask(f"Question number {i}?", max_tokens=10) for i in range(5)]
+    longest = max(len(engine.prepare(r).input_ids) for r in requests)
+    # Room for exactly ``rows_that_fit`` rows at their largest (prompt + every token they may generate);
+    # with room for none, each request still runs, alone.
+    budget = max(1, rows_that_fit * (longest + 10))
+    batcher = BatchingEngine(engine, max_batch=8, max_tokens=budget, window_ms=50)
+
+    async def run() -> list[GenerationResult]:
+        return await asyncio.gather(*(batcher.generate(r) for r in requests))
+
+    try:
+        assert [r.token_ids for r in asyncio.run(run())] == [engine.generate_sync(r).token_ids for r in requests]
+        assert batcher.largest_batch == max(1, rows_that_fit)
+    finally:
+        batcher.close()
+
+
 def test_a_consumer_that_leaves_frees_its_row(engine: LocalEngine, batching: BatchingEngine) -> None:
     stay = ask("Keep talking.", max_tokens=40)
     expected = engine.generate_sync(stay).token_ids

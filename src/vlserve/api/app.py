@@ -54,7 +54,7 @@ def build_engines(settings: Settings) -> dict[str, LocalEngine]:
 
 
 def batched(settings: Settings, engines: dict[str, Engine]) -> dict[str, Engine]:
-    """Embedded engines get dynamic batching, sized by the largest lane they serve."""
+    """Embedded engines get continuous batching, sized by the largest lane they serve."""
     from vlserve.runtime.batching import BatchingEngine
     from vlserve.runtime.local import LocalEngine
 
@@ -64,6 +64,7 @@ def batched(settings: Settings, engines: dict[str, Engine]) -> dict[str, Engine]
             sizes = [lane.concurrency for lane in settings.scheduling.lanes.values()
                      if name in (lane.model, lane.fallback)]
             engine = BatchingEngine(engine, max_batch=max(sizes, default=8),
+                                    max_tokens=settings.scheduling.batch_max_tokens,
                                     window_ms=settings.scheduling.batch_window_ms,
                                     prepare_workers=settings.scheduling.prepare_workers)
         out[name] = engine

@@ -5,9 +5,14 @@ arrive, overlapping with generation. One engine thread drives a
 :class:`~vlserve.runtime.running.RunningBatch`: between two decode steps it admits every prepared
 request waiting (up to ``max_batch`` rows), and a request leaves the batch the step it finishes.
 So a request that arrives while others are generating starts at the next step instead of waiting
-for the whole batch to end. When the engine is idle, the first arrival waits ``window_ms`` (and
-up to 100 ms while requests already admitted are still being prepared) so that requests arriving
-together share one prefill.
+for the whole batch to end.
+
+``max_tokens`` bounds the batch's KV cache at its largest: rows times (the longest prompt plus
+the most tokens a row may still generate), because rows are left-padded to the longest and the
+cache grows by one column per step. A request that does not fit waits for rows to finish.
+
+When the engine is idle, the first arrival waits ``window_ms`` (and up to 100 ms while requests
+already admitted are still being prepared) so that requests arriving together share one prefill.
 
 Each request keeps its own stream, stop conditions and sampling settings, and its greedy output
 is identical to running it alone.
@@ -36,11 +41,12 @@ _STOP = None
 class BatchingEngine:
     """An :class:`~vlserve.runtime.protocol.Engine` that batches concurrent requests continuously."""
 
-    def __init__(self, engine: LocalEngine, *, max_batch: int = 8, window_ms: float = 5.0,
-                 prepare_workers: int = 4) -> None:
+    def __init__(self, engine: LocalEngine, *, max_batch: int = 8, max_tokens: int = 131072,
+                 window_ms: float = 5.0, prepare_workers: int = 4) -> None:
         self.engine = engine
         self.model_name = engine.model_name
         self.max_batch = max_batch
+        self.max_tokens = max_tokens
         self.window = window_ms / 1000.0
         self.max_wait = max(self.window, 0.1)
         self._prepare_pool = ThreadPoolExecutor(prepare_workers, thread_name_prefix="vlserve-prepare")
@@ -112,7 +118,7 @@ class BatchingEngine:
                 for seq in [*batch.clear(), *waiting]:
                     seq.on_error(stopped)
                 return
-            joining = self._take(waiting, self.max_batch - len(batch))
+            joining = self._take(waiting, batch)
             try:
                 with self.engine.failures():
                     if joining:
@@ -150,15 +156,25 @@ class BatchingEngine:
                 return False
             waiting.append(seq)
 
-    def _take(self, waiting: deque[Sequence], room: int) -> list[Sequence]:
+    def _take(self, waiting: deque[Sequence], batch: RunningBatch) -> list[Sequence]:
+        """The waiting requests that join now, in arrival order: as many as there are free rows
+        and as fit the KV budget. A request too long for the budget even alone runs alone."""
         taken: list[Sequence] = []
-        while waiting and len(taken) < room:
-            seq = waiting.popleft()
+        width, remaining = batch.width, batch.remaining
+        while waiting and len(batch) + len(taken) < self.max_batch:
+            seq = waiting[0]
             if seq.row.cancel.is_set():  # its caller left before it started: nothing to generate
+                waiting.popleft()
                 seq.row.finish = "cancelled"
                 seq.on_finish(seq)
                 continue
-            taken.append(seq)
+            rows = len(batch) + len(taken) + 1
+            longest = max(width, len(seq.inputs.input_ids))
+            most = max(remaining, seq.row.params.max_tokens)
+            if rows * (longest + most) > self.max_tokens and rows > 1:
+                break  # it waits for rows to finish; later arrivals do not overtake it
+            taken.append(waiting.popleft())
+            width, remaining = longest, most
         return taken
 
     def batch_stats(self) -> dict[str, int]:

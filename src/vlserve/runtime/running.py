@@ -63,6 +63,16 @@ class RunningBatch:
     def __len__(self) -> int:
         return len(self.seqs)
 
+    @property
+    def width(self) -> int:
+        """Length of the KV cache: every row is left-padded to the longest."""
+        return 0 if self._mask is None else self._mask.shape[1]
+
+    @property
+    def remaining(self) -> int:
+        """The most tokens any row may still generate: the cache can grow by that much."""
+        return max((s.row.params.max_tokens - len(s.row.tokens) for s in self.seqs), default=0)
+
     @torch.inference_mode()
     def admit(self, new: list[Sequence]) -> None:
         """Prefill ``new`` together, choose their first tokens and add them to the batch."""
