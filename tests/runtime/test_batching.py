@@ -69,6 +69,27 @@ def test_requests_join_a_running_batch_and_match_running_alone(engine: LocalEngi
     assert long_result.usage.output_tokens == 120
 
 
+def test_dynamic_batching_reference_waits_for_the_batch_in_flight(engine: LocalEngine) -> None:
+    """``continuous=False`` is the reference bench/engine.py compares against: no mid-flight joins."""
+    batcher = BatchingEngine(engine, max_batch=4, window_ms=0, continuous=False)
+    long, short = ask("Tell me everything you know.", max_tokens=60), ask("Quick one?", max_tokens=4)
+
+    async def run() -> list[tuple[GenerationResult, float]]:
+        started = asyncio.Event()
+        first = asyncio.create_task(_collect(batcher, long, started))
+        await started.wait()
+        second = await _collect(batcher, short)
+        return [await first, second]
+
+    try:
+        (long_result, long_done), (short_result, short_done) = asyncio.run(run())
+        assert short_done > long_done  # it waited for the long request's batch to end
+        assert batcher.joined_running == 0
+        assert short_result.token_ids == engine.generate_sync(short).token_ids
+    finally:
+        batcher.close()
+
+
 def test_more_requests_than_rows_all_finish(engine: LocalEngine, batching: BatchingEngine) -> None:
     requests = [ask(f"Question number {i}?", max_tokens=4 + i) for i in range(10)]
     alone = [engine.generate_sync(r).token_ids for r in requests]

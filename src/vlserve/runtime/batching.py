@@ -42,11 +42,12 @@ class BatchingEngine:
     """An :class:`~vlserve.runtime.protocol.Engine` that batches concurrent requests continuously."""
 
     def __init__(self, engine: LocalEngine, *, max_batch: int = 8, max_tokens: int = 131072,
-                 window_ms: float = 5.0, prepare_workers: int = 4) -> None:
+                 window_ms: float = 5.0, prepare_workers: int = 4, continuous: bool = True) -> None:
         self.engine = engine
         self.model_name = engine.model_name
         self.max_batch = max_batch
         self.max_tokens = max_tokens
+        self.continuous = continuous  # False: requests join only an empty batch (dynamic batching)
         self.window = window_ms / 1000.0
         self.max_wait = max(self.window, 0.1)
         self._prepare_pool = ThreadPoolExecutor(prepare_workers, thread_name_prefix="vlserve-prepare")
@@ -118,7 +119,7 @@ class BatchingEngine:
                 for seq in [*batch.clear(), *waiting]:
                     seq.on_error(stopped)
                 return
-            joining = self._take(waiting, batch)
+            joining = self._take(waiting, batch) if self.continuous or not batch else []
             try:
                 with self.engine.failures():
                     if joining:
