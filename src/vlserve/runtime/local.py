@@ -131,20 +131,18 @@ class LocalEngine:
     def sequence(
         self,
         request: GenerationRequest,
-        inputs: ModelInputs | None = None,
         *,
         emit: Callable[[str], None] | None = None,
         on_finish: Callable[[Sequence], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Sequence:
-        """``request`` ready to join a :class:`~vlserve.runtime.running.RunningBatch` (prepared here
-        unless ``inputs`` is given). ``emit`` receives its text deltas, ``on_finish`` the sequence
+        """``request``, prepared, ready to join a :class:`~vlserve.runtime.running.RunningBatch`.
+        ``emit`` receives its text deltas, ``on_finish`` the sequence
         when it is done, ``on_error`` a failure of the batch; setting ``cancel`` stops it at its
         next token."""
         started = time.perf_counter()
-        if inputs is None:
-            inputs = self.prepare(request)
+        inputs = self.prepare(request)
         params = request.params
         row = RowState(
             params=params,
@@ -152,9 +150,8 @@ class LocalEngine:
             cancel=cancel or threading.Event(),
             emit=emit,
         )
-        seq = Sequence(request, inputs, row, on_finish=on_finish or (lambda _: None))
-        if on_error is not None:
-            seq.on_error = on_error
+        seq = Sequence(request, inputs, row, on_finish=on_finish or (lambda _: None),
+                       on_error=on_error or (lambda _: None))
         seq.prepare_ms = (seq.submitted - started) * 1000
         return seq
 
@@ -162,7 +159,6 @@ class LocalEngine:
         self,
         requests: list[GenerationRequest],
         *,
-        prepared: list[ModelInputs] | None = None,
         on_delta: Callable[[int, str], None] | None = None,
         cancels: list[threading.Event] | None = None,
     ) -> list[GenerationResult]:
@@ -172,7 +168,6 @@ class LocalEngine:
         seqs = [
             self.sequence(
                 r,
-                prepared[i] if prepared else None,
                 emit=(lambda text, i=i: on_delta(i, text)) if on_delta else None,  # type: ignore[misc]
                 cancel=cancels[i] if cancels else None,
             )
