@@ -75,6 +75,8 @@ class LaneSettings(BaseModel):
     queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a slot (then 2001).")
     model: str = Field("main", description="Name of the engine serving this lane (see `models`).")
     fallback: str | None = Field(None, description="Engine answering with code 2001 when the lane is full.")
+    fallback_capacity: int = Field(16, ge=0, description="Degraded requests in flight at once on the fallback; "
+                                   "beyond them a full lane refuses with 2001 and Retry-After.")
 
 
 class ModelSettings(BaseModel):

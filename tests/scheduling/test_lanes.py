@@ -108,6 +108,31 @@ def test_full_lane_degrades_to_fallback(engine: Any, moe_engine: Any, tmp_path: 
         assert 'vlserve_degraded_total{lane="interactive"} 1.0' in httpx.get(url + "/metrics").text
 
 
+def test_the_fallback_is_bounded_too(engine: Any, moe_engine: Any, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, scheduling=lanes(fallback="light", fallback_capacity=1))
+    quick = {"task": "captioning", "images": [data_uri(png_bytes(seed=4))], "options": {"max_tokens": 4}}
+    longer = {**long_request(), "options": {"max_tokens": 1024}}  # runs for seconds
+
+    async def flood(url: str) -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            first = asyncio.create_task(client.post(url + "/infer", json=longer))
+            await asyncio.sleep(0.5)  # the lane's only place is taken
+            on_fallback = asyncio.create_task(client.post(url + "/infer", json=longer))
+            await asyncio.sleep(0.5)  # ... and so is the fallback's only one
+            refused = await client.post(url + "/infer", json=quick)
+            return await first, await on_fallback, refused
+
+    for url in run_server(create_app(settings, engine=engine, engines={"video": engine, "light": moe_engine})):
+        first, on_fallback, refused = asyncio.run(flood(url))
+        assert first.json()["code"] == 0
+        assert on_fallback.json()["code"] == 2001 and on_fallback.json()["result"]["metadata"]["degraded"] is True
+        assert refused.status_code == 503 and refused.json()["code"] == 2001
+        assert int(refused.headers["retry-after"]) >= 1
+        # Both places are free again: the same request now runs in the lane.
+        assert httpx.get(url + "/readyz").json()["lanes"]["interactive"]["degraded"] == 0
+        assert httpx.post(url + "/infer", json=quick, timeout=60).json()["code"] == 0
+
+
 def test_video_flood_does_not_delay_interactive(engine: Any, tiny_dir: Path, tmp_path: Path) -> None:
     from vlserve.runtime.local import LocalEngine
 

@@ -54,7 +54,8 @@ def build_engines(settings: Settings) -> dict[str, LocalEngine]:
 
 
 def batched(settings: Settings, engines: dict[str, Engine]) -> dict[str, Engine]:
-    """Embedded engines get continuous batching, sized by the largest lane they serve."""
+    """Embedded engines get continuous batching with a row for every request their lanes may run
+    at once, so that one lane's requests never wait for rows held by another's."""
     from vlserve.runtime.batching import BatchingEngine
     from vlserve.runtime.local import LocalEngine
 
@@ -63,7 +64,7 @@ def batched(settings: Settings, engines: dict[str, Engine]) -> dict[str, Engine]
         if isinstance(engine, LocalEngine):
             sizes = [lane.concurrency for lane in settings.scheduling.lanes.values()
                      if name in (lane.model, lane.fallback)]
-            engine = BatchingEngine(engine, max_batch=max(sizes, default=8),
+            engine = BatchingEngine(engine, max_batch=sum(sizes) or 8,
                                     max_tokens=settings.scheduling.batch_max_tokens,
                                     window_ms=settings.scheduling.batch_window_ms,
                                     prepare_workers=settings.scheduling.prepare_workers)

@@ -4,7 +4,8 @@ A request reserves a place in its lane *before* its media is fetched or decoded,
 costs a refused request microseconds, not seconds of wasted preprocessing. A lane holds at most
 ``concurrency`` running requests plus ``queue_size`` others (preparing or waiting). When full,
 the request is sent to the lane's fallback engine (answered with code 2001 and
-``degraded: true``) or refused with 2001 and ``Retry-After``. Waiting requests run in priority
+``degraded: true``) while fewer than ``fallback_capacity`` degraded requests are in flight, or
+else refused with 2001 and ``Retry-After``. Waiting requests run in priority
 order (higher first, then arrival) and give up after ``queue_timeout``.
 """
 
@@ -80,6 +81,7 @@ class Lane:
         self.metrics = metrics
         self.occupancy = 0  # admitted requests not yet finished (preparing, waiting or running)
         self.running = 0
+        self.degraded = 0  # requests of this lane in flight on the fallback
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
@@ -91,6 +93,10 @@ class Lane:
     def full(self) -> bool:
         return self.occupancy >= self.capacity
 
+    @property
+    def can_degrade(self) -> bool:
+        return self.fallback is not None and self.degraded < self.settings.fallback_capacity
+
     def admit(self, priority: int = 0) -> Ticket:
         """Decide at once: run here, degrade to the fallback, or raise 2001."""
         now = time.perf_counter()
@@ -99,9 +105,10 @@ class Lane:
             self._gauges()
             self.metrics.admitted.labels(self.name).inc()
             return Ticket(self, "run", self.engine, priority, now)
-        if self.fallback is not None:
+        if self.can_degrade:
+            self.degraded += 1
             self.metrics.degraded.labels(self.name).inc()
-            return Ticket(self, "degrade", self.fallback, priority, now, released=True)
+            return Ticket(self, "degrade", self.fallback, priority, now)  # type: ignore[arg-type]
         self.metrics.refused.labels(self.name).inc()
         raise OverloadedError(
             f"the {self.name} lane is full ({self.capacity} requests); retry shortly",
@@ -154,6 +161,9 @@ class Lane:
         self._gauges()
 
     def leave(self, ticket: Ticket) -> None:
+        if ticket.decision == "degrade":
+            self.degraded -= 1
+            return
         self.occupancy -= 1
         self._gauges()
 
@@ -163,4 +173,5 @@ class Lane:
 
     def status(self) -> dict[str, object]:
         return {"occupancy": self.occupancy, "running": self.running, "waiting": len(self._waiters),
-                "capacity": self.capacity, "accepting": not self.full or self.fallback is not None}
+                "capacity": self.capacity, "degraded": self.degraded,
+                "accepting": not self.full or self.can_degrade}
