@@ -9,7 +9,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +17,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
 from PIL import Image
 
-from vlserve.api.app import create_app
 from vlserve.config import Settings
 
 
@@ -35,22 +32,6 @@ def image_uri(seed: int, size: int = 64) -> str:
 def vqa(seed: int, max_tokens: int) -> dict[str, Any]:
     return {"task": "vqa", "images": [image_uri(seed)], "text": f"What is in picture {seed}?",
             "options": {"max_tokens": max_tokens}}
-
-
-@contextmanager
-def serve(settings: Settings, engines: dict[str, Any]) -> Iterator[str]:
-    """The server in this process (uvicorn in a thread), for benchmarks comparing inside one process."""
-    app = create_app(settings, engines=engines)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @contextmanager
