@@ -8,12 +8,13 @@ YAML) and environment variables prefixed ``VLSERVE_`` with ``__`` between nested
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 
 class Limits(BaseModel):
@@ -38,6 +39,22 @@ class Limits(BaseModel):
     pdf_dpi: int = 144
     max_pdf_pages: int = 8
     pdf_policy: Literal["reject", "truncate"] = "reject"
+    # Decoding bounds and isolation of untrusted parsers (docs/inputs.md, docs/media.md).
+    image_decode_pixels: int = Field(4096 * 4096, ge=1, description="JPEGs above this many pixels are decoded "
+                                     "at 1/2, 1/4 or 1/8 scale (draft mode) to at most this many (1001 beyond).")
+    max_image_frames: int = Field(1000, ge=1, description="Frames (GIF/WEBP/TIFF pages) an image may declare (1001).")
+    pdf_max_page_pixels: int = Field(4096 * 4096, ge=1, description="Pixels of one rendered PDF page.")
+    pdf_max_document_pixels: int = Field(8 * 2048 * 2048, ge=1, description="Pixels of all rendered pages of one "
+                                         "document together: pages render smaller to fit.")
+    pdf_workers: int = Field(2, ge=1, description="Worker processes rendering PDFs (separate from image decoding).")
+    pdf_timeout_seconds: float = Field(15.0, gt=0, description="Wall-clock and CPU seconds one PDF may take (1004).")
+    pdf_memory_bytes: int = Field(1 << 30, ge=64 << 20, description="Memory one PDF render may use (1004).")
+    video_containers: list[Literal["mp4", "matroska", "avi"]] = Field(
+        default_factory=lambda: ["mp4", "matroska", "avi"],
+        description="Video containers accepted, recognised from the bytes before FFmpeg sees them (1003).")
+    video_workers: int = Field(2, ge=1, description="Worker processes probing and decoding videos.")
+    video_timeout_seconds: float = Field(60.0, gt=0, description="Wall-clock seconds one video may take (1003).")
+    video_memory_bytes: int = Field(2 << 30, ge=64 << 20, description="Memory one video decode may use (1003).")
 
 
 class Fetching(BaseModel):
@@ -46,6 +63,14 @@ class Fetching(BaseModel):
     connect_timeout: float = 5.0
     total_timeout: float = 20.0
     max_redirects: int = 3
+    read_timeout: float = Field(10.0, gt=0, description="Seconds a fetch may wait for its next bytes (1007).")
+    min_bytes_per_second: int = Field(16 * 1024, ge=0, description="A fetch slower than this on average after "
+                                      "its first read_timeout seconds is cut off (1007); 0: no minimum.")
+    max_per_host: int = Field(4, ge=1, description="Fetches to one host at once, server-wide; more wait their turn.")
+    max_fetches_per_request: int = Field(16, ge=1, description="URLs one request may fetch, redirects "
+                                         "included (1006).")
+    max_bytes_per_request: int = Field(64 * 1024 * 1024, ge=1, description="Bytes all fetches of one request "
+                                       "may download together (1005).")
     local_root: Path | None = Field(None, description="Server-local files are readable only under this root.")
 
 
@@ -58,13 +83,20 @@ class ApiKey(BaseModel):
 class Auth(BaseModel):
     keys: list[ApiKey] = Field(default_factory=list, description="Empty: no authentication.")
     default_rate_per_minute: int = 600
+    max_failures_per_minute: int = Field(
+        10, ge=1, description="Wrong API keys one client address may send per minute; beyond them every request "
+        "from that address is refused with 4029 and Retry-After until the budget refills.")
+    protect_docs: bool = Field(False, description="/docs and /openapi.json need a valid key (when keys are set).")
+    protect_metrics: bool = Field(False, description="/metrics needs a valid key (when keys are set).")
 
 
 class Moderation(BaseModel):
     enabled: bool = True
     blocked_terms: list[str] = Field(default_factory=list, description="Case-insensitive terms refused with 3001.")
     check_output: bool = True
-    audit_log: Path = Path("vlserve-audit.jsonl")
+    audit_log: Path = Field(Path("audit.jsonl"), description="Relative paths are under `data_dir`.")
+    audit_max_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="The audit log is rotated past this size.")
+    audit_keep: int = Field(5, ge=0, description="Rotated audit logs kept (audit.jsonl.1 ... .N); older ones go.")
 
 
 class LaneSettings(BaseModel):
@@ -96,7 +128,10 @@ def _default_lanes() -> dict[str, LaneSettings]:
 
 
 class Scheduling(BaseModel):
-    lanes: dict[str, LaneSettings] = Field(default_factory=_default_lanes)
+    lanes: dict[str, LaneSettings] = Field(
+        default_factory=_default_lanes,
+        description="Configured lanes merge with the defaults: a lane left out keeps its default, a lane "
+        "given in part keeps its default values for the fields not given.")
     models: dict[str, ModelSettings] = Field(default_factory=dict, description="Engines besides 'main'.")
     batch_window_ms: float = Field(
         5.0, ge=0, description="How long an idle engine waits for more requests to share its first prefill.")
@@ -105,18 +140,90 @@ class Scheduling(BaseModel):
         "most tokens a row may still generate). A request that would exceed it waits for rows to finish.")
     prepare_workers: int = Field(4, ge=1, description="Threads decoding media off the event loop.")
 
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _merge_default_lanes(cls, value: Any) -> Any:
+        # The tasks route to interactive/batch/video by name: configuring one lane must never drop
+        # another (a job on a missing lane would wait forever), nor reset its other fields.
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {}
+        for name, default in _default_lanes().items():
+            given = value.get(name, {})
+            if isinstance(given, LaneSettings):
+                given = given.model_dump(exclude_unset=True)
+            merged[name] = {**default.model_dump(), **given} if isinstance(given, dict) else given
+        return {**value, **merged}
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Scheduling:
+        # Every engine name a lane mentions must exist before any model is loaded.
+        if "main" in self.models:
+            raise ValueError("scheduling.models.main: 'main' is the engine of the top-level `model` setting; "
+                             "give this engine another name")
+        known = ["main", *self.models]
+        bad = [f"scheduling.lanes.{name}.{key} names the engine {ref!r}, which is not configured "
+               f"(configured: {', '.join(map(repr, known))}; add it under [scheduling.models.{ref}])"
+               for name, lane in self.lanes.items() for key, ref in (("model", lane.model), ("fallback", lane.fallback))
+               if ref is not None and ref not in known]
+        if bad:
+            raise ValueError("\n".join(bad))
+        return self
+
 
 class Jobs(BaseModel):
     backend: Literal["sqlite", "redis"] = "sqlite"
-    sqlite_path: Path = Path("vlserve-jobs.sqlite3")
+    sqlite_path: Path = Field(Path("jobs.sqlite3"), description="Relative paths are under `data_dir`.")
     redis_url: str = "redis://127.0.0.1:6379/0"
     workers: int = Field(2, ge=0, description="Jobs run at once by this replica (0: accept, run elsewhere).")
     lease_seconds: float = 30.0
     max_batch: int = Field(100, ge=1, description="Requests in one POST /jobs.")
+    max_stored_bytes_per_key: int = Field(
+        256 * 1024 * 1024, ge=0, description="Bytes of stored job requests and results one key may hold "
+        "(finished jobs count until purged); a submission beyond it is refused with 4029. 0: no quota.")
+    retention_seconds: float = Field(7 * 86400.0, ge=0, description="Finished jobs are deleted this long after "
+                                     "they finished (0: kept until max_finished).")
+    max_finished: int = Field(100_000, ge=0, description="Finished jobs kept at most; the oldest go first "
+                              "(0: no count limit).")
 
 
 class Recon3D(BaseModel):
-    artifacts_dir: Path = Field(Path("vlserve-artifacts"), description="Files made by multiview_3d, per request.")
+    artifacts_dir: Path = Field(Path("artifacts"), description="Files made by multiview_3d, per request "
+                                "(relative paths are under `data_dir`).")
+    retention_seconds: float = Field(7 * 86400.0, ge=0, description="Artifacts are deleted this long after they "
+                                     "were made (0: kept until max_bytes).")
+    max_bytes: int = Field(4 * 1024**3, ge=0, description="Bytes of artifacts kept at most; the oldest requests' "
+                           "files go first (0: no size limit).")
+
+
+class Http(BaseModel):
+    """Connection hygiene: how long and how much a client may hold a connection (docs/api.md)."""
+
+    header_timeout: float = Field(10.0, gt=0, description="Seconds from a connection's opening (or a request's "
+                                  "first byte) to its complete request head; then 408 (4008) and closed.")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="Request line and headers together; beyond: "
+                                  "431 (4031) and closed.")
+    body_timeout: float = Field(10.0, gt=0, description="Seconds to receive a request body, plus one second per "
+                                "body_min_rate bytes received; then 408 (4008) and closed.")
+    body_min_rate: int = Field(16 * 1024, ge=1, description="Bytes per second a body upload must average.")
+    keepalive_timeout: float = Field(5.0, gt=0, description="Idle seconds before a keep-alive connection closes.")
+
+
+class Retention(BaseModel):
+    """How often stored state is purged (its limits live in `jobs`, `recon3d` and `moderation`)."""
+
+    purge_interval: float = Field(600.0, ge=0, description="Seconds between background purges in the server "
+                                  "(0: only `vlserve purge`).")
+
+
+def default_data_dir() -> Path:
+    """``$VLSERVE_DATA_DIR``, else the per-user data directory (``~/.local/share/vlserve`` on Linux)."""
+    explicit = os.environ.get("VLSERVE_DATA_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("vlserve", appauthor=False))
 
 
 class Settings(BaseSettings):
@@ -135,18 +242,38 @@ class Settings(BaseSettings):
     scheduling: Scheduling = Field(default_factory=Scheduling)
     jobs: Jobs = Field(default_factory=Jobs)
     recon3d: Recon3D = Field(default_factory=Recon3D)
+    http: Http = Field(default_factory=Http)
+    retention: Retention = Field(default_factory=Retention)
+    data_dir: Path = Field(default_factory=default_data_dir, description="All state (jobs database, artifacts, "
+                           "audit log) lives here; relative paths in the settings resolve under it. Never the "
+                           "current directory by default.")
     expose_docs: bool = True
+
+    @model_validator(mode="after")
+    def _under_data_dir(self) -> Settings:
+        # Relative state paths name places inside the data directory, wherever the server starts.
+        self.data_dir = self.data_dir.expanduser().absolute()
+        self.jobs.sqlite_path = self.state_path(self.jobs.sqlite_path)
+        self.recon3d.artifacts_dir = self.state_path(self.recon3d.artifacts_dir)
+        self.moderation.audit_log = self.state_path(self.moderation.audit_log)
+        return self
+
+    def state_path(self, path: Path) -> Path:
+        """``path`` if absolute (``~`` expanded), else under ``data_dir``."""
+        path = path.expanduser()
+        return path if path.is_absolute() else self.data_dir / path
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> Settings:
         """Defaults, then ``path``, then environment variables, then explicit ``overrides``."""
-        data: dict[str, Any] = _read_file(path) if path else {}
-        env = cls()  # environment only
-        merged = _deep_merge(data, env.model_dump(exclude_unset=True))
+        data: dict[str, Any] = read_file(path) if path else {}
+        # The environment's values, unvalidated: a lane in VLSERVE_... may name an engine the file adds.
+        merged = _deep_merge(data, EnvSettingsSource(cls)())
         return cls.model_validate(_deep_merge(merged, {k: v for k, v in overrides.items() if v is not None}))
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_file(path: Path) -> dict[str, Any]:
+    """A settings file's contents (TOML by ``.toml``, YAML by ``.yaml``/``.yml``, else JSON)."""
     text = path.read_text()
     if path.suffix == ".toml":
         return tomllib.loads(text)

@@ -1,0 +1,301 @@
+"""A small pool of worker processes that run one untrusted-input job each, under hard limits.
+
+Why processes: PDFium and FFmpeg parse bytes that anyone can send. In a thread of the server a
+hostile file can hold a global lock for seconds, grow memory by gigabytes or crash the process;
+in a worker it can only exhaust the worker's own limits. A job that passes its wall-clock
+deadline is killed (SIGKILL) and its worker replaced; a job that passes its CPU-time limit is
+killed by the kernel (RLIMIT_CPU); one that asks for more memory than ``memory_bytes`` fails
+inside the worker (RLIMIT_AS). The caller gets one of :class:`WorkerTimeout`,
+:class:`WorkerOutOfMemory` or :class:`WorkerCrashed` and translates it into its own coded
+error; other jobs, in other workers, never notice.
+
+Workers are plain ``python -m vlserve.isolation.worker`` subprocesses (not ``fork``: the server
+has threads and possibly torch loaded), started lazily, kept for ``max_jobs`` jobs, and fed over
+pipes (see ``worker`` for the frame format). Each pool has its own dispatch threads, one per
+worker, so a pool's queue never delays another pool's jobs or the default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import pickle
+import queue
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from vlserve.errors import VlserveError
+from vlserve.isolation.worker import _HEADER
+
+__all__ = [
+    "IsolationError",
+    "WorkerCrashed",
+    "WorkerLimits",
+    "WorkerOutOfMemory",
+    "WorkerPool",
+    "WorkerTimeout",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_START_TIMEOUT = 30.0  # seconds for a fresh worker to import its preloads and say "ready"
+
+
+class IsolationError(Exception):
+    """A job did not finish inside its worker; ``reason`` says why (for logs, not for users)."""
+
+    reason = "failed"
+
+
+class WorkerTimeout(IsolationError):
+    """The job passed its wall-clock deadline or its CPU-time limit and its worker was killed."""
+
+    reason = "timeout"
+
+
+class WorkerOutOfMemory(IsolationError):
+    """The job asked for more memory than the worker may have."""
+
+    reason = "memory"
+
+
+class WorkerCrashed(IsolationError):
+    """The worker died or the job failed with an error that is not a :class:`VlserveError`."""
+
+    reason = "crashed"
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """Hard limits of one job; 0 turns a limit off (tests only: production keeps all three).
+
+    ``memory_bytes`` is what a job may add to the worker's address space beyond its idle
+    footprint (RLIMIT_AS); ``cpu_seconds`` its CPU time (all threads, RLIMIT_CPU);
+    ``wall_seconds`` the deadline from the moment the worker receives the job.
+    """
+
+    wall_seconds: float = 20.0
+    cpu_seconds: float = 20.0
+    memory_bytes: int = 1 << 30
+    preload: tuple[str, ...] = field(default_factory=tuple)
+    max_jobs: int = 500  # jobs before a worker is replaced anyway (bounds slow leaks in C libraries)
+    modules: tuple[str, ...] = ("vlserve.",)  # whose functions a worker may run (tests add their own)
+
+
+class _Worker:
+    """One child process and its pipes; used by one dispatch thread at a time."""
+
+    def __init__(self, limits: WorkerLimits) -> None:
+        config = {
+            "memory_bytes": limits.memory_bytes,
+            "cpu_seconds": limits.cpu_seconds,
+            "preload": list(limits.preload),
+            "modules": list(limits.modules),
+        }
+        env = dict(os.environ)
+        # Few malloc arenas: each thread's arena reserves 64 MiB of address space, which would
+        # count against RLIMIT_AS without holding any memory.
+        env.update(MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vlserve.isolation.worker", json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._stdin = self.process.stdin
+        self._fd = self.process.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._fd, selectors.EVENT_READ)
+        self.jobs = 0
+        ready = self.receive(time.monotonic() + _START_TIMEOUT)
+        if not (isinstance(ready, tuple) and ready[:1] == ("ready",)):
+            self.kill()
+            raise WorkerCrashed("the worker did not start")
+
+    def send(self, request: tuple[Any, ...]) -> None:
+        body = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self._stdin.write(_HEADER.pack(len(body)))
+            self._stdin.write(body)
+            self._stdin.flush()
+        except (BrokenPipeError, OSError) as err:
+            raise WorkerCrashed("the worker is gone") from err
+
+    def receive(self, deadline: float) -> Any:
+        header = self._read(_HEADER.size, deadline)
+        (size,) = _HEADER.unpack(header)
+        return pickle.loads(self._read(size, deadline))
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        remaining = size
+        while remaining:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._selector.select(left):
+                if time.monotonic() >= deadline:
+                    raise WorkerTimeout("the job passed its deadline")
+                continue
+            try:
+                chunk = os.read(self._fd, min(remaining, 1 << 20))
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise self._death()
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    def _death(self) -> IsolationError:
+        """Why the worker closed its pipe: the kernel's CPU limit, or a crash."""
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return WorkerCrashed("the worker stopped answering")
+        if code in (-signal.SIGXCPU, -signal.SIGKILL):
+            # SIGKILL without us: the kernel's hard CPU limit or the OOM killer; both are limits.
+            return WorkerTimeout(f"the worker was killed by signal {-code}")
+        return WorkerCrashed(f"the worker exited with status {code}")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            self.process.wait(timeout=5)
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        self._selector.close()
+
+
+class WorkerPool:
+    """``workers`` isolated processes running jobs under ``limits``; jobs queue in FIFO order.
+
+    ``submit(fn, *args, **kwargs)`` runs the module-level function ``fn`` (a ``vlserve``
+    function: it is looked up by name in the worker) and returns a Future of its result;
+    ``run`` is the blocking form and ``arun`` the awaitable one. A :class:`VlserveError`
+    raised by ``fn`` is raised again, same class and message, in the caller.
+    """
+
+    def __init__(self, name: str, workers: int, limits: WorkerLimits) -> None:
+        if workers < 1:
+            raise ValueError("a worker pool needs at least one worker")
+        self.name = name
+        self.workers = workers
+        self.limits = limits
+        self._idle: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
+        for _ in range(workers):
+            self._idle.put(None)  # a slot whose process starts on first use
+        self._dispatch = ThreadPoolExecutor(workers, thread_name_prefix=f"vlserve-{name}")
+        self._all: weakref.WeakSet[_Worker] = weakref.WeakSet()
+        self._closed = False
+        _POOLS.add(self)
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Queue ``fn(*args, **kwargs)`` for a worker; the Future holds its result or error."""
+        if self._closed:
+            raise RuntimeError(f"the {self.name} worker pool is closed")
+        request = (fn.__module__, fn.__qualname__, args, kwargs)
+        return self._dispatch.submit(self._run, request)
+
+    def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Blocking form of :meth:`submit`."""
+        return self.submit(fn, *args, **kwargs).result()
+
+    async def arun(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Awaitable form of :meth:`submit`; the event loop's threads are not used."""
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+    def _run(self, request: tuple[Any, ...]) -> Any:
+        worker = self._idle.get()
+        try:
+            if worker is None or not worker.alive():
+                worker = _Worker(self.limits)
+                self._all.add(worker)
+            worker.jobs += 1
+            worker.send(request)
+            wall = self.limits.wall_seconds
+            answer = worker.receive(time.monotonic() + wall if wall > 0 else float("inf"))
+            if answer[0] in ("memory", "failed"):
+                # An allocation failed or a library raised midway: its state is not to be trusted.
+                worker.kill()
+                worker = None
+        except BaseException:
+            if worker is not None:
+                worker.kill()
+            worker = None
+            raise
+        finally:
+            if worker is not None and (worker.jobs >= self.limits.max_jobs or self._closed):
+                worker.kill()
+                worker = None
+            self._idle.put(worker)
+        return _unpack(answer)
+
+    def close(self) -> None:
+        """Stop accepting jobs and kill every worker (running jobs fail with WorkerCrashed)."""
+        self._closed = True
+        for worker in list(self._all):
+            worker.kill()
+        self._dispatch.shutdown(wait=False, cancel_futures=True)
+
+
+def _unpack(answer: Any) -> Any:
+    kind = answer[0]
+    if kind == "ok":
+        return answer[1]
+    if kind == "error":
+        _tag, module, qualname, message, details = answer
+        raise _rebuild(module, qualname, message, details)
+    if kind == "memory":
+        raise WorkerOutOfMemory("the job ran out of memory")
+    raise WorkerCrashed(f"the job failed: {answer[1] if len(answer) > 1 else 'unknown'}")
+
+
+def _rebuild(module: str, qualname: str, message: str, details: dict[str, Any]) -> Exception:
+    """The worker's VlserveError as the same class here; unknown classes become WorkerCrashed."""
+    target = sys.modules.get(module)
+    if target is None and module.startswith("vlserve."):
+        import importlib
+
+        try:
+            target = importlib.import_module(module)
+        except ImportError:
+            target = None
+    cls = getattr(target, qualname, None) if target is not None else None
+    if not (isinstance(cls, type) and issubclass(cls, VlserveError)):
+        return WorkerCrashed(f"the job failed with {qualname}")
+    error = cls.__new__(cls)
+    VlserveError.__init__(error, message, **details)
+    if hasattr(cls, "retry_after") or "retry_after" in details:
+        error.retry_after = float(details.get("retry_after", 1.0))  # type: ignore[attr-defined]
+    return error
+
+
+_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for pool in list(_POOLS):
+        pool.close()

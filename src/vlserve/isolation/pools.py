@@ -1,0 +1,72 @@
+"""The server's two isolated pools: PDF rendering, and video probing and decoding.
+
+They are separate so a slow PDF never delays a video and the reverse, and neither shares threads
+with image decoding (``vlserve.media.threads``) or the event loop's default executor. Both are
+created on first use with the limits of :func:`configure` (``config.Limits`` defaults until the
+server calls it at start-up).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from vlserve.config import Limits
+from vlserve.isolation.pool import WorkerLimits, WorkerPool
+
+__all__ = ["configure", "document_pool", "video_pool"]
+
+_lock = threading.Lock()
+_limits = Limits()
+_documents: WorkerPool | None = None
+_videos: WorkerPool | None = None
+
+_DOCUMENT_PRELOAD = ("pypdfium2", "PIL.Image", "vlserve.inputs.documents")
+_VIDEO_PRELOAD = ("av", "numpy", "PIL.Image", "vlserve.media.video")
+
+
+def configure(limits: Limits) -> None:
+    """Use ``limits`` for the pools from now on (running pools are closed and rebuilt lazily)."""
+    global _limits, _documents, _videos
+    with _lock:
+        _limits = limits
+        old = [p for p in (_documents, _videos) if p is not None]
+        _documents = _videos = None
+    for pool in old:
+        pool.close()
+
+
+def document_pool() -> WorkerPool:
+    """Workers rendering PDFs (``pdf_workers``, ``pdf_timeout_seconds``, ``pdf_memory_bytes``)."""
+    global _documents
+    with _lock:
+        if _documents is None:
+            _documents = WorkerPool(
+                "pdf",
+                _limits.pdf_workers,
+                WorkerLimits(
+                    wall_seconds=_limits.pdf_timeout_seconds,
+                    cpu_seconds=_limits.pdf_timeout_seconds,
+                    memory_bytes=_limits.pdf_memory_bytes,
+                    preload=_DOCUMENT_PRELOAD,
+                ),
+            )
+        return _documents
+
+
+def video_pool() -> WorkerPool:
+    """Workers probing and decoding videos (``video_workers``, ``video_timeout_seconds``, ``video_memory_bytes``)."""
+    global _videos
+    with _lock:
+        if _videos is None:
+            _videos = WorkerPool(
+                "video",
+                _limits.video_workers,
+                WorkerLimits(
+                    wall_seconds=_limits.video_timeout_seconds,
+                    # FFmpeg decodes with several threads: CPU time may run ahead of the wall clock.
+                    cpu_seconds=_limits.video_timeout_seconds * 4,
+                    memory_bytes=_limits.video_memory_bytes,
+                    preload=_VIDEO_PRELOAD,
+                ),
+            )
+        return _videos

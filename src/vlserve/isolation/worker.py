@@ -1,0 +1,151 @@
+"""The child side of an isolated worker: ``python -m vlserve.isolation.worker CONFIG``.
+
+It runs one job at a time, sent by :class:`vlserve.isolation.pool.WorkerPool` over its stdin,
+and answers on a private copy of its stdout (file descriptor 1 itself is pointed at stderr,
+so a library that prints cannot corrupt the frames). Limits, set once at start and per job:
+
+* ``RLIMIT_AS``: the address space may grow by ``memory_bytes`` beyond the worker's footprint
+  after its preloads, so a bomb fails with MemoryError (or the process dies) here, not in the
+  server;
+* ``RLIMIT_CPU``: the soft limit is moved to ``used + cpu_seconds`` before each job; passing it
+  kills the process with SIGXCPU (the hard limit stays open so the next job can be given time);
+* ``RLIMIT_NOFILE``: a few descriptors only, so a parser tricked into opening files or sockets
+  runs out at once; ``RLIMIT_CORE`` 0: no core files of untrusted input on disk.
+
+Frames are an 8-byte big-endian length and a pickle. A request is
+``(module, qualname, args, kwargs)``; only module-level functions of the configured
+modules (``vlserve`` by default) are run. The answer is
+``("ok", value)``, ``("error", module, class, message, details)`` for a :class:`VlserveError`,
+``("memory",)`` for MemoryError, or ``("failed", class name)`` for anything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import resource
+import struct
+import sys
+from typing import Any, BinaryIO
+
+_HEADER = struct.Struct(">Q")
+_DEFAULT_MODULES = ("vlserve.",)
+# Descriptors a job may hold open beyond stdin/stdout/stderr and what the preloaded libraries use.
+_SPARE_DESCRIPTORS = 16
+
+
+def read_frame(stream: BinaryIO) -> Any:
+    """One frame from ``stream``, or EOFError when the other side is gone."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError
+    (size,) = _HEADER.unpack(header)
+    body = stream.read(size)
+    if len(body) < size:
+        raise EOFError
+    return pickle.loads(body)
+
+
+def write_frame(stream: BinaryIO, value: Any) -> None:
+    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(body)))
+    stream.write(body)
+    stream.flush()
+
+
+def _address_space() -> int:
+    """Current virtual size in bytes (Linux); 0 where /proc is missing."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _set_start_limits(memory_bytes: int) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if memory_bytes > 0:
+        limit = _address_space() + memory_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 8
+    files = open_now + _SPARE_DESCRIPTORS
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or files < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
+
+def _give_cpu(seconds: float) -> None:
+    if seconds <= 0:
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = int(used + seconds) + 1  # whole seconds: round up, never below what was asked
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _run(request: tuple[str, str, tuple[Any, ...], dict[str, Any]], modules: tuple[str, ...]) -> tuple[Any, ...]:
+    module_name, qualname, args, kwargs = request
+    if not module_name.startswith(modules) or "." in qualname:
+        return ("failed", "refused")
+    function = getattr(importlib.import_module(module_name), qualname)
+    try:
+        return ("ok", function(*args, **kwargs))
+    except MemoryError:
+        return ("memory",)
+    except Exception as err:  # noqa: BLE001 - every failure is reported to the parent, typed
+        from vlserve.errors import VlserveError
+
+        if isinstance(err, VlserveError):
+            return ("error", type(err).__module__, type(err).__qualname__, err.message, _plain(err.details))
+        return ("failed", type(err).__name__)
+
+
+def _plain(details: dict[str, Any]) -> dict[str, Any]:
+    """Details that survive pickling; anything odd is dropped rather than failing the answer."""
+    kept: dict[str, Any] = {}
+    for key, value in details.items():
+        try:
+            pickle.dumps(value)
+        except Exception:  # noqa: BLE001
+            continue
+        kept[key] = value
+    return kept
+
+
+def main(argv: list[str]) -> None:
+    config = json.loads(argv[1])
+    # Our answers go to a private descriptor; fd 1 (what C libraries and print use) goes to stderr.
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests = sys.stdin.buffer
+    for name in config.get("preload", []):
+        importlib.import_module(name)
+    _set_start_limits(int(config.get("memory_bytes", 0)))
+    cpu_seconds = float(config.get("cpu_seconds", 0))
+    modules = tuple(config.get("modules", _DEFAULT_MODULES))
+    write_frame(answers, ("ready", os.getpid()))
+    while True:
+        try:
+            request = read_frame(requests)
+        except EOFError:
+            return
+        _give_cpu(cpu_seconds)
+        try:
+            answer = _run(request, modules)
+        except MemoryError:
+            answer = ("memory",)
+        try:
+            write_frame(answers, answer)
+        except MemoryError:
+            write_frame(answers, ("memory",))
+        except (pickle.PicklingError, TypeError, AttributeError):
+            write_frame(answers, ("failed", "unpicklable result"))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,110 @@
+"""WorkerPool: jobs run in real child processes under real limits; a job that passes one is killed alone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.isolation import helpers
+from vlserve.errors import DocumentError
+from vlserve.isolation import WorkerCrashed, WorkerLimits, WorkerOutOfMemory, WorkerPool, WorkerTimeout
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def pool_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    # The workers import this test package by name, so they need the repository on their path.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    made: list[WorkerPool] = []
+
+    def make(workers: int = 1, **limits: object) -> WorkerPool:
+        settings = {"wall_seconds": 10.0, "cpu_seconds": 10.0, "memory_bytes": 256 << 20, **limits}
+        pool = WorkerPool("test", workers, WorkerLimits(modules=("tests.isolation.",), **settings))  # type: ignore[arg-type]
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        pool.close()
+
+
+def test_runs_in_another_process_and_reuses_it(pool_factory) -> None:
+    pool = pool_factory()
+    first = pool.run(helpers.pid)
+    assert first != os.getpid()
+    assert pool.run(helpers.pid) == first
+    assert pool.run(helpers.echo, {"a": [1, 2]}) == {"a": [1, 2]}
+
+
+def test_wall_clock_deadline_kills_the_worker_and_a_new_one_takes_over(pool_factory) -> None:
+    pool = pool_factory(wall_seconds=1.0)
+    before = pool.run(helpers.pid)
+    started = time.monotonic()
+    with pytest.raises(WorkerTimeout):
+        pool.run(helpers.sleep, 30)
+    assert time.monotonic() - started < 10
+    with pytest.raises(ProcessLookupError):
+        os.kill(before, 0)  # the worker is gone, not left sleeping
+    after = pool.run(helpers.pid)
+    assert after != before
+
+
+def test_cpu_limit_is_enforced_by_the_kernel(pool_factory) -> None:
+    pool = pool_factory(wall_seconds=30.0, cpu_seconds=1.0)
+    started = time.monotonic()
+    with pytest.raises(WorkerTimeout):
+        pool.run(helpers.spin, 20)
+    assert time.monotonic() - started < 15
+    # Each job gets its own allowance: short jobs keep working after many seconds in total.
+    assert pool.run(helpers.spin, 0.3) > 0
+
+
+def test_memory_limit(pool_factory) -> None:
+    pool = pool_factory(memory_bytes=128 << 20)
+    with pytest.raises(WorkerOutOfMemory):
+        pool.run(helpers.allocate, 512)
+    assert pool.run(helpers.allocate, 16) == 16 << 20
+
+
+def test_crash_is_contained(pool_factory) -> None:
+    pool = pool_factory()
+    with pytest.raises(WorkerCrashed):
+        pool.run(helpers.crash)
+    assert pool.run(helpers.echo, 7) == 7
+
+
+def test_vlserve_errors_come_back_typed_others_do_not_leak(pool_factory) -> None:
+    pool = pool_factory()
+    with pytest.raises(DocumentError) as info:
+        pool.run(helpers.refuse, "page 3 is broken")
+    assert info.value.code == 1004 and info.value.message == "page 3 is broken"
+    assert info.value.details == {"page": 3}
+    with pytest.raises(WorkerCrashed) as crashed:
+        pool.run(helpers.fail)
+    assert "internal detail" not in str(crashed.value)
+
+
+def test_functions_outside_the_allowed_modules_are_refused(pool_factory) -> None:
+    pool = pool_factory()
+    with pytest.raises(WorkerCrashed):
+        pool.run(os.getcwd)
+
+
+def test_a_slow_job_does_not_hold_the_other_worker(pool_factory) -> None:
+    pool = pool_factory(workers=2, wall_seconds=3.0)
+
+    async def scenario() -> None:
+        slow = asyncio.ensure_future(pool.arun(helpers.sleep, 30))
+        await asyncio.sleep(0.2)
+        assert await asyncio.wait_for(pool.arun(helpers.echo, "quick"), 20) == "quick"
+        assert not slow.done()
+        with pytest.raises(WorkerTimeout):
+            await slow
+
+    asyncio.run(scenario())
