@@ -8,7 +8,9 @@ exactly one place (``vlserve.api.errors``). Nothing here knows about HTTP.
     ├── RequestError                      4000  malformed or invalid request
     │   ├── UnknownTaskError              4004
     │   ├── TooManyInputsError            1006
-    │   └── PayloadTooLargeError          1005
+    │   ├── PayloadTooLargeError          1005
+    │   ├── RequestTimeoutError           4008  the request arrived too slowly
+    │   └── HeadersTooLargeError          4031  the request head is too large
     ├── MediaError
     │   ├── ImageError                    1001  unsupported or corrupt image
     │   ├── VideoTooLongError             1002
@@ -23,7 +25,8 @@ exactly one place (``vlserve.api.errors``). Nothing here knows about HTTP.
     ├── NotFoundError                     4040
     └── EngineError                       5000  internal failure of the engine
         ├── ModelNotFoundError            5002
-        └── IncompatibleModelError        5003
+        ├── IncompatibleModelError        5003
+        └── DecodingError                 5004  this request's decoding failed alone
 """
 
 from __future__ import annotations
@@ -59,6 +62,18 @@ class TooManyInputsError(RequestError):
 
 class PayloadTooLargeError(RequestError):
     code = 1005
+
+
+class RequestTimeoutError(RequestError):
+    """The request head or body arrived slower than the server's ``http`` settings allow."""
+
+    code = 4008
+
+
+class HeadersTooLargeError(RequestError):
+    """The request line and headers are larger than ``http.max_header_bytes``."""
+
+    code = 4031
 
 
 class MediaError(VlserveError):
@@ -127,3 +142,11 @@ class ModelNotFoundError(EngineError):
 
 class IncompatibleModelError(EngineError):
     code = 5003
+
+
+class DecodingError(EngineError):
+    """One request's scores could not be sampled (non-finite values, a grammar allowing nothing).
+
+    Only that request fails; the others in its batch go on. The message holds no internals."""
+
+    code = 5004

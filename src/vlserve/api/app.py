@@ -16,12 +16,12 @@ from fastapi import FastAPI
 
 from vlserve import __version__
 from vlserve.api import artifacts, errors, health, infer, jobs, openai_compat
-from vlserve.api.middleware import RequestContext
+from vlserve.api.middleware import KeyRequired, RequestContext
 from vlserve.config import Settings
 from vlserve.runtime.protocol import Engine, GenerationRequest, Message, SamplingParams
 from vlserve.scheduling import Metrics, Scheduler
 from vlserve.service.auth import KeyRing
-from vlserve.service.inference import InferenceService, media_limits
+from vlserve.service.inference import InferenceService
 from vlserve.service.jobs import open_store, start_worker
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name
     from vlserve.runtime.local import LocalEngine
 
     ckpt = resolve_checkpoint(model)
-    vision = VisionSettings.from_checkpoint(ckpt.path, **media_limits(settings))
+    vision = VisionSettings.from_limits(settings.limits, checkpoint=ckpt.path)
     engine = LocalEngine(ckpt.path, device=device, dtype=dtype, vision=vision, name=name)  # type: ignore[arg-type]
     engine.generate_sync(GenerationRequest([Message("user", "warm up")], SamplingParams(max_tokens=1)))
     engine.grammar  # noqa: B018 - build the grammar tables now, not on the first structured request
@@ -105,15 +105,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         summary="Task API over Qwen3-VL: /infer, /infer_stream, OpenAI-compatible chat.",
         lifespan=lifespan,
         docs_url="/docs" if settings.expose_docs else None,
+        openapi_url="/openapi.json" if settings.expose_docs else None,
         redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = None
     app.state.metrics = Metrics()
     app.state.worker = None
-    app.state.keyring = KeyRing(settings.auth.keys, settings.auth.default_rate_per_minute)
+    app.state.keyring = KeyRing(settings.auth.keys, settings.auth.default_rate_per_minute,
+                                settings.auth.max_failures_per_minute)
     errors.install(app)
-    app.add_middleware(RequestContext, max_body_bytes=settings.limits.max_body_bytes)
+    protected = (*(("/docs", "/redoc", "/openapi.json") if settings.auth.protect_docs else ()),
+                 *(("/metrics",) if settings.auth.protect_metrics else ()))
+    app.add_middleware(KeyRequired, keyring=app.state.keyring, paths=protected)
+    app.add_middleware(RequestContext, max_body_bytes=settings.limits.max_body_bytes,
+                       body_timeout=settings.http.body_timeout, body_min_rate=settings.http.body_min_rate)
     app.include_router(infer.router)
     app.include_router(openai_compat.router)
     app.include_router(health.router)

@@ -10,7 +10,8 @@ from vlserve.service.inference import InferenceService
 
 def caller(request: Request) -> str | None:
     """Authenticate the request (no-op when no keys are configured); returns the key id."""
-    return request.app.state.keyring.authenticate(request.headers.get("authorization"))
+    client = request.client.host if request.client else None
+    return request.app.state.keyring.authenticate(request.headers.get("authorization"), client)
 
 
 def service_of(request: Request) -> InferenceService:

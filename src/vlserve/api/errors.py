@@ -18,6 +18,8 @@ log = logging.getLogger("vlserve.api")
 STATUS: dict[type[e.VlserveError], int] = {
     e.RequestError: 400,
     e.PayloadTooLargeError: 413,
+    e.RequestTimeoutError: 408,
+    e.HeadersTooLargeError: 431,
     e.MediaError: 415,
     e.VideoTooLongError: 400,
     e.FetchError: 422,
@@ -43,7 +45,8 @@ def status_for(err: e.VlserveError) -> int:
 
 def public_message(err: e.VlserveError) -> str:
     # Engine failures carry internals (tensor shapes, paths): log them, answer with the code only.
-    return INTERNAL_MESSAGE if status_for(err) >= 500 and not isinstance(err, e.OverloadedError) else err.message
+    public = isinstance(err, e.OverloadedError | e.DecodingError)
+    return INTERNAL_MESSAGE if status_for(err) >= 500 and not public else err.message
 
 
 def error_body(err: e.VlserveError, request_id: str) -> dict[str, Any]:
@@ -57,6 +60,8 @@ def error_headers(err: e.VlserveError) -> dict[str, str]:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     if isinstance(err, e.AuthError):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(err, e.RequestTimeoutError | e.HeadersTooLargeError):
+        headers["Connection"] = "close"  # the rest of the request was never read: the connection ends
     return headers
 
 

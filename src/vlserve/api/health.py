@@ -1,6 +1,15 @@
-"""``GET /healthz`` (the process is alive) and ``GET /readyz`` (the model is loaded and warm)."""
+"""``GET /healthz`` (the process is alive) and ``GET /readyz`` (the model is loaded and warm).
+
+Both are public (load balancers probe them), so they never show a filesystem path: a model
+served from a directory is named by the directory's last component, and a load failure by its
+code only (the details are in the server log).
+"""
 
 from __future__ import annotations
+
+import re
+from pathlib import PurePath
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -19,12 +28,28 @@ async def readyz(request: Request) -> JSONResponse:
     service = getattr(request.app.state, "service", None)
     if service is None:
         error = getattr(request.app.state, "load_error", None)
-        return JSONResponse({"ready": False, "reason": error or "model loading"}, status_code=503)
+        reason = "model loading"
+        if error is not None:
+            code = re.match(r"\[(\d+)\]", error)
+            reason = f"the model could not be loaded (code {code.group(1) if code else 5000}); see the server log"
+        return JSONResponse({"ready": False, "reason": reason}, status_code=503)
     health = await service.engine.health()
     lanes = {name: lane.status() for name, lane in service.scheduler.lanes.items()}
     ready = health.ready and service.scheduler.accepting
-    return JSONResponse({"ready": ready, "model": health.model, "lanes": lanes, **health.detail},
+    detail = {key: value for key, value in health.detail.items() if not _is_path(key, value)}
+    return JSONResponse({"ready": ready, "model": public_model_name(health.model), "lanes": lanes, **detail},
                         status_code=200 if ready else 503)
+
+
+def public_model_name(model: str) -> str:
+    """A model's name without the directory it was loaded from (hub ids like ``Qwen/X`` stay)."""
+    if model.startswith(("/", "~", ".")) or "\\" in model or model.count("/") > 1:
+        return PurePath(model.replace("\\", "/")).name
+    return model
+
+
+def _is_path(key: str, value: Any) -> bool:
+    return key in ("path", "checkpoint", "cache_dir") or (isinstance(value, str) and value.startswith(("/", "~")))
 
 
 @router.get("/metrics")

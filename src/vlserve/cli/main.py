@@ -9,14 +9,19 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from vlserve.cli.config import app as config_app
+from vlserve.cli.demo import demo as demo_command
+from vlserve.cli.recon3d import app as recon3d_app
 from vlserve.errors import VlserveError
-from vlserve.recon3d.cli import app as recon3d_app
 
 app = typer.Typer(no_args_is_help=True, help="Self-hosted Qwen3-VL: runtime, task API and 3D reconstruction.")
 models_app = typer.Typer(no_args_is_help=True, help="Build and inspect model checkpoints.")
 app.add_typer(models_app, name="models")
 app.add_typer(recon3d_app, name="recon3d")
+app.add_typer(config_app, name="config")
+app.command("demo")(demo_command)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -78,9 +83,15 @@ def ask(
     server: Annotated[str | None, typer.Option(help="Ask a running vlserve at this URL instead.")] = None,
     task: Annotated[str, typer.Option(help="Task, with --server (vqa, captioning, chart_parse, ...).")] = "vqa",
     api_key: Annotated[str | None, typer.Option(envvar="VLSERVE_API_KEY", help="API key for --server.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="Settings file: media limits as the server applies them (default: the server's defaults).")] = None,
 ) -> None:
-    """Ask the model a question about images and videos; the answer streams to the terminal."""
+    """Ask the model a question about images and videos; the answer streams to the terminal.
+
+    ``--json`` prints the task API's result (request_id, answer, confidence, metadata, code, msg)
+    in both modes."""
     from vlserve.cli.asking import run_ask, run_ask_server
+    from vlserve.cli.config import load_or_exit
 
     if server:
         try:
@@ -112,6 +123,7 @@ def ask(
             device=device,
             dtype=dtype,
             out=sys.stdout,
+            settings=load_or_exit(config),
         )
     except VlserveError as err:
         raise fail(err) from None
@@ -125,23 +137,33 @@ def serve(
     config: Annotated[Path | None, typer.Option(help="Settings file (TOML, JSON or YAML).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Where all state lives (jobs, artifacts, audit log); env VLSERVE_DATA_DIR; default "
+        "~/.local/share/vlserve.")] = None,
 ) -> None:
     """Run the task API (/infer, /infer_stream, /v1/chat/completions) on uvicorn."""
     import uvicorn
 
     from vlserve.api.app import create_app
-    from vlserve.config import Settings
+    from vlserve.api.listen import PortUnavailableError, bind_listener
+    from vlserve.cli.config import load_or_exit
 
+    # Everything that can be wrong before a model loads is checked first: the settings (with every
+    # lane's engine names) and the port.
+    settings = load_or_exit(config, model=model, host=host, port=port, device=device, data_dir=data_dir)
     try:
-        settings = Settings.load(config, model=model, host=host, port=port, device=device)
-    except (OSError, ValueError) as err:
-        err_console.print(f"[bold red]error[/]: invalid settings: {err}")
+        listener = bind_listener(settings.host, settings.port)
+    except PortUnavailableError as err:
+        err_console.print(f"[bold red]error[/]: {escape(str(err))}", highlight=False)
         raise typer.Exit(code=2) from None
     console.print(f"vlserve on http://{settings.host}:{settings.port} (model {settings.model}; docs at /docs)")
     # Generation threads run Python between torch kernels; a shorter GIL switch interval (default
     # 5 ms) lets the event loop answer admissions and refusals sooner while a batch is running.
     sys.setswitchinterval(0.0005)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    from vlserve.api.connection import uvicorn_options
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level=log_level, **uvicorn_options(settings)))
+    server.run(sockets=[listener])
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys.")

@@ -1,0 +1,167 @@
+"""Connection hygiene and the data directory, against ``vlserve serve`` as a real process.
+
+Raw sockets play the slow and vanishing clients: a slowloris head, an oversized head, a
+trickled body, an idle keep-alive connection, and a client that leaves while its answer is being
+generated. The server runs from an empty working directory with its data directory elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.samples import data_uri, png_bytes
+from tests.api.serving import ServerProcess, serve_subprocess
+
+HEADER_TIMEOUT = 1.5
+BODY_TIMEOUT = 1.5
+BODY_MIN_RATE = 1000
+KEEPALIVE = 1.0
+MAX_HEADER_BYTES = 4096
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {name: tmp_path_factory.mktemp(name) for name in ("cwd", "data", "logs")}
+
+
+@pytest.fixture(scope="module")
+def live(tiny_dir: Path, dirs: dict[str, Path]) -> Iterator[ServerProcess]:
+    config = {"http": {"header_timeout": HEADER_TIMEOUT, "body_timeout": BODY_TIMEOUT,
+                       "body_min_rate": BODY_MIN_RATE, "keepalive_timeout": KEEPALIVE,
+                       "max_header_bytes": MAX_HEADER_BYTES},
+              "limits": {"max_tokens": 4096}}
+    with serve_subprocess(tiny_dir, config, cwd=dirs["cwd"], data_dir=dirs["data"], log_dir=dirs["logs"]) as server:
+        yield server
+
+
+def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when it closed (seconds)."""
+    start, data = time.monotonic(), b""
+    sock.settimeout(limit)
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            raise AssertionError(f"the server kept the connection open for {limit} s") from None
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return data, time.monotonic() - start
+        data += chunk
+
+
+def envelope(response: bytes) -> dict[str, object]:
+    return json.loads(response.split(b"\r\n\r\n", 1)[1])
+
+
+def test_slowloris_head_is_cut_off(live: ServerProcess) -> None:
+    sock = live.connect()
+    start = time.monotonic()
+    sent = b""
+    try:
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 40:
+            sock.send(bytes([byte]))
+            sent += bytes([byte])
+            time.sleep(0.2)  # five header bytes a second: valid, but endless
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    response, _ = read_until_closed(sock, 5)
+    elapsed = time.monotonic() - start
+    assert elapsed < HEADER_TIMEOUT + 1.5, elapsed
+    assert len(sent) < 20  # the connection ended long before the head could
+    assert response.startswith(b"HTTP/1.1 408")
+    assert envelope(response)["code"] == 4008
+
+
+def test_a_connection_that_sends_nothing_is_closed(live: ServerProcess) -> None:
+    sock = live.connect()
+    response, elapsed = read_until_closed(sock, 5)
+    assert response == b""
+    assert HEADER_TIMEOUT - 0.3 < elapsed < HEADER_TIMEOUT + 1.5
+
+
+def test_oversized_head_is_refused_with_431(live: ServerProcess) -> None:
+    sock = live.connect()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    try:
+        for _ in range(64):  # 64 KB of headers, far past the 4 KB cap, never finished
+            sock.sendall(b"X-Pad: " + b"p" * 1000 + b"\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    response, _ = read_until_closed(sock, 5)
+    assert response.startswith(b"HTTP/1.1 431")
+    assert envelope(response)["code"] == 4031
+
+
+def test_a_normal_head_below_the_cap_is_served(live: ServerProcess) -> None:
+    response = httpx.get(live.url + "/healthz", headers={"X-Pad": "p" * (MAX_HEADER_BYTES // 2)})
+    assert response.status_code == 200
+
+
+def test_trickled_body_gets_408_and_the_connection_closes(live: ServerProcess) -> None:
+    sock = live.connect()
+    sock.sendall(b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100000\r\n\r\n{")
+    start = time.monotonic()
+    try:
+        for _ in range(100):
+            sock.send(b" ")  # ten bytes a second, far below the 1000 B/s minimum
+            time.sleep(0.1)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    response, _ = read_until_closed(sock, 5)
+    assert time.monotonic() - start < BODY_TIMEOUT + 2.5
+    assert b" 408 " in response.split(b"\r\n", 1)[0]
+    assert envelope(response)["code"] == 4008
+
+
+def test_idle_keepalive_connection_is_closed(live: ServerProcess) -> None:
+    sock = live.connect()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    response, elapsed = read_until_closed(sock, 5)
+    assert response.startswith(b"HTTP/1.1 200")
+    assert elapsed < KEEPALIVE + 1.5
+
+
+def test_generation_stops_when_a_non_streaming_client_leaves(live: ServerProcess) -> None:
+    body = json.dumps({"task": "captioning", "images": [data_uri(png_bytes(32, 32))],
+                       "options": {"max_tokens": 4000, "temperature": 0}}).encode()
+    sock = live.connect()
+    sock.sendall(b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    deadline = time.monotonic() + 30
+    while live.metric("vlserve_batch_rows", engine="main") != 1.0:
+        assert time.monotonic() < deadline, "the generation never started"
+        time.sleep(0.05)
+    steps_before = live.metric("vlserve_decode_steps_total", engine="main") or 0.0
+    time.sleep(0.5)
+    steps_running = live.metric("vlserve_decode_steps_total", engine="main") or 0.0
+    assert steps_running > steps_before  # it is generating (4000 tokens take far longer than this test)
+    sock.close()
+    left = time.monotonic()
+    while live.metric("vlserve_batch_rows", engine="main") != 0.0:
+        assert time.monotonic() - left < 3.0, "the row kept generating after its client left"
+        time.sleep(0.05)
+    steps_after = live.metric("vlserve_decode_steps_total", engine="main") or 0.0
+    time.sleep(0.5)
+    assert live.metric("vlserve_decode_steps_total", engine="main") == steps_after  # nothing runs any more
+
+
+def test_state_goes_to_the_data_dir_and_nothing_to_the_working_dir(live: ServerProcess,
+                                                                    dirs: dict[str, Path]) -> None:
+    request = {"task": "captioning", "images": [data_uri(png_bytes(32, 32))], "options": {"max_tokens": 3}}
+    assert httpx.post(live.url + "/infer", json=request, timeout=60).json()["code"] == 0
+    job = httpx.post(live.url + "/jobs", json=request, timeout=30).json()["jobs"][0]["id"]
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{live.url}/jobs/{job}", timeout=10).json()["status"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert list(dirs["cwd"].iterdir()) == []
+    assert (dirs["data"] / "jobs.sqlite3").is_file()
