@@ -13,6 +13,20 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """State of servers that tests start without naming paths goes to a temporary data directory,
+    never into the user's own (``~/.local/share/vlserve``) or the working directory."""
+    path = tmp_path_factory.mktemp("data")
+    before = os.environ.get("VLSERVE_DATA_DIR")
+    os.environ["VLSERVE_DATA_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("VLSERVE_DATA_DIR", None)
+    else:
+        os.environ["VLSERVE_DATA_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vlserve.runtime.tiny import make_tiny
