@@ -107,7 +107,10 @@ class _Worker:
         env = dict(os.environ)
         # Few malloc arenas: each thread's arena reserves 64 MiB of address space, which would
         # count against RLIMIT_AS without holding any memory.
-        env.update(MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        # A fixed mmap threshold: large blocks are always mapped and unmapped when freed, instead of
+        # glibc raising the threshold and keeping freed images on the heap between jobs.
+        env.update(MALLOC_ARENA_MAX="2", MALLOC_MMAP_THRESHOLD_="262144", OMP_NUM_THREADS="1",
+                   OPENBLAS_NUM_THREADS="1")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vlserve.isolation.worker", json.dumps(config)],
             stdin=subprocess.PIPE,

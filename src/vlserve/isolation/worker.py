@@ -4,9 +4,9 @@ It runs one job at a time, sent by :class:`vlserve.isolation.pool.WorkerPool` ov
 and answers on a private copy of its stdout (file descriptor 1 itself is pointed at stderr,
 so a library that prints cannot corrupt the frames). Limits, set once at start and per job:
 
-* ``RLIMIT_AS``: the address space may grow by ``memory_bytes`` beyond the worker's footprint
-  after its preloads, so a bomb fails with MemoryError (or the process dies) here, not in the
-  server;
+* ``RLIMIT_AS``: before each job the soft limit is set so the address space may grow by
+  ``memory_bytes`` beyond the worker's current footprint, so a bomb fails with MemoryError (or
+  the process dies) here, not in the server;
 * ``RLIMIT_CPU``: the soft limit is moved to ``used + cpu_seconds`` before each job; passing it
   kills the process with SIGXCPU (the hard limit stays open so the next job can be given time);
 * ``RLIMIT_NOFILE``: a few descriptors only, so a parser tricked into opening files or sockets
@@ -64,16 +64,28 @@ def _address_space() -> int:
         return 0
 
 
-def _set_start_limits(memory_bytes: int) -> None:
+def _set_start_limits() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if memory_bytes > 0:
-        limit = _address_space() + memory_bytes
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     open_now = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 8
     files = open_now + _SPARE_DESCRIPTORS
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or files < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
+
+def _give_memory(memory_bytes: int) -> None:
+    """Let this job grow the address space by ``memory_bytes`` from where it is now.
+
+    Per job, not once: memory a previous job left mapped (allocator caches) must not eat into the
+    next job's allowance. Only the soft limit moves; it is what allocations fail against.
+    """
+    if memory_bytes <= 0:
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _address_space() + memory_bytes
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _give_cpu(seconds: float) -> None:
@@ -125,7 +137,8 @@ def main(argv: list[str]) -> None:
     requests = sys.stdin.buffer
     for name in config.get("preload", []):
         importlib.import_module(name)
-    _set_start_limits(int(config.get("memory_bytes", 0)))
+    _set_start_limits()
+    memory_bytes = int(config.get("memory_bytes", 0))
     cpu_seconds = float(config.get("cpu_seconds", 0))
     modules = tuple(config.get("modules", _DEFAULT_MODULES))
     write_frame(answers, ("ready", os.getpid()))
@@ -135,6 +148,7 @@ def main(argv: list[str]) -> None:
         except EOFError:
             return
         _give_cpu(cpu_seconds)
+        _give_memory(memory_bytes)
         try:
             answer = _run(request, modules)
         except MemoryError:

@@ -1,10 +1,13 @@
 """Every limit and model constant of media preprocessing, in one frozen object.
 
-The defaults are Qwen3-VL's (patch 16, merge 2, temporal patch 2, mean/std 0.5)
-plus the service's own guards (decoded-size and byte caps, the 30 s video limit
-of seed 002). ``VisionSettings.from_checkpoint`` reads the Hugging Face
-``preprocessor_config.json`` / ``video_preprocessor_config.json`` so a checkpoint
-with other constants gets what it was trained on.
+The model constants default to Qwen3-VL's (patch 16, merge 2, temporal patch 2, mean/std 0.5).
+The limits (pixel budgets, frames, byte caps, the video length and policy) have no defaults of
+their own: they are :class:`vlserve.config.Limits`'s, the one configuration, and
+:meth:`VisionSettings.from_limits` is how the server, ``vlserve ask`` and ``vlserve recon3d``
+all build their settings, so the CLI prepares media exactly as the server does.
+``VisionSettings.from_checkpoint`` reads the Hugging Face ``preprocessor_config.json`` /
+``video_preprocessor_config.json`` so a checkpoint with other constants gets what it was
+trained on.
 
 Mapping to the Hugging Face processors (so the numbers can be checked there):
 
@@ -30,9 +33,33 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["VideoPolicy", "VisionSettings"]
+from vlserve.config import Limits
+
+__all__ = ["VideoPolicy", "VisionSettings", "limit_fields"]
 
 VideoPolicy = Literal["reject", "truncate"]
+
+_LIMITS = Limits()  # the configuration's defaults: the only place media limits are written down
+
+
+def limit_fields(limits: Limits) -> dict[str, Any]:
+    """The :class:`VisionSettings` fields that ``limits`` (``[limits]`` in the config) sets."""
+    return dict(
+        min_pixels=limits.min_pixels,
+        max_pixels=limits.max_pixels,
+        max_image_pixels=limits.max_image_pixels,
+        max_image_bytes=limits.max_input_bytes,
+        max_video_bytes=limits.max_input_bytes,
+        video_fps=limits.video_fps,
+        video_max_frames=limits.video_max_frames,
+        video_max_pixels=limits.video_max_pixels,
+        video_total_pixels=limits.video_total_pixels,
+        max_video_seconds=limits.max_video_seconds,
+        video_policy=limits.video_policy,
+        image_decode_pixels=limits.image_decode_pixels,
+        max_image_frames=limits.max_image_frames,
+        video_containers=tuple(limits.video_containers),
+    )
 
 
 @dataclass(frozen=True)
@@ -48,25 +75,31 @@ class VisionSettings:
     temporal_patch_size: int = 2
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    min_pixels: int = 65536  # 64 * 32 * 32 (images)
-    max_pixels: int = 16777216  # 16384 * 32 * 32 (images)
+    # Limits: the defaults are config.Limits's (see limit_fields for the mapping).
+    min_pixels: int = _LIMITS.min_pixels  # images
+    max_pixels: int = _LIMITS.max_pixels  # images
     # Decoded-size guard against decompression bombs: refused before pixels are decoded.
-    max_image_pixels: int = 64_000_000
-    video_fps: float = 2.0
-    video_min_frames: int = 4
-    video_max_frames: int = 768
+    max_image_pixels: int = _LIMITS.max_image_pixels
+    video_fps: float = _LIMITS.video_fps
+    video_min_frames: int = 4  # model constant (HF min_frames)
+    video_max_frames: int = _LIMITS.video_max_frames
     # HF video size["shortest_edge"], used as transformers does: int(1.05 * it) floors the
     # per-frame budget, and it bounds t*h*w from below in video_smart_resize (see sizing).
     video_min_pixels: int = 4096
-    video_max_pixels: int = 786432  # per frame (768 tokens * 32 * 32)
-    video_total_pixels: int = 25165824  # budget for all frames together (24576 * 32 * 32)
-    max_video_seconds: float = 30.0  # seed 002's limit
-    video_policy: VideoPolicy = "reject"
+    video_max_pixels: int = _LIMITS.video_max_pixels  # per frame
+    video_total_pixels: int = _LIMITS.video_total_pixels  # budget for all frames together
+    max_video_seconds: float = _LIMITS.max_video_seconds
+    video_policy: VideoPolicy = _LIMITS.video_policy
     # Beyond the agreed interface (kept last so positional use of the fields above still works):
     rescale_factor: float = 1 / 255  # HF "rescale_factor"
     # Encoded-size guards for bytes and files handed to the loaders (PayloadTooLargeError).
-    max_image_bytes: int = 64 * 1024 * 1024
-    max_video_bytes: int = 1024 * 1024 * 1024
+    max_image_bytes: int = _LIMITS.max_input_bytes
+    max_video_bytes: int = _LIMITS.max_input_bytes
+    # Decoding bounds (docs/media.md): JPEGs above image_decode_pixels decode at reduced scale;
+    # images declaring more frames than max_image_frames and videos in other containers are refused.
+    image_decode_pixels: int = _LIMITS.image_decode_pixels
+    max_image_frames: int = _LIMITS.max_image_frames
+    video_containers: tuple[str, ...] = tuple(_LIMITS.video_containers)
 
     def __post_init__(self) -> None:
         # Fail at configuration time rather than deep inside a request.
@@ -90,6 +123,14 @@ class VisionSettings:
     def factor(self) -> int:
         """Side length in pixels of one merged token: resized sides are multiples of it."""
         return self.patch_size * self.merge_size
+
+    @classmethod
+    def from_limits(cls, limits: Limits, checkpoint: Path | str | None = None) -> VisionSettings:
+        """The settings the service uses: model constants from ``checkpoint`` (when given), every
+        limit from ``limits``. The server, ``vlserve ask`` and ``vlserve recon3d`` all call this."""
+        if checkpoint is None:
+            return cls(**limit_fields(limits))
+        return cls.from_checkpoint(checkpoint, **limit_fields(limits))
 
     @classmethod
     def from_checkpoint(cls, path: Path | str, **overrides: Any) -> VisionSettings:

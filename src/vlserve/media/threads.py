@@ -1,10 +1,14 @@
-"""The one small thread pool media preprocessing shares.
+"""The small thread pools of media preprocessing: frames (``media_pool``) and images (``image_pool``).
 
 Pillow's resize, PyAV's colour conversion and numpy's copies release the GIL,
 so a few threads overlap frame preparation with decoding. The pool is created
 on first use and sized to the machine (at most 4), so concurrent requests queue
 instead of multiplying threads. Jobs submitted here must never wait on other
 jobs of this pool (that could deadlock a full pool).
+
+Image decoding has a pool of its own (``image_pool``): it never queues behind video frames,
+PDF renders (which run in worker processes, see ``vlserve.isolation``) or anything else using
+the event loop's default executor.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["media_pool", "pool_size"]
+__all__ = ["image_pool", "media_pool", "pool_size"]
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+_images: ThreadPoolExecutor | None = None
 
 
 def pool_size() -> int:
@@ -35,3 +40,12 @@ def media_pool() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=pool_size(), thread_name_prefix="vlserve-media")
         return _pool
+
+
+def image_pool() -> ThreadPoolExecutor:
+    """The pool decoding request images (``load_image_async``), created on first call."""
+    global _images
+    with _lock:
+        if _images is None:
+            _images = ThreadPoolExecutor(max_workers=pool_size(), thread_name_prefix="vlserve-image")
+        return _images
