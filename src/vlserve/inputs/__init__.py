@@ -5,12 +5,19 @@
     ├── data: URI / base64     strict decoding, size checked before decoding
     └── local path             only inside the configured root
     sniff_kind(data)           image / video / pdf / unknown by magic numbers
-    render_pdf(data)           PDF pages -> RGB images within page and pixel budgets
+    render_pdf(data)           PDF pages -> RGB images within page and document pixel budgets
+    render_pdf_isolated(data)  the same in a worker process with hard time/CPU/memory limits (awaitable)
 
 See docs/inputs.md for the rules and every limit.
 """
 
-from vlserve.inputs.documents import PagePolicy, RenderedDocument, pdf_page_count, render_pdf
+from vlserve.inputs.documents import (
+    PagePolicy,
+    RenderedDocument,
+    pdf_page_count,
+    render_pdf,
+    render_pdf_isolated,
+)
 from vlserve.inputs.fetch import DEFAULT_USER_AGENT, Fetched, Fetcher
 from vlserve.inputs.policy import (
     DEFAULT_MAX_FETCH_BYTES,
@@ -44,6 +51,7 @@ __all__ = [
     "load_source",
     "pdf_page_count",
     "render_pdf",
+    "render_pdf_isolated",
     "sniff_kind",
     "system_resolver",
 ]

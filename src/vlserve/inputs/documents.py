@@ -1,11 +1,17 @@
 """Render PDF pages to images with PDFium, within fixed page and pixel budgets.
 
-The page count is checked before anything is rendered, and each page's scale
-is chosen from its size in points so that no bitmap exceeds
-``max_page_pixels``: a page declared 200 inches wide costs the same as a
-normal one instead of gigapixels. PDFium is not thread-safe, so every call
-into it holds one module lock; callers may still run ``render_pdf`` in a
-worker thread to keep the event loop free.
+The page count and every page box of the range are read before anything is
+rendered, and each page's scale is chosen from its size in points so that no
+bitmap exceeds ``max_page_pixels`` and all of them together stay within
+``max_document_pixels`` (pages render proportionally smaller to fit): a page
+declared 200 inches wide costs the same as a normal one instead of gigapixels.
+
+``render_pdf`` runs PDFium in the calling process (PDFium is not thread-safe, so
+every call into it holds one module lock). The server uses ``render_pdf_isolated``:
+the same function in a worker process of ``vlserve.isolation.document_pool``,
+under hard wall-clock, CPU and memory limits, so a page with a million drawing
+operators or a render that wants gigabytes costs its own request a 1004 and
+nobody else anything (see docs/inputs.md, "Isolation").
 """
 
 from __future__ import annotations
@@ -22,14 +28,21 @@ import pypdfium2.raw as pdfium_c  # type: ignore[import-untyped]
 from PIL import Image
 
 from vlserve.errors import DocumentError, RequestError, TooManyInputsError
+from vlserve.isolation import IsolationError, WorkerPool, WorkerTimeout, document_pool
 
-__all__ = ["PagePolicy", "RenderedDocument", "pdf_page_count", "render_pdf"]
+__all__ = ["PagePolicy", "RenderedDocument", "pdf_page_count", "render_pdf", "render_pdf_isolated"]
 
 PagePolicy = Literal["reject", "truncate"]
 
 _PDFIUM_LOCK = threading.Lock()
 _POINTS_PER_INCH = 72.0
 _MAX_DPI = 1200
+DEFAULT_MAX_DOCUMENT_PIXELS = 8 * 2048 * 2048
+# One message for every render stopped by a limit: what the limit was is the server's business.
+TOO_COMPLEX = (
+    "The PDF is too large or too complex to render within this server's limits (time or memory); "
+    "send fewer or simpler pages, or the pages as images."
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,7 @@ def render_pdf(
     first_page: int = 1,
     last_page: int | None = None,
     max_page_pixels: int = 4096 * 4096,
+    max_document_pixels: int = DEFAULT_MAX_DOCUMENT_PIXELS,
     policy: PagePolicy = "reject",
 ) -> RenderedDocument:
     """Render pages ``first_page..last_page`` (1-based, inclusive) of a PDF to RGB images.
@@ -101,13 +115,16 @@ def render_pdf(
     ``last_page`` defaults to the last page and is clamped to it. If the range
     holds more than ``max_pages`` pages, ``policy="reject"`` raises
     TooManyInputsError and ``"truncate"`` renders the first ``max_pages`` of it
-    with ``truncated=True``. Raises DocumentError for corrupt, encrypted or
-    non-PDF data and RequestError for an invalid page range or dpi.
+    with ``truncated=True``. No page exceeds ``max_page_pixels`` and all pages
+    together stay within ``max_document_pixels``. Raises DocumentError for
+    corrupt, encrypted or non-PDF data and RequestError for an invalid page
+    range or dpi. Runs in this process: untrusted documents go through
+    ``render_pdf_isolated``.
     """
     if not 1 <= dpi <= _MAX_DPI:
         raise RequestError(f"dpi must be between 1 and {_MAX_DPI}, got {dpi}.")
-    if max_pages < 1 or max_page_pixels < 1:
-        raise ValueError("max_pages and max_page_pixels must be positive")
+    if max_pages < 1 or max_page_pixels < 1 or max_document_pixels < 1:
+        raise ValueError("max_pages, max_page_pixels and max_document_pixels must be positive")
     with _open(data) as document:
         page_count = len(document)
         if page_count == 0:
@@ -126,21 +143,89 @@ def render_pdf(
                 page_count=page_count,
                 limit=max_pages,
             )
+        indices = range(first_page - 1, first_page - 1 + min(wanted, max_pages))
+        # Every box first: the budget of each page depends on all of them, and nothing is rendered
+        # before the whole document's cost is known.
+        sizes = [_page_size(document, index) for index in indices]
+        budgets = _page_budgets(sizes, dpi, max_page_pixels, max_document_pixels)
         pages = [
-            _render_page(document, index, dpi, max_page_pixels)
-            for index in range(first_page - 1, first_page - 1 + min(wanted, max_pages))
+            _render_page(document, index, size, dpi, budget)
+            for index, size, budget in zip(indices, sizes, budgets, strict=True)
         ]
     return RenderedDocument(pages=pages, page_count=page_count, truncated=truncated)
 
 
-def _render_page(document: pdfium.PdfDocument, index: int, dpi: int, max_page_pixels: int) -> Image.Image:
+async def render_pdf_isolated(
+    data: bytes,
+    *,
+    dpi: int = 144,
+    max_pages: int = 20,
+    first_page: int = 1,
+    last_page: int | None = None,
+    max_page_pixels: int = 4096 * 4096,
+    max_document_pixels: int = DEFAULT_MAX_DOCUMENT_PIXELS,
+    policy: PagePolicy = "reject",
+    pool: WorkerPool | None = None,
+) -> RenderedDocument:
+    """``render_pdf`` in a worker process under hard limits (``pool`` defaults to the server's).
+
+    Same arguments, result and errors as ``render_pdf``; a render stopped by its
+    worker's time, CPU or memory limit, or one that crashes PDFium, raises
+    DocumentError (1004) with one fixed message. Awaiting it uses no thread of
+    the event loop's default executor, so image decoding never waits behind it.
+    """
+    try:
+        return await (pool or document_pool()).arun(
+            render_pdf,
+            data,
+            dpi=dpi,
+            max_pages=max_pages,
+            first_page=first_page,
+            last_page=last_page,
+            max_page_pixels=max_page_pixels,
+            max_document_pixels=max_document_pixels,
+            policy=policy,
+        )
+    except WorkerTimeout as err:
+        raise DocumentError(TOO_COMPLEX, reason="timeout") from err
+    except IsolationError as err:
+        raise DocumentError(TOO_COMPLEX, reason=err.reason) from err
+
+
+def _page_size(document: pdfium.PdfDocument, index: int) -> tuple[float, float]:
     try:
         page = document[index]
     except pdfium.PdfiumError as err:
         raise DocumentError(f"Page {index + 1} of the PDF could not be read; it may be corrupt.") from err
     try:
         width_pt, height_pt = page.get_size()
-        scale = _page_scale(width_pt, height_pt, dpi, max_page_pixels)
+    finally:
+        page.close()
+    if not (math.isfinite(width_pt) and math.isfinite(height_pt)):
+        raise DocumentError(f"Page {index + 1} of the PDF has an invalid size.")
+    return abs(width_pt), abs(height_pt)
+
+
+def _page_budgets(
+    sizes: list[tuple[float, float]], dpi: int, max_page_pixels: int, max_document_pixels: int
+) -> list[int]:
+    """Pixel cap of each page: its size at ``dpi`` within ``max_page_pixels``, all shrunk alike to fit the document."""
+    scale = dpi / _POINTS_PER_INCH
+    natural = [min(max_page_pixels, max(w, 1.0) * max(h, 1.0) * scale * scale) for w, h in sizes]
+    total = sum(natural)
+    shrink = min(1.0, max_document_pixels / total) if total > 0 else 1.0
+    return [max(1, int(n * shrink)) for n in natural]
+
+
+def _render_page(
+    document: pdfium.PdfDocument, index: int, size: tuple[float, float], dpi: int, max_page_pixels: int
+) -> Image.Image:
+    try:
+        page = document[index]
+    except pdfium.PdfiumError as err:
+        raise DocumentError(f"Page {index + 1} of the PDF could not be read; it may be corrupt.") from err
+    try:
+        scale = _page_scale(size[0], size[1], dpi, max_page_pixels)
         bitmap = page.render(scale=scale)
         try:
             # Default BGR rendering makes to_pil() copy into a standalone RGB image.
