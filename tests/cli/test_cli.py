@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,17 +31,17 @@ def test_ask_json_with_image(tiny_dir: Path, tmp_path: Path) -> None:
                                  "--json", "What is it?"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["usage"]["output_tokens"] == 6
-    assert payload["usage"]["image_tokens"] > 0
+    assert payload["metadata"]["output_tokens"] == 6
+    assert payload["metadata"]["image_tokens"] > 0
     assert 0 < payload["confidence"] <= 1
-    assert {"load_ms", "generate_ms"} <= set(payload["timings"])
+    assert payload["metadata"]["processing_time_ms"] > 0
 
 
 def test_ask_streams_the_same_answer(tiny_dir: Path) -> None:
     streamed = runner.invoke(app, ["ask", "--model", str(tiny_dir), "--max-tokens", "8", "Hello"])
     as_json = runner.invoke(app, ["ask", "--model", str(tiny_dir), "--max-tokens", "8", "--json", "Hello"])
     assert streamed.exit_code == 0 and as_json.exit_code == 0
-    assert streamed.stdout.rstrip("\n") == json.loads(as_json.stdout)["text"]
+    assert streamed.stdout.rstrip("\n") == json.loads(as_json.stdout)["answer"]
 
 
 def test_ask_with_schema(tiny_dir: Path, tmp_path: Path) -> None:
@@ -52,6 +53,9 @@ def test_ask_with_schema(tiny_dir: Path, tmp_path: Path) -> None:
                                  "--max-tokens", "40", "Answer as JSON"])
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)) == {"answer", "sure"}
+    as_json = runner.invoke(app, ["ask", "--model", str(tiny_dir), "--schema", str(tmp_path / "s.json"),
+                                  "--max-tokens", "40", "--json", "Answer as JSON"])
+    assert set(json.loads(as_json.stdout)["answer"]) == {"answer", "sure"}  # parsed, as the server answers
 
 
 def test_bad_inputs_give_coded_errors_not_tracebacks(tiny_dir: Path, tmp_path: Path) -> None:
@@ -70,4 +74,40 @@ def test_console_script_entry_point(tiny_dir: Path) -> None:
     out = subprocess.run([str(exe), "ask", "--model", str(tiny_dir), "--max-tokens", "3", "--json", "Hi"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["usage"]["output_tokens"] == 3
+    assert json.loads(out.stdout)["metadata"]["output_tokens"] == 3
+
+
+def test_ask_prints_only_the_answer(tiny_dir: Path) -> None:
+    """No third-party warning or log line around the streamed answer (they used to land mid-answer)."""
+    exe = Path(sys.executable).with_name("vlserve")
+    env = {**os.environ, "PYTHONWARNINGS": "default"}  # every warning would be shown
+    out = subprocess.run([str(exe), "ask", "--model", str(tiny_dir), "--max-tokens", "5", "Hi"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    as_json = subprocess.run([str(exe), "ask", "--model", str(tiny_dir), "--max-tokens", "5", "--json", "Hi"],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert out.stdout == json.loads(as_json.stdout)["answer"] + "\n"
+
+
+def test_ask_prepares_images_as_the_server_does(tiny_dir: Path, tmp_path: Path) -> None:
+    """The CLI's media settings are the server's: config.Limits, or the file given with --config."""
+    from vlserve.config import Limits
+    from vlserve.media import VisionSettings, count_image_tokens
+
+    image = tmp_path / "big.png"
+    Image.fromarray(np.zeros((1200, 1600, 3), dtype=np.uint8)).save(image)  # 1.9 M pixels
+
+    def image_tokens(*extra: str) -> int:
+        result = runner.invoke(app, ["ask", "--model", str(tiny_dir), "--image", str(image), "--max-tokens", "1",
+                                     "--json", *extra, "What is it?"])
+        assert result.exit_code == 0, result.output
+        return int(json.loads(result.stdout)["metadata"]["image_tokens"])
+
+    server_default = VisionSettings.from_limits(Limits(), checkpoint=tiny_dir)
+    assert image_tokens() == count_image_tokens(1600, 1200, server_default)
+    assert image_tokens() <= Limits().max_pixels // (32 * 32)  # not the checkpoint's 16.7 M pixel budget
+    config = tmp_path / "small.toml"
+    config.write_text("[limits]\nmax_pixels = 200000\n")
+    configured = VisionSettings.from_limits(Limits(max_pixels=200_000), checkpoint=tiny_dir)
+    assert image_tokens("--config", str(config)) == count_image_tokens(1600, 1200, configured)

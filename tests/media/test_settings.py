@@ -7,15 +7,27 @@ from pathlib import Path
 
 import pytest
 
+from vlserve.config import Limits
 from vlserve.media import VisionSettings
 
 
-def test_defaults_are_qwen3_vl() -> None:
-    settings = VisionSettings()
-    assert settings.factor == 32
-    assert settings.min_pixels == 64 * 32 * 32 and settings.max_pixels == 16384 * 32 * 32
-    assert settings.video_max_pixels == 768 * 32 * 32 and settings.video_total_pixels == 24576 * 32 * 32
+def test_defaults_are_qwen3_vl_with_the_service_limits() -> None:
+    settings, limits = VisionSettings(), Limits()
+    assert settings.factor == 32 and settings.image_mean == settings.image_std == (0.5, 0.5, 0.5)
+    # The limits have one source, the configuration (vlserve.config.Limits).
+    assert settings.min_pixels == limits.min_pixels and settings.max_pixels == limits.max_pixels
+    assert settings.video_max_pixels == limits.video_max_pixels
+    assert settings.video_total_pixels == limits.video_total_pixels
     assert settings.max_video_seconds == 30.0 and settings.video_policy == "reject"
+
+
+def test_from_limits_takes_constants_from_the_checkpoint_and_limits_from_the_config(tmp_path: Path) -> None:
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"shortest_edge": 3136, "longest_edge": 12845056}, "patch_size": 14}))
+    limits = Limits(min_pixels=1024, max_pixels=500_000)
+    settings = VisionSettings.from_limits(limits, checkpoint=tmp_path)
+    assert settings.patch_size == 14  # the model's constant
+    assert (settings.min_pixels, settings.max_pixels) == (1024, 500_000)  # the service's limits
 
 
 def test_from_checkpoint_reads_hf_configs(tmp_path: Path) -> None:

@@ -52,11 +52,12 @@ def images() -> Iterator[CountingImageServer]:
 
 
 def lanes(**interactive: Any) -> dict[str, Any]:
+    # The engines named here are injected by each test (the checkpoints are only read at load).
     return {"lanes": {
         "interactive": {"queue_size": 0, "concurrency": 1, **interactive},
         "batch": {"queue_size": 8, "concurrency": 2},
         "video": {"queue_size": 16, "concurrency": 2, "model": "video"},
-    }}
+    }, "models": {"video": {"model": "tiny"}, "light": {"model": "tiny-moe"}}}
 
 
 def long_request() -> dict[str, Any]:

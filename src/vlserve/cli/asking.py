@@ -7,7 +7,9 @@ import json
 import time
 from typing import IO, Any
 
+from vlserve.config import Settings
 from vlserve.errors import FetchError
+from vlserve.media import VisionSettings
 from vlserve.runtime.protocol import (
     GenerationRequest,
     GenerationResult,
@@ -44,22 +46,34 @@ def read_source(source: str) -> bytes | str:
 
 
 def build_request(
-    question: str, images: list[str], videos: list[str], options: dict[str, Any], fps: float | None
+    question: str, images: list[str], videos: list[str], options: dict[str, Any], fps: float | None,
+    vision: VisionSettings,
 ) -> GenerationRequest:
-    from vlserve.media import VisionSettings, load_image
+    """The engine request; images are loaded with ``vision``, the server's settings for this model."""
+    from vlserve.media import load_image
 
     parts: list[Part] = []
-    settings = VisionSettings()
     for source in images:
-        parts.append(ImagePart(load_image(read_source(source), settings)))
+        parts.append(ImagePart(load_image(read_source(source), vision)))
     for source in videos:
         parts.append(VideoPart(read_source(source), fps=fps))
     parts.append(TextPart(question))
     return GenerationRequest([Message("user", parts)], SamplingParams(**options))
 
 
-def result_dict(result: GenerationResult) -> dict[str, Any]:
-    return dataclasses.asdict(result)
+def result_dict(result: GenerationResult, answer: Any, processing_ms: float) -> dict[str, Any]:
+    """The ``--json`` shape, the same as ``vlserve ask --server``'s (the task API's result)."""
+    from vlserve.schemas import Metadata
+
+    metadata = Metadata(
+        processing_time_ms=round(processing_ms, 1), activated_experts=result.activated_experts,
+        input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
+        image_tokens=result.usage.image_tokens, video_tokens=result.usage.video_tokens, model=result.model,
+        finish_reason=result.finish_reason, warnings=result.warnings,
+        ttft_ms=round(result.timings.get("ttft_ms", 0.0), 1),
+    )
+    return {"request_id": None, "answer": answer, "confidence": result.confidence,
+            "metadata": metadata.model_dump(), "code": 0, "msg": "success"}
 
 
 def run_ask(
@@ -74,13 +88,18 @@ def run_ask(
     device: str,
     dtype: Any,
     out: IO[str],
+    settings: Settings | None = None,
 ) -> GenerationResult:
+    """Load ``model`` and answer; media is prepared with ``settings.limits`` exactly as the server does."""
+    from vlserve.runtime.loading import resolve_checkpoint
     from vlserve.runtime.local import LocalEngine
 
-    loaded = time.perf_counter()
-    engine = LocalEngine(model, device=device, dtype=dtype)
-    load_ms = (time.perf_counter() - loaded) * 1000
-    request = build_request(question, images, videos, options, fps)
+    settings = settings or Settings.load()
+    ckpt = resolve_checkpoint(model)
+    vision = VisionSettings.from_limits(settings.limits, checkpoint=ckpt.path)
+    engine = LocalEngine(ckpt.path, device=device, dtype=dtype, vision=vision, name=model)
+    asked = time.perf_counter()
+    request = build_request(question, images, videos, options, fps, vision)
     result: GenerationResult | None = None
     for event in engine.iter_stream(request):
         if isinstance(event, TextDelta):
@@ -91,8 +110,8 @@ def run_ask(
             result = event
     assert result is not None
     if json_output:
-        payload = result_dict(result)
-        payload["timings"]["load_ms"] = load_ms
+        answer: Any = json.loads(result.text) if options.get("json_schema") else result.text
+        payload = result_dict(result, answer, (time.perf_counter() - asked) * 1000)
         out.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
     else:
         out.write("\n")
@@ -105,7 +124,7 @@ def run_ask_server(url: str, api_key: str | None, question: str, *, task: str, i
     from vlserve.client import Client, Final, Token
 
     with Client(url, api_key=api_key) as client:
-        if json_output:
+        if json_output:  # the same shape as the local mode's (result_dict)
             answer = client.ask(images, question, task=task, videos=videos, **options)
             out.write(json.dumps(dataclasses.asdict(answer), ensure_ascii=False, indent=2) + "\n")
             return

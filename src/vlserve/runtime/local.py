@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlserve.config import Limits
 from vlserve.errors import EngineError, RequestError, VlserveError
 from vlserve.media import ImageFeatures, VideoFeatures, VisionSettings, load_video, preprocess_image
 from vlserve.runtime.constrained import GrammarCompiler
@@ -63,7 +64,8 @@ class LocalEngine:
         self.checkpoint: Checkpoint = resolve_checkpoint(model)
         self.model, self.tokenizer, self.device = load_model(self.checkpoint, device=device, dtype=dtype)
         self.model_name = name or self.checkpoint.name
-        self.vision = vision or VisionSettings.from_checkpoint(self.checkpoint.path)
+        # Without explicit settings, the service's default limits (config.Limits), as the server has.
+        self.vision = vision or VisionSettings.from_limits(Limits(), checkpoint=self.checkpoint.path)
         config = self.model.config
         self.image_token_id: int = config.image_token_id
         self.video_token_id: int = config.video_token_id

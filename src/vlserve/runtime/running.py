@@ -86,7 +86,7 @@ class RunningBatch:
             s.rope_delta = delta
             s.position = len(s.inputs.input_ids)
         out = self._forward(new, mask, batch, position_ids=positions, logits_to_keep=1)
-        self._merge(out.past_key_values, mask)
+        self._merge(out.cache, mask)
         self.seqs.extend(new)
         self._choose(new, out.logits[:, -1])
 
@@ -101,9 +101,10 @@ class RunningBatch:
         text = torch.tensor([s.position for s in seqs])
         rope = text + torch.tensor([s.rope_delta for s in seqs])
         positions = torch.stack([text, rope, rope, rope])[:, :, None].to(device)
+        # transformers >= 5.24 names the KV cache `cache` (`past_key_values` warns, then goes in 5.40).
         out = self._forward(seqs, torch.ones(len(seqs), 1), {"input_ids": ids}, position_ids=positions,
-                            attention_mask=self._mask, past_key_values=self._cache)
-        self._cache = out.past_key_values
+                            attention_mask=self._mask, cache=self._cache)
+        self._cache = out.cache
         for s in seqs:
             s.position += 1
         self._choose(seqs, out.logits[:, -1])

@@ -77,26 +77,9 @@ class Run:
     prepared: Prepared
 
 
-def media_limits(settings: Settings) -> dict[str, Any]:
-    """The media limits of ``settings``, as :class:`VisionSettings` fields."""
-    lim = settings.limits
-    return dict(
-        min_pixels=lim.min_pixels,
-        max_pixels=lim.max_pixels,
-        max_image_pixels=lim.max_image_pixels,
-        max_image_bytes=lim.max_input_bytes,
-        max_video_bytes=lim.max_input_bytes,
-        video_fps=lim.video_fps,
-        video_max_frames=lim.video_max_frames,
-        video_max_pixels=lim.video_max_pixels,
-        video_total_pixels=lim.video_total_pixels,
-        max_video_seconds=lim.max_video_seconds,
-        video_policy=lim.video_policy,
-    )
-
-
 def vision_settings(settings: Settings) -> VisionSettings:
-    return VisionSettings(**media_limits(settings))
+    """The media limits of ``settings`` (the one source: ``config.Limits``)."""
+    return VisionSettings.from_limits(settings.limits)
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
