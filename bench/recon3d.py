@@ -301,7 +301,7 @@ def main() -> None:
         imports[module] = time.perf_counter() - start
     from vlserve.recon3d import compile_spec, export_files
     from vlserve.recon3d.export import FORMATS
-    from vlserve.recon3d.step import build_shape
+    from vlserve.recon3d.exporters.step import build_shape
 
     print(
         f"recon3d bench — segments {args.segments}, median of {args.repeats} warm runs, "

@@ -15,7 +15,8 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from vlserve.recon3d import load_spec
-from vlserve.recon3d.multiview import check_photos, compile_with_repair
+from vlserve.recon3d.repair import compile_with_repair
+from vlserve.tasks.multiview_3d.photos import check_photos
 
 
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -31,9 +32,9 @@ def test_photo_checks() -> None:
     assert checked.images[1].size == (400, 300)
     text = "\n".join(checked.warnings)
     assert "view 1 (front) was downscaled to 1024x768" in text
-    assert "view 2 (side) looks blurred" in text
-    assert "view 3 looks over-exposed" in text
-    assert "view 1 (front) looks blurred" not in text
+    assert "view 2 (side): the photo looks blurred" in text
+    assert "view 3: the photo looks over-exposed" in text
+    assert "view 1 (front): the photo looks blurred" not in text
 
 
 def cylinder(op: str = "union", **size: float) -> dict[str, Any]:

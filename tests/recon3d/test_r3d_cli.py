@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 pytest.importorskip("manifold3d", reason="needs the 'recon3d' extra (manifold3d, trimesh)")
 
 from tests.recon3d.helpers import FLANGE
-from vlserve.recon3d.cli import app
+from vlserve.cli.recon3d import app
 
 runner = CliRunner()
 
@@ -75,7 +75,7 @@ def test_from_text_builds_a_draft(tmp_path: Path) -> None:
 
 def test_module_entry_point(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "vlserve.recon3d.cli", "schema", "--compact"],
+        [sys.executable, "-m", "vlserve.cli.recon3d", "schema", "--compact"],
         capture_output=True,
         text=True,
         check=True,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from vlserve.recon3d import SpecError, compile_spec, parse_description
-from vlserve.recon3d.quantities import normalize, parse_zh_number, scan
+from vlserve.recon3d.text.quantities import normalize, parse_zh_number, scan
 
 
 def _params(text: str) -> tuple[str, dict[str, Any], list[str]]:

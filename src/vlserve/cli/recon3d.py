@@ -129,7 +129,7 @@ def from_images(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
 ) -> None:
     """Reconstruct an object from photos: Qwen3-VL fills the spec, which is compiled to every format."""
-    from vlserve.recon3d.photos_cli import run_from_images
+    from vlserve.cli.recon3d_photos import run_from_images
 
     if not 1 <= len(images) <= 12:
         raise _fail(RequestError(f"give 1 to 12 photos, got {len(images)}"))

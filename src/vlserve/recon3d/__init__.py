@@ -3,7 +3,13 @@
 A vision-language model (or a person, or :func:`parse_description`) fills an
 :class:`ObjectSpec`; :func:`compile_spec` turns it into a watertight solid with manifold3d CSG;
 :func:`export` writes GLB/STL/OBJ/PLY, STEP (build123d), OpenSCAD, a Blender script and a PNG
-preview. :func:`spec_json_schema` is the schema a constrained decoder follows.
+preview (one registry of formats: :data:`FORMATS`). :func:`spec_json_schema` is the schema a
+constrained decoder follows.
+
+A pure geometry library: nothing here imports the tasks, the runtime, the API, the service or the
+scheduler (``tests/recon3d/test_r3d_layering.py`` checks the import graph). The model's prompts
+and the photo checks live in :mod:`vlserve.tasks.multiview_3d`, the commands in
+:mod:`vlserve.cli.recon3d`.
 
 Importing this package is cheap: it loads the pydantic spec only. manifold3d and trimesh (extra
 ``recon3d``) load on the first compile, build123d (extra ``cad``) on the first STEP export.
@@ -20,13 +26,14 @@ from vlserve.recon3d.validation import load_spec
 
 if TYPE_CHECKING:
     from vlserve.recon3d.compiler import CompiledModel, compile_spec
-    from vlserve.recon3d.export import FORMATS, ExportedFile, export, export_files
+    from vlserve.recon3d.export import ExportedFile, export, export_files
+    from vlserve.recon3d.exporters import FORMATS
     from vlserve.recon3d.text import TextDraft, parse_description
 
 _LAZY = {
     "CompiledModel": "vlserve.recon3d.compiler",
     "compile_spec": "vlserve.recon3d.compiler",
-    "FORMATS": "vlserve.recon3d.export",
+    "FORMATS": "vlserve.recon3d.exporters",
     "ExportedFile": "vlserve.recon3d.export",
     "export": "vlserve.recon3d.export",
     "export_files": "vlserve.recon3d.export",

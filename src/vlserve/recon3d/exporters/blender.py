@@ -12,7 +12,8 @@ scale is set so Blender shows mm.
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from vlserve.recon3d.spec import (
     SpherePart,
     TorusPart,
 )
+
+if TYPE_CHECKING:
+    from vlserve.recon3d.compiler import CompiledModel
 
 RUNTIME = r'''
 import math
@@ -302,3 +306,9 @@ def _size(part: PrimitivePart) -> dict[str, Any]:
     if isinstance(part, BoxPart | CylinderPart | ConePart | SpherePart | TorusPart):
         return part.size.model_dump()
     raise ValueError(f"unsupported shape {part.shape}")  # pragma: no cover
+
+
+def write_blender(model: CompiledModel, path: Path) -> Path:
+    """Write the Blender script that rebuilds ``model`` (mm) to ``path``."""
+    path.write_text(blender_script(model.plan, model.segments), encoding="utf-8")
+    return path

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vlserve.recon3d.placement import PLANE_NORMALS, REFERENCE
 from vlserve.recon3d.plan import Leaf, Node, Plan
@@ -28,6 +30,9 @@ from vlserve.recon3d.spec import (
     SpherePart,
     TorusPart,
 )
+
+if TYPE_CHECKING:
+    from vlserve.recon3d.compiler import CompiledModel
 
 OPS = {"union": "union", "subtract": "difference", "intersect": "intersection"}
 AXIS_VECTORS = {"x": "[1, 0, 0]", "y": "[0, 1, 0]", "z": "[0, 0, 1]"}
@@ -179,3 +184,9 @@ def _v(values: list[float] | tuple[float, ...]) -> str:
 
 def _pts(points: list[list[float]]) -> str:
     return "[" + ", ".join(_v(p) for p in points) + "]"
+
+
+def write_scad(model: CompiledModel, path: Path) -> Path:
+    """Write the OpenSCAD source of ``model`` (mm) to ``path``."""
+    path.write_text(scad_source(model.plan, model.segments), encoding="utf-8")
+    return path

@@ -1,4 +1,4 @@
-"""Map a :class:`~vlserve.recon3d.text.Reading` (roles, counts, flags) onto template parameters.
+"""Map a :class:`~vlserve.recon3d.text.reading.Reading` (roles, counts, flags) onto template parameters.
 
 One small function per family decides which role feeds which parameter (``"80 mm flange"``: the
 size next to the object's name is its diameter; ``"120 x 60 cm"`` next to a table is length ×
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from vlserve.recon3d.errors import SpecError
 from vlserve.recon3d.spec import ObjectSpec, TemplateBase
 from vlserve.recon3d.templates import ParamError, expand
-from vlserve.recon3d.text import APPROXIMATE, CONFIDENT, Reading, TextDraft
+from vlserve.recon3d.text.reading import APPROXIMATE, CONFIDENT, Reading
 from vlserve.recon3d.validation import load_spec
 
 Value = tuple[float, bool]
@@ -29,6 +30,17 @@ CATEGORIES = {
     "chair": "furniture",
     "shelf": "furniture",
 }
+
+
+@dataclass
+class TextDraft:
+    """The result of :func:`~vlserve.recon3d.text.parse_description`."""
+
+    spec: ObjectSpec
+    """the spec draft (mm)"""
+    template: str
+    assumptions: list[str]
+    reading: Reading
 
 
 class _Draft:

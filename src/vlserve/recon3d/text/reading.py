@@ -1,4 +1,4 @@
-"""Free text → spec draft: ``parse_description("five-blade impeller, diameter about 20 cm, hex bore")``.
+"""Free text → a :class:`Reading`: the quantities, roles, counts and flags a description states.
 
 A deterministic keyword parser, not a model: it finds quantities (:mod:`.quantities`), finds
 keywords (roles such as *diameter* / 直径, count nouns such as *blades* / 叶片, object names such
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
-from vlserve.recon3d.errors import SpecError
-from vlserve.recon3d.quantities import MM_PER, Quantity, normalize, scan
+from vlserve.recon3d.text.quantities import MM_PER, Quantity, normalize, scan
 
 CONFIDENT, APPROXIMATE = 0.9, 0.6
 MAX_GAP = 10
@@ -363,34 +361,3 @@ def _to_mm(
             unit, why = "mm", "the default unit"
         r.assumptions.append(f"{value:g} has no unit; assumed {unit} ({why})")
     return value * MM_PER[str(unit)]
-
-
-@dataclass
-class TextDraft:
-    """The result of :func:`parse_description`."""
-
-    spec: Any
-    """the :class:`~vlserve.recon3d.spec.ObjectSpec` draft (mm)"""
-    template: str
-    assumptions: list[str]
-    reading: Reading
-
-
-def parse_description(text: str) -> TextDraft:
-    """Turn a plain description (English or Chinese) into a spec draft plus the assumptions made.
-
-    Raises :class:`SpecError` when no known object is named.
-    """
-    from vlserve.recon3d.text_mapping import build_draft
-
-    if not text.strip():
-        raise SpecError.at("description", "is empty")
-    reading = read(text)
-    if reading.template is None:
-        raise SpecError.at(
-            "description",
-            "no known object named; mention one of: flange, impeller, gear, bracket, box/enclosure, "
-            "table, chair, shelf, cylinder, tube, sphere, cube, cone "
-            "(or 法兰, 叶轮, 齿轮, 支架, 外壳, 桌子, 椅子, 书架)",
-        )
-    return build_draft(reading)

@@ -1,13 +1,21 @@
+"""multiview_3d: photos of one object → a schema-constrained object spec → CAD and mesh files.
+
+The task owns everything about the model: the prompts (:mod:`.prompts`), the photo checks
+(:mod:`.photos`) and reading the model's answer. Geometry is :mod:`vlserve.recon3d`'s job.
+"""
+
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from vlserve.errors import EngineError
 from vlserve.recon3d import spec_json_schema
-from vlserve.recon3d.multiview import INSTRUCTION, SYSTEM_PROMPT, check_photos, reconstruct
+from vlserve.recon3d.exporters import FORMATS
+from vlserve.recon3d.repair import reconstruct
 from vlserve.tasks.base import InputRules, Task, TaskInput
-
-FORMATS = ["glb", "stl", "obj", "ply", "step", "scad", "py", "png"]
+from vlserve.tasks.multiview_3d.photos import check_photos
+from vlserve.tasks.multiview_3d.prompts import INSTRUCTION, SYSTEM_PROMPT, instruction
 
 
 class Multiview3D(Task):
@@ -30,8 +38,7 @@ class Multiview3D(Task):
         return checked.warnings
 
     def instruction(self, inp: TaskInput) -> str:
-        extra = inp.text.strip()
-        return f"{INSTRUCTION}\nNotes from the user: {extra}" if extra else INSTRUCTION
+        return instruction(inp.text)
 
     def answer(self, text: str, inp: TaskInput) -> dict[str, Any]:
         if inp.artifacts_dir is None:
@@ -51,6 +58,7 @@ class Multiview3D(Task):
 
 
 def _has_cad() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("build123d") is not None
+
+
+__all__ = ["Multiview3D"]
