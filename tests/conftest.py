@@ -7,10 +7,14 @@ the GPU when there is one, float32 on CPU), so the runtime tests double as a GPU
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.jobs.helpers import start_redis
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,3 +62,21 @@ def moe_engine(tiny_moe_dir: Path) -> Iterator[object]:
 def _placement() -> dict[str, str]:
     env = os.environ.get
     return {"device": env("VLSERVE_TEST_DEVICE", "auto"), "dtype": env("VLSERVE_TEST_DTYPE", "auto")}
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server on 127.0.0.1 and a random port, append-only, in a temporary directory."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server): Redis job store untested")
+    proc, port = start_redis(binary, tmp_path_factory.mktemp("redis"))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)

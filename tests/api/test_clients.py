@@ -13,7 +13,7 @@ import openai
 import pytest
 import requests
 
-from tests.api.conftest import KEYS, LiveServer
+from tests.api.helpers import KEYS, LiveServer
 from tests.api.samples import data_uri, png_bytes
 from vlserve import errors
 from vlserve.client import Answer, AsyncClient, Client, Final, Token

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import BLOCKED_TERM, KEYS, LiveServer, make_settings, run_server
+from tests.api.helpers import BLOCKED_TERM, KEYS, LiveServer, make_settings, run_server
 from tests.api.samples import data_uri, mp4_bytes, pdf_bytes, png_bytes
 from tests.inputs.helpers import LoopbackServer
 from vlserve.api.app import create_app

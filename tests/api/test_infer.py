@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import jsonschema
 
-from tests.api.conftest import LiveServer
+from tests.api.helpers import LiveServer
 from tests.api.samples import data_uri, mp4_bytes, pdf_bytes, png_bytes
 from vlserve.tasks.chart_parse import CHART_SCHEMA
 

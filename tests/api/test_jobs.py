@@ -16,9 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import KEYS, LiveServer, make_settings, run_server
+from tests.api.helpers import KEYS, LiveServer, make_settings, run_server
 from tests.api.samples import data_uri, png_bytes
-from tests.jobs.conftest import redis_url  # noqa: F401 - the session's redis-server fixture
 from vlserve.api.app import create_app
 
 ALICE = {"Authorization": f"Bearer {KEYS['alice']}"}

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from tests.inputs.helpers import LoopbackServer
+from tests.inputs.helpers import LoopbackServer, TlsSetup
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[LoopbackServer]:
     with LoopbackServer() as running:
         yield running
-
-
-@dataclass(frozen=True)
-class TlsSetup:
-    server: LoopbackServer
-    client_context: ssl.SSLContext
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpcore
@@ -304,3 +305,9 @@ def closed_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class TlsSetup:
+    server: LoopbackServer
+    client_context: ssl.SSLContext

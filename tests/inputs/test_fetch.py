@@ -11,13 +11,13 @@ from typing import TypeVar
 
 import pytest
 
-from tests.inputs.conftest import TlsSetup
 from tests.inputs.helpers import (
     PNG_BODY,
     GuardBackend,
     LoopbackServer,
     RebindingResolver,
     StubResolver,
+    TlsSetup,
     closed_loopback_port,
 )
 from vlserve.errors import FetchError, FetchRefusedError, PayloadTooLargeError, RequestError

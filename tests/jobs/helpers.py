@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,19 @@ class Backend:
 
     def worker_args(self) -> list[str]:
         return ["--backend", self.kind, "--target", self.target, "--prefix", self.prefix]
+
+
+def run(backend: Backend, body: Any, **options: Any) -> Any:
+    """Run ``body(store)`` in a fresh event loop with a store that is closed afterwards."""
+
+    async def main() -> Any:
+        store = backend.open(**options)
+        try:
+            return await body(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(main())
 
 
 async def wait_until(
@@ -93,3 +108,48 @@ def read_executions(path: Path) -> list[tuple[str, int]]:
         job_id, pid = line.split()
         rows.append((job_id, int(pid)))
     return rows
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(binary: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    import redis
+
+    # The port is free when chosen but could be taken before redis binds it: retry a few times.
+    for _ in range(5):
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if client.ping():
+                        return proc, port
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        proc.kill()
+        proc.wait(timeout=5)
+    raise RuntimeError("could not start redis-server")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.jobs.helpers import Backend
-from tests.jobs.test_store import run
+from tests.jobs.helpers import Backend, run
 from vlserve.jobs import JobStore
 
 SHORT = 0.2  # seconds: the lease of a worker that is about to "die"

@@ -8,22 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.jobs.helpers import Backend
+from tests.jobs.helpers import Backend, run
 from vlserve.errors import NotFoundError, RequestError
 from vlserve.jobs import STATUSES, JobStore
-
-
-def run(backend: Backend, body: Any, **options: Any) -> Any:
-    """Run ``body(store)`` in a fresh event loop with a store that is closed afterwards."""
-
-    async def main() -> Any:
-        store = backend.open(**options)
-        try:
-            return await body(store)
-        finally:
-            await store.aclose()
-
-    return asyncio.run(main())
 
 
 def test_store_is_a_jobstore(backend: Backend) -> None:

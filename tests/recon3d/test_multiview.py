@@ -98,7 +98,7 @@ def test_multiview_task_through_the_api(open_server_3d: str) -> None:
 
 @pytest.fixture(scope="module")
 def open_server_3d(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.api.conftest import make_settings, run_server
+    from tests.api.helpers import make_settings, run_server
     from vlserve.api.app import create_app
 
     tmp = tmp_path_factory.mktemp("r3d-api")

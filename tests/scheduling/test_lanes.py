@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import make_settings, run_server
+from tests.api.helpers import make_settings, run_server
 from tests.api.samples import data_uri, mp4_bytes, png_bytes
 from vlserve.api.app import create_app
 
