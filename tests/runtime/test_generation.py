@@ -194,8 +194,8 @@ def test_top_k_one_is_greedy_and_penalties_change_output(engine: LocalEngine) ->
     greedy = engine.generate_sync(ask("Repeat repeat repeat.", max_tokens=20))
     top1 = engine.generate_sync(ask("Repeat repeat repeat.", max_tokens=20, temperature=0.7, top_k=1, seed=0))
     assert top1.token_ids == greedy.token_ids
-    penalised = engine.generate_sync(ask("Repeat repeat repeat.", max_tokens=20, repetition_penalty=5.0,
-                                         presence_penalty=5.0))
+    penalised = engine.generate_sync(ask("Repeat repeat repeat.", max_tokens=20, repetition_penalty=10.0,
+                                         presence_penalty=2.0))
     assert len(set(penalised.token_ids)) == len(penalised.token_ids)  # no token repeats under a huge penalty
 
 

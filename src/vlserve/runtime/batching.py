@@ -120,20 +120,39 @@ class BatchingEngine:
                     seq.on_error(stopped)
                 return
             joining = self._take(waiting, batch) if self.continuous or not batch else []
+            if joining:
+                self.joined_running += len(joining) if batch else 0
+                self._admit(batch, joining)
             try:
                 with self.engine.failures():
-                    if joining:
-                        self.joined_running += len(joining) if batch else 0
-                        batch.admit(joining)
                     if batch:
                         batch.step()
                         self.steps_run += 1
-            except BaseException as err:  # every request in the batch learns of the failure
-                for seq in {*batch.clear(), *joining}:
+            except BaseException as err:  # the shared cache is suspect: every row learns of it
+                for seq in batch.clear():
                     seq.on_error(err)
                 continue
             self.largest_batch = max(self.largest_batch, len(batch))
             self.rows, self.waiting = len(batch), len(waiting)
+
+    def _admit(self, batch: RunningBatch, joining: list[Sequence]) -> None:
+        """Prefill ``joining`` into ``batch``. A prefill that fails leaves the running rows as they
+        were, so only the newcomers are at stake; a failed group is retried one by one so that the
+        request that caused the failure is the only one that gets it."""
+        try:
+            with self.engine.failures():
+                batch.admit(joining)
+            return
+        except BaseException as err:
+            if len(joining) == 1:
+                joining[0].on_error(err)
+                return
+        for seq in joining:
+            try:
+                with self.engine.failures():
+                    batch.admit([seq])
+            except BaseException as err:
+                seq.on_error(err)
 
     def _gather(self, waiting: deque[Sequence]) -> None:
         """Let requests arriving together share the first prefill: wait ``window``, and a little

@@ -20,8 +20,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vlserve.errors import DecodingError, VlserveError
 from vlserve.runtime.constrained import JsonMatcher
 from vlserve.runtime.protocol import FinishReason, SamplingParams
+
+#: Below this temperature a draw is the argmax in all but name (and the scaled logits would
+#: underflow float32), so such rows pick the argmax.
+MIN_TEMPERATURE = 1e-4
 
 
 @dataclass(eq=False)
@@ -39,6 +44,7 @@ class RowState:
     text: str = ""
     emitted: int = 0  # characters of ``text`` already sent as deltas
     finish: FinishReason | None = None
+    error: VlserveError | None = None  # set when this row failed alone; the batch goes on
     counts: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,7 +72,11 @@ class Decoder:
 
     # -- choosing ---------------------------------------------------------------------------
     def choose(self, rows: list[RowState], scores: torch.Tensor) -> list[int]:
-        """One token per row from ``scores`` of shape ``(len(rows), vocab)``."""
+        """One token per row from ``scores`` of shape ``(len(rows), vocab)``.
+
+        A row whose distribution cannot be sampled (non-finite logits or probabilities, a grammar
+        that allows nothing) gets :attr:`RowState.error` and token ``-1``; the other rows are
+        unaffected, so one request never fails its neighbours."""
         picks = [0] * len(rows)
         plain = [b for b, row in enumerate(rows) if row.plain_greedy]
         if plain:
@@ -76,15 +86,27 @@ class Decoder:
             # p(best) is the largest probability; the fused softmax is about twice as fast as logsumexp.
             logprobs = torch.log(torch.softmax(logits, dim=-1).amax(dim=-1))
             for b, token, lp in zip(plain, best, logprobs.tolist(), strict=True):
+                if not math.isfinite(lp):  # a NaN or +inf anywhere in the row poisons its softmax
+                    rows[b].error = DecodingError("the model produced non-finite scores for this request")
+                    picks[b] = -1
+                    continue
                 picks[b] = token
                 rows[b].pending_logprob = lp
         for b, row in enumerate(rows):
             if not row.plain_greedy:
-                picks[b], row.pending_logprob = self._pick(row, scores[b].float().cpu())
+                try:
+                    picks[b], row.pending_logprob = self._pick(row, scores[b].float().cpu())
+                except DecodingError as err:
+                    row.error, picks[b] = err, -1
+                except (RuntimeError, ValueError, IndexError) as err:
+                    row.error, picks[b] = DecodingError("this request's next token could not be sampled"), -1
+                    row.error.__cause__ = err
         return picks
 
     def _pick(self, row: RowState, logits: torch.Tensor) -> tuple[int, float]:
         p = row.params
+        if not bool(torch.isfinite(logits).all()):
+            raise DecodingError("the model produced non-finite scores for this request")
         if row.counts and (p.repetition_penalty != 1.0 or p.presence_penalty != 0.0):
             ids = torch.tensor(list(row.counts), dtype=torch.long)
             seen = logits[ids]
@@ -95,10 +117,15 @@ class Decoder:
             remaining = p.max_tokens - len(row.tokens)
             allowed = torch.from_numpy(row.matcher.allowed(remaining))
             logits = logits.masked_fill(~allowed[: logits.shape[0]], -math.inf)
-        if p.greedy:
+        top = float(logits.max())
+        if not math.isfinite(top):
+            raise DecodingError("no token can continue this request's output (its grammar allows none)")
+        if p.temperature < MIN_TEMPERATURE:  # greedy, or so cold that sampling is the argmax anyway
             token = int(torch.argmax(logits))
             return token, float(logits[token] - torch.logsumexp(logits, 0))
-        logits = logits / p.temperature
+        # Shifting by the maximum first keeps every scaled logit <= 0: a tiny temperature then
+        # sends the others to -inf (a point mass) instead of overflowing to +inf and NaN.
+        logits = (logits - top) / p.temperature
         candidates: torch.Tensor | None = None  # vocabulary ids of ``logits`` when narrowed
         if 0 < p.top_k < logits.shape[0]:
             logits, candidates = torch.topk(logits, p.top_k)

@@ -41,6 +41,7 @@ from vlserve.runtime.protocol import (
     VideoPart,
 )
 from vlserve.runtime.running import RunningBatch, Sequence
+from vlserve.sampling import check_sampling
 
 _DONE = object()
 
@@ -60,12 +61,19 @@ class LocalEngine:
         dtype: DType = "auto",
         vision: VisionSettings | None = None,
         name: str | None = None,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> None:
         self.checkpoint: Checkpoint = resolve_checkpoint(model)
-        self.model, self.tokenizer, self.device = load_model(self.checkpoint, device=device, dtype=dtype)
+        self.adapter = adapter  # a LoRA adapter from `vlserve finetune`, merged into the weights
+        self.model, self.tokenizer, self.device = load_model(self.checkpoint, device=device, dtype=dtype,
+                                                             adapter=adapter)
         self.model_name = name or self.checkpoint.name
         # Without explicit settings, the service's default limits (config.Limits), as the server has.
         self.vision = vision or VisionSettings.from_limits(Limits(), checkpoint=self.checkpoint.path)
+        if adapter is not None:
+            from vlserve.finetune.adapters import warn_vision_mismatch
+
+            warn_vision_mismatch(adapter, self.vision)
         config = self.model.config
         self.image_token_id: int = config.image_token_id
         self.video_token_id: int = config.video_token_id
@@ -103,6 +111,7 @@ class LocalEngine:
         """
         if request.params.max_tokens < 1:
             raise RequestError("max_tokens must be at least 1")
+        check_sampling(vars(request.params))
         if request.params.json_schema is not None:
             self.grammar.check(request.params.json_schema, request.params.max_tokens)
         return build_inputs(
@@ -193,8 +202,10 @@ class LocalEngine:
             raise EngineError(f"generation failed: {err}") from err
 
     def result(self, seq: Sequence) -> GenerationResult:
-        """The outcome of a finished sequence."""
+        """The outcome of a finished sequence (its own decoding failure is raised here)."""
         row, inp = seq.row, seq.inputs
+        if row.error is not None:
+            raise row.error
         activated, per_layer = ExpertTracker.summarise(seq.experts) if seq.experts is not None else (None, None)
         end = seq.finished or time.perf_counter()
         admitted = seq.admitted or end
@@ -334,5 +345,6 @@ class LocalEngine:
         return EngineHealth(
             ready=True,
             model=self.model_name,
-            detail={"device": self.device, "moe": self.checkpoint.is_moe, "path": str(self.checkpoint.path)},
+            detail={"device": self.device, "moe": self.checkpoint.is_moe, "path": str(self.checkpoint.path),
+                    **({"adapter": str(self.adapter)} if self.adapter is not None else {})},
         )

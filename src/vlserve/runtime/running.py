@@ -134,8 +134,11 @@ class RunningBatch:
         now = time.perf_counter()
         rows = len(self.seqs)
         for s, token in zip(seqs, picks, strict=True):
-            s.last_token = token
             s.largest_batch = max(s.largest_batch, rows)
+            if s.row.error is not None:  # this row failed alone: it leaves, the others go on
+                s.row.finish = "cancelled"
+                continue
+            s.last_token = token
             self.decoder.advance(s.row, token)
             if s.first_token is None:
                 s.first_token = now
@@ -171,7 +174,10 @@ class RunningBatch:
                 layer.values = layer.values[rows, :, first:]
         for s in done:
             s.finished = now
-            s.on_finish(s)
+            if s.row.error is not None:
+                s.on_error(s.row.error)
+            else:
+                s.on_finish(s)
 
 
 def _left_pad(tensor: torch.Tensor, width: int, *, dim: int) -> torch.Tensor:
