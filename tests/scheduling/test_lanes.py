@@ -1,4 +1,7 @@
-"""Lanes over a real server: isolation, admission before media work, degradation, batching, metrics."""
+"""Lanes over a real server: isolation, admission before media work, degradation, batching, metrics.
+
+Admission and isolation run on FakeEngine (held and released by the test, so no sleeps); batching
+runs on the real tiny model."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import pytest
 from tests.api.helpers import make_settings, run_server
 from tests.api.samples import data_uri, mp4_bytes, png_bytes
 from vlserve.api.app import create_app
+from vlserve.testing import FakeEngine
 
 
 class CountingImageServer:
@@ -60,32 +64,42 @@ def lanes(**interactive: Any) -> dict[str, Any]:
     }, "models": {"video": {"model": "tiny"}, "light": {"model": "tiny-moe"}}}
 
 
-def long_request() -> dict[str, Any]:
-    return {"task": "vqa", "images": [data_uri(png_bytes())], "text": "Tell me everything.",
-            "options": {"max_tokens": 400}}
+def quick_request(seed: int = 4) -> dict[str, Any]:
+    return {"task": "captioning", "images": [data_uri(png_bytes(seed=seed))], "options": {"max_tokens": 4}}
 
 
-async def occupy_then(url: str, second: dict[str, Any]) -> tuple[httpx.Response, httpx.Response]:
-    async with httpx.AsyncClient(timeout=120) as client:
-        first = asyncio.create_task(client.post(url + "/infer", json=long_request()))
-        await asyncio.sleep(0.5)  # the first request holds the only place in the lane
+async def until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def occupy_then(url: str, engine: FakeEngine, second: dict[str, Any]) -> tuple[httpx.Response, httpx.Response]:
+    """Hold the lane's only running request on ``engine``, send ``second``, then let the first finish."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        engine.hold()
+        first = asyncio.create_task(client.post(url + "/infer", json=quick_request(seed=1)))
+        await until(lambda: engine.active == 1)
         started = time.perf_counter()
         refused = await client.post(url + "/infer", json=second)
         refused.elapsed_s = time.perf_counter() - started  # type: ignore[attr-defined]
+        engine.release()
         return await first, refused
 
 
-def test_full_lane_refuses_with_2001_before_fetching(engine: Any, images: CountingImageServer,
-                                                      tmp_path: Path) -> None:
+def test_full_lane_refuses_with_2001_before_fetching(images: CountingImageServer, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, scheduling=lanes(), fetching={"allow_hosts": ["127.0.0.1"]})
-    for url in run_server(create_app(settings, engine=engine, engines={"video": engine})):
+    main = FakeEngine("main-fake")
+    for url in run_server(create_app(settings, engine=main, engines={"video": FakeEngine("video-fake")})):
         second = {"task": "vqa", "images": [images.url], "text": "hi", "options": {"max_tokens": 2}}
-        first, refused = asyncio.run(occupy_then(url, second))
+        first, refused = asyncio.run(occupy_then(url, main, second))
         assert first.status_code == 200
         assert refused.status_code == 503 and refused.json()["code"] == 2001
         assert int(refused.headers["retry-after"]) >= 1
         assert images.hits == 0  # decided before the image was fetched
         assert refused.elapsed_s < 1.0  # type: ignore[attr-defined]
+        assert len(main.requests) == 1  # the refused request never reached the engine
         metrics = httpx.get(url + "/metrics").text
         assert 'vlserve_refused_total{lane="interactive"} 1.0' in metrics
         assert 'vlserve_admitted_total{lane="interactive"} 1.0' in metrics
@@ -94,36 +108,39 @@ def test_full_lane_refuses_with_2001_before_fetching(engine: Any, images: Counti
         assert images.hits == 1
 
 
-def test_full_lane_degrades_to_fallback(engine: Any, moe_engine: Any, tmp_path: Path) -> None:
+def test_full_lane_degrades_to_fallback(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, scheduling=lanes(fallback="light"))
-    for url in run_server(create_app(settings, engine=engine, engines={"video": engine, "light": moe_engine})):
-        second = {"task": "captioning", "images": [data_uri(png_bytes(seed=4))], "options": {"max_tokens": 4}}
-        first, degraded = asyncio.run(occupy_then(url, second))
+    main, light = FakeEngine("main-fake"), FakeEngine("light-fake", reply="a lighter answer")
+    for url in run_server(create_app(settings, engine=main, engines={"video": FakeEngine("video"), "light": light})):
+        first, degraded = asyncio.run(occupy_then(url, main, quick_request()))
         assert first.json()["result"]["metadata"]["degraded"] is False
         assert degraded.status_code == 200
         body = degraded.json()
         assert body["code"] == 2001 and "lighter model" in body["msg"]
         meta = body["result"]["metadata"]
-        assert meta["degraded"] is True and meta["model"] == "tiny-moe"
-        assert 1 <= meta["activated_experts"] <= 8  # really answered by the MoE fallback
+        assert meta["degraded"] is True and meta["model"] == "light-fake"
+        assert body["result"]["answer"] == "a lighter answer" and len(light.requests) == 1  # really the fallback
         assert 'vlserve_degraded_total{lane="interactive"} 1.0' in httpx.get(url + "/metrics").text
 
 
-def test_the_fallback_is_bounded_too(engine: Any, moe_engine: Any, tmp_path: Path) -> None:
+def test_the_fallback_is_bounded_too(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, scheduling=lanes(fallback="light", fallback_capacity=1))
-    quick = {"task": "captioning", "images": [data_uri(png_bytes(seed=4))], "options": {"max_tokens": 4}}
-    longer = {**long_request(), "options": {"max_tokens": 1024}}  # runs for seconds
+    main, light = FakeEngine("main-fake"), FakeEngine("light-fake")
 
     async def flood(url: str) -> tuple[httpx.Response, httpx.Response, httpx.Response]:
-        async with httpx.AsyncClient(timeout=120) as client:
-            first = asyncio.create_task(client.post(url + "/infer", json=longer))
-            await asyncio.sleep(0.5)  # the lane's only place is taken
-            on_fallback = asyncio.create_task(client.post(url + "/infer", json=longer))
-            await asyncio.sleep(0.5)  # ... and so is the fallback's only one
-            refused = await client.post(url + "/infer", json=quick)
+        async with httpx.AsyncClient(timeout=60) as client:
+            main.hold()
+            light.hold()
+            first = asyncio.create_task(client.post(url + "/infer", json=quick_request(1)))
+            await until(lambda: main.active == 1)  # the lane's only place is taken
+            on_fallback = asyncio.create_task(client.post(url + "/infer", json=quick_request(2)))
+            await until(lambda: light.active == 1)  # ... and so is the fallback's only one
+            refused = await client.post(url + "/infer", json=quick_request(3))
+            main.release()
+            light.release()
             return await first, await on_fallback, refused
 
-    for url in run_server(create_app(settings, engine=engine, engines={"video": engine, "light": moe_engine})):
+    for url in run_server(create_app(settings, engine=main, engines={"video": FakeEngine("video"), "light": light})):
         first, on_fallback, refused = asyncio.run(flood(url))
         assert first.json()["code"] == 0
         assert on_fallback.json()["code"] == 2001 and on_fallback.json()["result"]["metadata"]["degraded"] is True
@@ -131,36 +148,31 @@ def test_the_fallback_is_bounded_too(engine: Any, moe_engine: Any, tmp_path: Pat
         assert int(refused.headers["retry-after"]) >= 1
         # Both places are free again: the same request now runs in the lane.
         assert httpx.get(url + "/readyz").json()["lanes"]["interactive"]["degraded"] == 0
-        assert httpx.post(url + "/infer", json=quick, timeout=60).json()["code"] == 0
+        assert httpx.post(url + "/infer", json=quick_request(3), timeout=60).json()["code"] == 0
 
 
-def test_video_flood_does_not_delay_interactive(engine: Any, tiny_dir: Path, tmp_path: Path) -> None:
-    from vlserve.runtime.local import LocalEngine
-
-    video_engine = LocalEngine(tiny_dir, name="tiny-video")  # the video lane's own model instance
+def test_video_flood_does_not_delay_interactive(tmp_path: Path) -> None:
+    """Eight videos wait on their lane's engine; an interactive request is answered meanwhile."""
     settings = make_settings(tmp_path, scheduling=lanes(queue_size=4))
+    main, video_engine = FakeEngine("main-fake"), FakeEngine("video-fake")
     video = {"task": "video_qa", "videos": [data_uri(mp4_bytes(4, fps=4, size=64), "video/mp4")], "text": "?",
              "options": {"max_tokens": 120}}
     quick = {"task": "vqa", "images": [data_uri(png_bytes())], "text": "hi", "options": {"max_tokens": 4}}
 
-    async def run(url: str) -> tuple[list[float], float, list[int]]:
-        async with httpx.AsyncClient(timeout=300) as client:
-            async def timed(body: dict[str, Any]) -> tuple[float, int]:
-                response = await client.post(url + "/infer", json=body)
-                return time.perf_counter(), response.status_code
+    async def run(url: str) -> tuple[int, bool, list[int]]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            video_engine.hold()
+            videos = [asyncio.create_task(client.post(url + "/infer", json=video)) for _ in range(8)]
+            await until(lambda: video_engine.active == 2)  # the video lane runs two, six wait
+            status = (await client.post(url + "/infer", json=quick)).status_code
+            none_done = not any(v.done() for v in videos)
+            video_engine.release()
+            return status, none_done, [r.status_code for r in await asyncio.gather(*videos)]
 
-            videos = [asyncio.create_task(timed(video)) for _ in range(8)]
-            await asyncio.sleep(0.3)
-            interactive_done, status = await timed(quick)
-            assert status == 200
-            results = await asyncio.gather(*videos)
-            return [t for t, _ in results], interactive_done, [s for _, s in results]
-
-    for url in run_server(create_app(settings, engine=engine, engines={"video": video_engine})):
-        video_done, interactive_done, statuses = asyncio.run(run(url))
-        assert statuses == [200] * 8
-        # The interactive request did not queue behind the flood: it finished before most videos.
-        assert sum(t > interactive_done for t in video_done) >= 6
+    for url in run_server(create_app(settings, engine=main, engines={"video": video_engine})):
+        status, none_done, statuses = asyncio.run(run(url))
+        assert status == 200 and none_done
+        assert statuses == [200] * 8 and video_engine.peak == 2 and len(main.requests) == 1
 
 
 def test_concurrent_requests_are_batched_with_unbatched_outputs(engine: Any, tmp_path: Path) -> None:

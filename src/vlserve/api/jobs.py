@@ -48,17 +48,21 @@ async def submit(body: InferRequest | list[InferRequest], request: Request,
     if not bodies or len(bodies) > limit:
         raise TooManyInputsError(f"a job batch holds 1 to {limit} requests, got {len(bodies)}")
     request_id = request_id_of(request)
-    jobs: list[Job] = []
-    # One submit per lane keeps each lane's part of the batch atomic; the tasks are checked first.
-    by_lane: dict[str, list[InferRequest]] = {}
-    for item in bodies:
-        by_lane.setdefault(get_task(item.task).lane, []).append(item)
-    for lane, items in by_lane.items():
-        jobs += await store.submit(owner_of(key_id), [i.model_dump(mode="json") for i in items], lane=lane,
-                                   priority=max(i.options.priority for i in items), batch_id=request_id)
+    # One submit per lane and priority keeps that part of the batch atomic; every task is checked
+    # before anything is queued. The answer lists the jobs in request order, whatever the grouping.
+    groups: dict[tuple[str, int], list[int]] = {}
+    for index, item in enumerate(bodies):
+        groups.setdefault((get_task(item.task).lane, item.options.priority), []).append(index)
+    jobs: list[Job | None] = [None] * len(bodies)
+    for (lane, priority), indices in groups.items():
+        made = await store.submit(owner_of(key_id), [bodies[i].model_dump(mode="json") for i in indices],
+                                  lane=lane, priority=priority, batch_id=request_id)
+        for index, job in zip(indices, made, strict=True):
+            jobs[index] = job
     return JSONResponse(status_code=202, content={
         "request_id": request_id, "code": 0, "msg": "accepted",
-        "jobs": [{"id": j.id, "status": j.status, "lane": j.lane} for j in jobs],
+        "jobs": [{"id": j.id, "status": j.status, "task": j.request.get("task"), "lane": j.lane,
+                  "priority": j.priority} for j in jobs if j is not None],
     })
 
 

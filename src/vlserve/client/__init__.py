@@ -6,6 +6,9 @@
         for item in client.ask(["chart.png"], "Describe it", task="captioning", stream=True):
             ...
 
+Async jobs: ``jobs = client.submit_jobs([JobRequest("ocr", images=["scan.png"]), ...])``, then
+``client.wait(jobs[0]).answer``; also ``get_job``, ``list_jobs``, ``cancel_job`` and ``wait_all``.
+
 Errors raise the server's typed exception (``vlserve.errors``), carrying ``code``, ``status``
 and ``request_id``. Overload (2001), rate limits (429) and 5xx are retried with jittered
 exponential backoff that honours ``Retry-After``. Timeouts default to 30 s, and 120 s for video.
@@ -13,5 +16,6 @@ exponential backoff that honours ``Retry-After``. Timeouts default to 30 s, and 
 
 from vlserve.client._base import Answer, Final, StreamItem, Token
 from vlserve.client._client import AsyncClient, Client
+from vlserve.client._jobs import Job, JobRequest
 
-__all__ = ["Answer", "AsyncClient", "Client", "Final", "StreamItem", "Token"]
+__all__ = ["Answer", "AsyncClient", "Client", "Final", "Job", "JobRequest", "StreamItem", "Token"]

@@ -24,6 +24,7 @@ from vlserve.client._base import (
     stream_item,
     timeout_for,
 )
+from vlserve.client._jobs import Job, JobRef, JobRequest, job_bodies, job_from, job_path, list_params
 from vlserve.errors import FetchError, VlserveError
 
 
@@ -100,6 +101,41 @@ class Client(_Common):
     def ready(self) -> bool:
         return self._http.get("/readyz", timeout=self.timeout).status_code == 200
 
+    # -- async jobs ----------------------------------------------------------------------------
+    def submit_jobs(self, requests: Iterable[JobRequest | dict[str, Any]]) -> list[Job]:
+        """Queue requests as jobs in one batch (refused whole if one is invalid); the jobs come back
+        in request order, each with its task and lane."""
+        response = self._send("POST", "/jobs", json=job_bodies(requests))
+        return [job_from(j) for j in response.json()["jobs"]]
+
+    def get_job(self, job: JobRef) -> Job:
+        """The job now; another key's job is :class:`~vlserve.errors.NotFoundError` like a missing one."""
+        return job_from(self._send("GET", job_path(job)).json())
+
+    def list_jobs(self, *, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Job]:
+        """This key's jobs, newest first (``status`` filters: queued, running, succeeded, ...)."""
+        response = self._send("GET", "/jobs", params=list_params(status, limit, offset))
+        return [job_from(j) for j in response.json()["jobs"]]
+
+    def cancel_job(self, job: JobRef) -> Job:
+        """Cancel a queued or running job (a finished one raises :class:`~vlserve.errors.RequestError`)."""
+        return job_from(self._send("DELETE", job_path(job)).json())
+
+    def wait(self, job: JobRef, *, timeout: float = 600.0, poll_interval: float = 0.5) -> Job:
+        """Poll until the job is done (see :attr:`Job.done`); ``TimeoutError`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not (current := self.get_job(job)).done:
+            if time.monotonic() + poll_interval > deadline:
+                raise TimeoutError(f"job {current.id} is still {current.status} after {timeout:g} s")
+            time.sleep(poll_interval)
+        return current
+
+    def wait_all(self, jobs: Iterable[JobRef], *, timeout: float = 600.0, poll_interval: float = 0.5) -> list[Job]:
+        """:meth:`wait` for each job, within one ``timeout``; returns them in the order given."""
+        deadline = time.monotonic() + timeout
+        return [self.wait(j, timeout=max(0.0, deadline - time.monotonic()), poll_interval=poll_interval)
+                for j in jobs]
+
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         kwargs.setdefault("timeout", self.timeout)
         for attempt in range(self.max_retries + 1):
@@ -170,6 +206,35 @@ class AsyncClient(_Common):
 
     async def ready(self) -> bool:
         return (await self._http.get("/readyz", timeout=self.timeout)).status_code == 200
+
+    # -- async jobs (see Client) ---------------------------------------------------------------
+    async def submit_jobs(self, requests: Iterable[JobRequest | dict[str, Any]]) -> list[Job]:
+        response = await self._send("POST", "/jobs", json=job_bodies(requests))
+        return [job_from(j) for j in response.json()["jobs"]]
+
+    async def get_job(self, job: JobRef) -> Job:
+        return job_from((await self._send("GET", job_path(job))).json())
+
+    async def list_jobs(self, *, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Job]:
+        response = await self._send("GET", "/jobs", params=list_params(status, limit, offset))
+        return [job_from(j) for j in response.json()["jobs"]]
+
+    async def cancel_job(self, job: JobRef) -> Job:
+        return job_from((await self._send("DELETE", job_path(job))).json())
+
+    async def wait(self, job: JobRef, *, timeout: float = 600.0, poll_interval: float = 0.5) -> Job:
+        deadline = time.monotonic() + timeout
+        while not (current := await self.get_job(job)).done:
+            if time.monotonic() + poll_interval > deadline:
+                raise TimeoutError(f"job {current.id} is still {current.status} after {timeout:g} s")
+            await asyncio.sleep(poll_interval)
+        return current
+
+    async def wait_all(self, jobs: Iterable[JobRef], *, timeout: float = 600.0,
+                       poll_interval: float = 0.5) -> list[Job]:
+        deadline = time.monotonic() + timeout
+        return [await self.wait(j, timeout=max(0.0, deadline - time.monotonic()), poll_interval=poll_interval)
+                for j in jobs]
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         kwargs.setdefault("timeout", self.timeout)
