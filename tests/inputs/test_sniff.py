@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.inputs.helpers import encode, make_pdf
-from vlserve.inputs import sniff_kind
+from vlserve.inputs import sniff_container, sniff_kind
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
@@ -50,3 +50,39 @@ def test_declared_names_do_not_matter() -> None:
     # Only bytes are looked at; a PNG is an image whatever it claims to be.
     assert sniff_kind(encode("PNG")) == "image"
     assert sniff_kind(b"<svg xmlns='http://www.w3.org/2000/svg'/>") == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("header", "container"),
+    [
+        (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2avc1mp41", "mp4"),
+        (b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  ", "mp4"),
+        (b"\x00\x00\x00\x08wide\x00\x00\x00\x00mdat", "mp4"),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\xf7\x81\x01webm", "matroska"),
+        (b"RIFF\x00\x10\x00\x00AVI LIST", "avi"),
+    ],
+)
+def test_video_container_names(header: bytes, container: str) -> None:
+    assert sniff_container(header + b"\x00" * 64) == container
+
+
+def test_transport_stream_needs_repeated_sync_bytes() -> None:
+    packet = b"\x47" + b"\x00" * 187
+    assert sniff_container(packet * 5) == "mpegts"
+    assert sniff_container(packet * 4 + b"\x00" * 188) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nm=video 5004 RTP/AVP 96\r\n",  # SDP
+        b"ffconcat version 1.0\nfile 'a.mp4'\n",
+        b"#EXTM3U\n#EXTINF:10,\nhttp://127.0.0.1/a.ts\n",
+        b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf",  # a still image in an ISO container
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
+        b"",
+    ],
+    ids=["sdp", "ffconcat", "hls", "avif", "png", "empty"],
+)
+def test_text_formats_and_images_have_no_container(data: bytes) -> None:
+    assert sniff_container(data) is None

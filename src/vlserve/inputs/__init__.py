@@ -5,6 +5,7 @@
     ├── data: URI / base64     strict decoding, size checked before decoding
     └── local path             only inside the configured root
     sniff_kind(data)           image / video / pdf / unknown by magic numbers
+    sniff_container(data)      mp4 / matroska / avi / mpegts, or None: what FFmpeg may open
     render_pdf(data)           PDF pages -> RGB images within page and document pixel budgets
     render_pdf_isolated(data)  the same in a worker process with hard time/CPU/memory limits (awaitable)
 
@@ -29,7 +30,7 @@ from vlserve.inputs.policy import (
     check_host,
     system_resolver,
 )
-from vlserve.inputs.sniff import InputKind, sniff_kind
+from vlserve.inputs.sniff import InputKind, VideoContainer, sniff_container, sniff_kind
 from vlserve.inputs.sources import Source, SourceOrigin, load_source
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "Resolver",
     "Source",
     "SourceOrigin",
+    "VideoContainer",
     "check_address",
     "check_addresses",
     "check_host",
@@ -52,6 +54,7 @@ __all__ = [
     "pdf_page_count",
     "render_pdf",
     "render_pdf_isolated",
+    "sniff_container",
     "sniff_kind",
     "system_resolver",
 ]

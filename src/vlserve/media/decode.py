@@ -19,6 +19,16 @@ Only sampled frames are converted to RGB. If the timestamps are unusable
 (missing or repeated) or a sampled frame does not come out of the decoder, the
 caller falls back to ``decode_sequential``: a full decode that numbers frames
 by output order, exactly as the reference does.
+
+What FFmpeg may open (``open_container``): only bytes in memory, only after
+their container was recognised from its signature (``sniff_container``) and
+found on ``settings.video_containers``, and only with that container's demuxer
+(``format=``), never FFmpeg's own format guessing. So text formats FFmpeg would
+read as media (an SDP description opening UDP sockets, an ffconcat script or
+HLS playlist naming other files or URLs, image-sequence patterns) never reach
+a demuxer, and every such refusal is the one message ``REFUSED``. The
+protocol whitelist is empty of anything real and MOV external references are
+off, so even a whitelisted container cannot make FFmpeg open a file or socket.
 """
 
 from __future__ import annotations
@@ -36,20 +46,37 @@ import av.stream
 from av.video.stream import VideoStream
 
 from vlserve.errors import PayloadTooLargeError, VideoError
+from vlserve.inputs.sniff import sniff_container
 from vlserve.media.settings import VisionSettings
 
 __all__ = [
+    "REFUSED",
     "SUPPORTED_VIDEO_FORMATS",
     "FrameIndex",
     "MissingFramesError",
     "VideoFile",
+    "check_signature",
+    "open_container",
     "plan_segments",
+    "read_video_bytes",
 ]
 
 SUPPORTED_VIDEO_FORMATS = ("MP4", "MOV", "AVI", "WEBM", "MKV")
 _SUPPORTED_TEXT = "MP4, MOV, AVI, WEBM and MKV"
 # FFmpeg demuxer names (content-sniffed) that correspond to the formats above.
-_DEMUXERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "avi", "matroska,webm"})
+# The one demuxer each sniffed container is opened with.
+_DEMUXER_OF = {"mp4": "mov", "matroska": "matroska", "avi": "avi", "mpegts": "mpegts"}
+# FFmpeg's names for them (its long form when it guessed the format itself).
+_DEMUXERS = frozenset({*_DEMUXER_OF.values(), "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+# One message for every file refused before FFmpeg sees it: it says nothing of why, so a sender
+# cannot learn what exists on the server from the difference between two refusals.
+REFUSED = f"The file is not a video this server accepts. Supported formats: {_SUPPORTED_TEXT}."
+_CONTAINER_OPTIONS = {
+    # No real protocol is named, so no nested open (file, network, concat, data, ...) can succeed.
+    "protocol_whitelist": "none",
+    "enable_drefs": "0",  # MOV: never follow references to external media files
+    "use_absolute_path": "0",
+}
 # Demuxing stops this far past the last second that can matter (timestamps of
 # packets in decode order run slightly behind presentation order).
 _STOP_MARGIN = Fraction(1)
@@ -92,32 +119,11 @@ class VideoFile:
 
     @classmethod
     def open(cls, source: bytes | str | os.PathLike[str], settings: VisionSettings) -> VideoFile:
-        """Open ``source`` (bytes or a path), checking size, format and stream."""
-        if isinstance(source, bytes):
-            data = source
-            if len(data) > settings.max_video_bytes:
-                raise PayloadTooLargeError(
-                    f"The video is {len(data):,} bytes; the limit is {settings.max_video_bytes:,} bytes."
-                )
-            if not data:
-                raise VideoError("The video is empty (0 bytes).")
+        """Open ``source`` (bytes, or a path read into memory), checking size, container and stream."""
+        data = read_video_bytes(source, settings)
 
-            def reopen() -> av.container.InputContainer:
-                return av.open(io.BytesIO(data), mode="r")
-
-        else:
-            path = os.fspath(source)
-            try:
-                size = os.path.getsize(path)
-            except OSError as err:
-                raise VideoError(f"The video file could not be read: {path}") from err
-            if size > settings.max_video_bytes:
-                raise PayloadTooLargeError(
-                    f"The video is {size:,} bytes; the limit is {settings.max_video_bytes:,} bytes."
-                )
-
-            def reopen() -> av.container.InputContainer:
-                return av.open(path, mode="r")
+        def reopen() -> av.container.InputContainer:
+            return open_container(data, settings)
 
         container = reopen()
         try:
@@ -249,6 +255,51 @@ class VideoFile:
             container.close()
 
 
+def read_video_bytes(source: bytes | str | os.PathLike[str], settings: VisionSettings) -> bytes:
+    """``source`` as bytes in memory, within ``max_video_bytes``: FFmpeg never opens a path."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        path = os.fspath(source)
+        try:
+            size = os.path.getsize(path)
+            if size > settings.max_video_bytes:
+                raise PayloadTooLargeError(
+                    f"The video is {size:,} bytes; the limit is {settings.max_video_bytes:,} bytes."
+                )
+            with open(path, "rb") as fh:
+                data = fh.read(settings.max_video_bytes + 1)
+        except OSError as err:
+            raise VideoError(f"The video file could not be read: {path}") from err
+    if len(data) > settings.max_video_bytes:
+        raise PayloadTooLargeError(
+            f"The video is {len(data):,} bytes; the limit is {settings.max_video_bytes:,} bytes."
+        )
+    if not data:
+        raise VideoError("The video is empty (0 bytes).")
+    return data
+
+
+def open_container(data: bytes, settings: VisionSettings) -> av.container.InputContainer:
+    """Open ``data`` with the demuxer of its sniffed container, or raise VideoError(REFUSED).
+
+    The container must be on ``settings.video_containers``; FFmpeg gets an in-memory buffer, an
+    explicit format and options that forbid every nested open (see the module docstring).
+    """
+    container = check_signature(data, settings)
+    return av.open(
+        io.BytesIO(data), mode="r", format=_DEMUXER_OF[container], container_options=dict(_CONTAINER_OPTIONS)
+    )
+
+
+def check_signature(data: bytes, settings: VisionSettings) -> str:
+    """The container of ``data`` if it is on ``settings.video_containers``; otherwise VideoError(REFUSED)."""
+    container = sniff_container(data)
+    if container is None or container not in settings.video_containers:
+        raise VideoError(REFUSED)
+    return container
+
+
 def plan_segments(
     keyframes: Sequence[bool], pts: Sequence[int | None], targets: set[int]
 ) -> list[tuple[int, int]]:
@@ -301,9 +352,7 @@ def _take(frames: Any, by_pts: dict[int, int], remaining: set[int]) -> Iterator[
 
 def _check_container(container: av.container.InputContainer, settings: VisionSettings) -> VideoStream:
     if container.format.name not in _DEMUXERS:
-        raise VideoError(
-            f"Unsupported video format ({container.format.long_name}). Supported formats: {_SUPPORTED_TEXT}."
-        )
+        raise VideoError(REFUSED)
     stream = _first_video_stream(container)
     codec = stream.codec_context
     if codec.width * codec.height > settings.max_image_pixels:

@@ -27,6 +27,15 @@ Frames carrying a display rotation (phones) are turned upright first.
 A list of frames is taken as already sampled at ``fps`` frames per second (default
 ``video_fps``): all frames are used (uniformly thinned to ``max_frames`` if
 longer), ``start``/``end`` and the duration policy apply to their times.
+
+Isolation: encoded video (bytes or a path, read into memory) is checked here
+(size, container signature against ``video_containers``: see ``decode``), then
+demuxed, decoded, resized and patched in a worker process of
+``vlserve.isolation.video_pool`` under hard wall-clock, CPU and memory limits;
+only the finished ``VideoFeatures`` come back. A file that would decode for
+minutes or allocate gigabytes fails its own request with 1003 and nothing else.
+The worker runs exactly this module's code, so results are bit for bit the
+in-process ones (``isolated=False``, for trusted callers and benchmarks).
 """
 
 from __future__ import annotations
@@ -43,7 +52,8 @@ import numpy as np
 from PIL import Image
 
 from vlserve.errors import PayloadTooLargeError, VideoError, VideoTooLongError
-from vlserve.media.decode import FrameIndex, MissingFramesError, VideoFile
+from vlserve.isolation import IsolationError, WorkerPool, video_pool
+from vlserve.media.decode import FrameIndex, MissingFramesError, VideoFile, check_signature, read_video_bytes
 from vlserve.media.image import to_rgb
 from vlserve.media.patches import new_patch_buffer, write_frame
 from vlserve.media.sampling import group_timestamps, pad_to_multiple, sample_indices
@@ -51,7 +61,12 @@ from vlserve.media.settings import VisionSettings
 from vlserve.media.sizing import video_target_size
 from vlserve.media.threads import media_pool, pool_size
 
-__all__ = ["VideoFeatures", "load_video"]
+__all__ = ["VideoFeatures", "VideoProbe", "load_video", "probe_video"]
+
+TOO_COMPLEX = (
+    "The video is too large or too complex to decode within this server's limits (time or memory); "
+    "send a shorter or smaller clip."
+)
 
 FrameInput = Image.Image | np.ndarray
 VideoSource = bytes | str | os.PathLike[str] | Sequence[FrameInput]
@@ -107,6 +122,8 @@ def load_video(
     end: float | None = None,
     min_frames: int | None = None,
     max_frames: int | None = None,
+    isolated: bool = True,
+    pool: WorkerPool | None = None,
 ) -> VideoFeatures:
     """Decode, sample, resize, normalise and patch a video.
 
@@ -114,9 +131,11 @@ def load_video(
     ``(H, W, 3)`` uint8 arrays). ``fps`` is the sampling rate for encoded video
     and the frame rate of a frame sequence (default ``settings.video_fps``).
     ``start``/``end`` select a clip in seconds. ``min_frames``/``max_frames``
-    override the settings. Raises VideoError (corrupt, unsupported, no video
-    stream, bad arguments), VideoTooLongError (policy "reject") and
-    PayloadTooLargeError (more than ``max_video_bytes``).
+    override the settings. Encoded video is decoded in a worker process of
+    ``pool`` (default: the server's ``video_pool``) unless ``isolated=False``.
+    Raises VideoError (corrupt, unsupported, no video stream, bad arguments, or
+    over the worker's time/memory limits), VideoTooLongError (policy "reject")
+    and PayloadTooLargeError (more than ``max_video_bytes``).
     """
     sample_fps = settings.video_fps if fps is None else float(fps)
     lo = settings.video_min_frames if min_frames is None else int(min_frames)
@@ -133,8 +152,30 @@ def load_video(
         source = bytes(source)
     if not isinstance(source, (bytes, str, os.PathLike)):
         return _from_frames(list(source), settings, Fraction(repr(sample_fps)), clip_start, clip_end, hi)
+    data = read_video_bytes(source, settings)
+    check_signature(data, settings)  # refused files never reach a worker, let alone FFmpeg
+    if not isolated:
+        return _decode_encoded(data, settings, sample_fps, clip_start, clip_end, lo, hi)
     try:
-        return _from_file(source, settings, sample_fps, clip_start, clip_end, lo, hi)
+        return (pool or video_pool()).run(
+            _decode_encoded, data, settings, sample_fps, clip_start, clip_end, lo, hi
+        )
+    except IsolationError as err:
+        raise VideoError(TOO_COMPLEX, reason=err.reason) from err
+
+
+def _decode_encoded(
+    data: bytes,
+    settings: VisionSettings,
+    sample_fps: float,
+    clip_start: Fraction,
+    clip_end: Fraction | None,
+    lo: int,
+    hi: int,
+) -> VideoFeatures:
+    """The whole decode of checked bytes, every failure as a coded error (runs in the worker)."""
+    try:
+        return _from_file(data, settings, sample_fps, clip_start, clip_end, lo, hi)
     except (VideoError, VideoTooLongError, PayloadTooLargeError):
         raise
     except av.FFmpegError as err:
@@ -142,8 +183,85 @@ def load_video(
             "The video could not be decoded; it may be corrupt, truncated or in an unsupported format "
             "(supported: MP4, MOV, AVI, WEBM, MKV)."
         ) from err
-    except (OSError, ValueError, EOFError, MemoryError, RuntimeError) as err:
+    except MemoryError as err:
+        raise VideoError(TOO_COMPLEX) from err
+    except (OSError, ValueError, EOFError, RuntimeError) as err:
         raise VideoError("The video could not be read; it may be corrupt or truncated.") from err
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What a video's container header declares (read in a worker; no frame is decoded).
+
+    ``duration`` (seconds), ``fps`` and ``frames`` come from the header and may
+    be absent (None) or rough; ``frames`` is the stream's declared frame count.
+    """
+
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    duration: float | None
+    frames: int | None
+
+
+def probe_video(
+    source: bytes | str | os.PathLike[str],
+    settings: VisionSettings,
+    *,
+    isolated: bool = True,
+    pool: WorkerPool | None = None,
+) -> VideoProbe:
+    """The header facts of an encoded video, for cost estimates before decoding.
+
+    The same checks as ``load_video`` (bytes limit, container signature and
+    whitelist, a video stream, frame size within ``max_image_pixels``), with the
+    container opened in a worker process unless ``isolated=False``. Raises
+    VideoError and PayloadTooLargeError.
+    """
+    data = read_video_bytes(source, settings)
+    check_signature(data, settings)
+    if not isolated:
+        return _probe_encoded(data, settings)
+    try:
+        return (pool or video_pool()).run(_probe_encoded, data, settings)
+    except IsolationError as err:
+        raise VideoError(TOO_COMPLEX, reason=err.reason) from err
+
+
+def _probe_encoded(data: bytes, settings: VisionSettings) -> VideoProbe:
+    try:
+        with VideoFile.open(data, settings) as video:
+            stream = video.stream
+            fps = _declared_fps(stream)
+            return VideoProbe(
+                container=check_signature(data, settings),
+                codec=stream.codec_context.name,
+                width=stream.codec_context.width,
+                height=stream.codec_context.height,
+                fps=fps,
+                duration=video.metadata_duration(),
+                frames=int(stream.frames) or None,
+            )
+    except (VideoError, PayloadTooLargeError):
+        raise
+    except av.FFmpegError as err:
+        raise VideoError(
+            "The video could not be decoded; it may be corrupt, truncated or in an unsupported format "
+            "(supported: MP4, MOV, AVI, WEBM, MKV)."
+        ) from err
+    except MemoryError as err:
+        raise VideoError(TOO_COMPLEX) from err
+    except (OSError, ValueError, EOFError, RuntimeError) as err:
+        raise VideoError("The video could not be read; it may be corrupt or truncated.") from err
+
+
+def _declared_fps(stream: Any) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return None
 
 
 def _from_file(
