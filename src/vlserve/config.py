@@ -248,6 +248,7 @@ class Settings(BaseSettings):
                            "audit log) lives here; relative paths in the settings resolve under it. Never the "
                            "current directory by default.")
     expose_docs: bool = True
+    expose_ui: bool = Field(True, description="Serve the web demo page at /ui/ (it calls this server's API).")
 
     @model_validator(mode="after")
     def _under_data_dir(self) -> Settings:

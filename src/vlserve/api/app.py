@@ -125,6 +125,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.include_router(health.router)
     app.include_router(artifacts.router)
     app.include_router(jobs.router)
+    if settings.expose_ui:
+        # The web demo, from the same origin as the API it calls: no CORS, and a key typed into the
+        # page goes only to this server. `vlserve demo` serves the same files for remote servers.
+        from starlette.staticfiles import StaticFiles
+
+        from vlserve.demo.assets import STATIC_DIR
+
+        app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app
 
 

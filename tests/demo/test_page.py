@@ -1,0 +1,252 @@
+"""The demo page in a real browser (Debian's chromium through Playwright) against a real vlserve
+server running the tiny model, with the browser's network restricted to loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.demo.helpers import broken_png, magenta_pixels, non_background_pixels, photo, run_server, scene_png
+
+DONE = "#answer[data-state='done']"
+
+
+def open_demo(page: Any, url: str, task: str) -> None:
+    page.goto(f"{url}/?task={task}")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.input_value("#task") == task
+
+
+def upload(page: Any, *paths: Path) -> None:
+    before = page.locator("#attachments li").count()
+    page.set_input_files("#file-input", [str(p) for p in paths])
+    page.wait_for_function(f"document.querySelectorAll('#attachments li').length === {before + len(paths)}")
+
+
+def save(page: Any, shots: Path | None, name: str, **kwargs: Any) -> None:
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / name), **kwargs)
+
+
+def test_image_question_streams_token_by_token(page: Any, demo_url: str, tmp_path: Path,
+                                               shots: Path | None) -> None:
+    open_demo(page, demo_url, "vqa")
+    assert "1–16" in page.text_content("#task-rules")
+    upload(page, scene_png(tmp_path / "scene.png"))
+    page.fill("#text", "What shapes are in this picture?")
+    page.fill("#opt-max-tokens", "12")
+    # Count the answer's updates while it streams: one per token event, not one at the end.
+    page.evaluate("""() => {
+        window.updates = 0;
+        new MutationObserver(() => { window.updates += 1; })
+            .observe(document.getElementById('answer'), {childList: true, characterData: true, subtree: true});
+    }""")
+    page.click("#run")
+    page.wait_for_selector(DONE, timeout=180_000)
+    assert page.evaluate("window.updates") >= 6  # 12 tokens streamed (some may arrive together), then the final
+    meta = {el.get_attribute("data-key"): el.inner_text() for el in page.query_selector_all("#metadata > div")}
+    assert {"ttft", "total", "tokens", "confidence", "experts", "degraded", "model"} <= set(meta)
+    assert "/ 12" in meta["tokens"] and "no" in meta["degraded"] and "tiny" in meta["model"]
+    assert page.text_content("#answer").strip()
+    save(page, shots, "demo-stream.png", full_page=True)
+    # The same page in Chinese.
+    page.click("#lang")
+    assert page.text_content("#run") == "运行"
+    assert "首 token" in page.text_content("#metadata")
+    assert page.text_content("#task-hint") == "就一张或多张图片提问。"
+
+
+def test_grounding_draws_boxes_on_the_image(page: Any, demo_url: str, tmp_path: Path, shots: Path | None) -> None:
+    open_demo(page, demo_url, "grounding")
+    assert "a question is required" in page.text_content("#task-rules")
+    upload(page, scene_png(tmp_path / "scene.png"))
+    page.click("#run")  # no text yet: the page says what is missing before sending anything
+    assert "a question is required" in page.text_content("#error")
+    page.fill("#text", "the blue square")
+    page.click("#run")
+    page.wait_for_selector(DONE, timeout=240_000)
+    answer = json.loads(page.text_content("#answer"))
+    assert answer["objects"], "the tiny model's greedy answer for this image has boxes"
+    png = page.locator("#view canvas.grounding").screenshot()
+    assert magenta_pixels(scene_png(tmp_path / "again.png").read_bytes()) == 0  # none before drawing
+    shot = Image.open(io.BytesIO(png)).convert("RGB")
+    scale = (shot.width - 2) / answer["image_size"][0]  # the canvas has a 1 px border on each side
+    for obj in answer["objects"]:
+        x1, y1, x2, y2 = (round(v * scale) + 1 for v in obj["box"])
+        # The left edge of the box, below its label: magenta where the box is, whatever the image had.
+        column = [shot.getpixel((x, y)) for x in range(max(0, x1 - 2), x1 + 3)
+                  for y in range(y1 + 2, max(y1 + 3, y2 - 1))]
+        assert any(r > 220 and g < 60 and b > 220 for r, g, b in column), obj
+    assert magenta_pixels(png) > 40
+    save(page, shots, "demo-grounding.png", full_page=True)
+
+
+def test_multiview_3d_viewer_and_downloads(page: Any, demo_url: str, tmp_path: Path, shots: Path | None) -> None:
+    open_demo(page, demo_url, "multiview_3d")
+    upload(page, photo(tmp_path / "front.png", 10), photo(tmp_path / "top.png", 11))
+    labels = page.locator("#attachments input.view-label")
+    assert labels.count() == 2 and labels.nth(0).input_value() == "front"
+    labels.nth(1).fill("top")
+    page.fill("#opt-max-tokens", "700")
+    page.click("#run")
+    page.wait_for_selector(DONE, timeout=300_000)
+    page.wait_for_function("document.querySelector('#viewer') && document.querySelector('#viewer').loaded",
+                           timeout=60_000)
+    page.wait_for_timeout(500)  # one more frame after loading
+    viewer = page.locator("#viewer").screenshot()
+    assert non_background_pixels(viewer) > 2000, "the 3D canvas shows the model"
+    links = {a.get_attribute("data-format"): a for a in page.query_selector_all(".downloads a")}
+    assert {"glb", "stl", "obj", "ply", "scad", "py", "png"} <= set(links)
+    for fmt, link in links.items():
+        reply = page.request.get(link.get_attribute("href"))
+        assert reply.ok and len(reply.body()) > 0, fmt
+    with page.expect_download() as download:
+        links["stl"].click()
+    assert Path(download.value.path()).stat().st_size > 84  # an STL header plus triangles
+    spec = json.loads(page.input_value("#spec"))
+    assert spec["parts"]
+    save(page, shots, "demo-3d.png", full_page=True)
+
+
+def test_bad_image_shows_the_1001_message(page: Any, demo_url: str, tmp_path: Path, shots: Path | None) -> None:
+    open_demo(page, demo_url, "vqa")
+    upload(page, broken_png(tmp_path / "broken.png"))
+    page.fill("#text", "What is this?")
+    page.click("#run")
+    page.wait_for_selector("#error[data-code='1001']")
+    text = page.text_content("#error")
+    assert "could not be read" in text and "Convert it to JPG or PNG" in text
+    assert "Traceback" not in text and "request id req_" in text
+    save(page, shots, "demo-error.png")
+    page.click("#lang")
+    assert "请转换为 JPG 或 PNG" in page.text_content("#error")
+
+
+def test_batch_job_progress_reaches_done(page: Any, demo_url: str, tmp_path: Path, shots: Path | None) -> None:
+    open_demo(page, demo_url, "captioning")
+    upload(page, scene_png(tmp_path / "a.png"), photo(tmp_path / "b.png", 3))
+    page.fill("#opt-max-tokens", "6")
+    page.click("#submit-jobs")
+    job = page.locator("#jobs li").first
+    job.wait_for()
+    page.wait_for_selector("#jobs li[data-status='succeeded']", timeout=180_000)
+    assert job.locator("progress").evaluate("p => p.value") == 1
+    assert job.locator(".job-status").inner_text() == "done"
+    job.locator(".job-show").click()
+    assert page.text_content("#answer").strip()
+    assert "/ 6" in page.text_content("#metadata")
+    save(page, shots, "demo-jobs.png", full_page=True)
+
+
+def test_inputs_by_drop_paste_video_and_pdf(page: Any, demo_url: str, tmp_path: Path) -> None:
+    open_demo(page, demo_url, "video_qa")
+    png = scene_png(tmp_path / "scene.png").read_bytes()
+    page.evaluate("""(bytes) => {
+        const file = (name, type) => new File([new Uint8Array(bytes)], name, {type});
+        const dropped = new DataTransfer();
+        dropped.items.add(file('dropped.png', 'image/png'));
+        dropped.items.add(file('clip.mp4', 'video/mp4'));
+        dropped.items.add(file('paper.pdf', 'application/pdf'));
+        dropped.items.add(file('notes.txt', 'text/plain'));
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dropped, bubbles: true}));
+        const pasted = new DataTransfer();
+        pasted.items.add(file('pasted.png', 'image/png'));
+        document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: pasted, bubbles: true}));
+    }""", list(png))
+    page.wait_for_function("document.querySelectorAll('#attachments li').length === 4")
+    assert page.locator("#attachments li.image").count() == 2
+    assert page.locator("#attachments li.document input.pages").is_disabled()
+    note = page.text_content("#input-note")
+    assert "notes.txt: only images, videos and PDF files" in note and "page ranges are not supported" in note
+    assert page.get_attribute("#camera-input", "capture") == "environment"
+    # Keep only the video, pick a window, and send it: the server reads the request and refuses the
+    # "video" (PNG bytes) with 1003, which the page explains.
+    for _ in range(3):
+        page.locator("#attachments li.image button.remove, #attachments li.document button.remove").first.click()
+    assert page.locator("#attachments li").count() == 1
+    page.fill(".video-start", "2")
+    page.fill(".video-end", "9.5")
+    page.fill("#text", "What happens?")
+    with page.expect_request("**/api/infer_stream") as sent:
+        page.click("#run")
+    body = json.loads(sent.value.post_data)
+    assert body["videos"][0]["start"] == 2 and body["videos"][0]["end"] == 9.5
+    assert body["videos"][0]["url"].startswith("data:video/mp4;base64,")
+    page.wait_for_selector("#error[data-code='1003']")
+    assert "Re-encode it as H.264 MP4" in page.text_content("#error")
+
+
+def test_markdown_is_rendered_and_escaped(page: Any, demo_url: str) -> None:
+    open_demo(page, demo_url, "ocr")
+    html = page.evaluate("""async () => {
+        const {renderMarkdown} = await import('./markdown.js');
+        return renderMarkdown('# Title\\n\\n| a | b |\\n|---|---|\\n| 1 | **2** |\\n\\n'
+                              + '- <img src=x onerror=alert(1)>\\n'
+                              + '- [link](javascript:alert(1))\\n\\n<script>alert(1)</script>');
+    }""")
+    assert "<h1>Title</h1>" in html and "<table>" in html and "<strong>2</strong>" in html
+    assert "<img" not in html and "<script" not in html and "javascript:" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_chart_and_timestamps(page: Any, demo_url: str, shots: Path | None) -> None:
+    open_demo(page, demo_url, "chart_parse")
+    result = page.evaluate("""async () => {
+        const {plotChart, chartTable, findTimestamps} = await import('./render.js');
+        const answer = {title: 'Sales', chart_type: 'bar', x_axis: {label: 'year', unit: ''},
+                        y_axis: {label: 'units', unit: 'k'},
+                        series: [{name: 'A', points: [{x: '2022', y: 3}, {x: '2023', y: 5}]},
+                                 {name: 'B', points: [{x: '2022', y: 4}, {x: '2024', y: 1}]}]};
+        const canvas = plotChart(answer);
+        const table = chartTable(answer);
+        document.getElementById('view').append(canvas, table);
+        const stamps = findTimestamps('At <3.5 seconds> a cat, at 00:12 a dog, and 7s later 1:02:03.');
+        return {rows: [...table.querySelectorAll('tr')].map(r => [...r.children].map(c => c.textContent)),
+                stamps: stamps.map(s => s.seconds)};
+    }""")
+    assert result["rows"] == [["year", "A", "B"], ["2022", "3", "4"], ["2023", "5", ""], ["2024", "", "1"]]
+    assert result["stamps"] == [3.5, 12, 7, 3723]
+    assert non_background_pixels(page.locator("#view canvas").screenshot()) > 1500
+    save(page, shots, "demo-chart.png", clip={"x": 0, "y": 0, "width": 1280, "height": 1000})
+
+
+def test_unreachable_server_counts_down_to_a_retry(page: Any, tmp_path: Path) -> None:
+    import socket
+
+    from vlserve.demo import create_demo_app
+
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    for url in run_server(create_demo_app(dead)):
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_selector("#server-status.bad")
+        assert page.text_content("#server-status") == "unreachable"
+        # The task list itself failed with 2001: the page says the server is busy and counts down.
+        assert page.get_attribute("#error", "data-code") == "2001"
+        assert "busy" in page.text_content("#error")
+        countdown = page.text_content("#error .countdown")
+        assert countdown in {f"Retrying in {n} s…" for n in range(1, 6)}
+
+
+def test_served_by_the_server_itself_at_ui(page: Any, vl_server: str) -> None:
+    page.goto(vl_server + "/ui")
+    page.wait_for_selector("body[data-ready='1']")
+    tasks = page.eval_on_selector_all("#task option", "opts => opts.map(o => o.value)")
+    assert {"vqa", "grounding", "chart_parse", "ocr", "doc_analyze", "video_qa", "multiview_3d"} <= set(tasks)
+    page.wait_for_selector("#server-status.ok")
+
+
+@pytest.mark.parametrize("name", ["index.html", "app.js", "api.js", "render.js", "markdown.js", "i18n.js", "style.css"])
+def test_page_files_reference_nothing_remote(name: str) -> None:
+    from vlserve.demo import STATIC_DIR
+
+    text = (STATIC_DIR / name).read_text()
+    assert "http://" not in text and "https://" not in text and "@import" not in text and "url(" not in text
