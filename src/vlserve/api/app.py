@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from vlserve import __version__
 from vlserve.api import artifacts, errors, health, infer, jobs, openai_compat
+from vlserve.api.docs import make_app
 from vlserve.api.middleware import KeyRequired, RequestContext
 from vlserve.config import Settings
 from vlserve.runtime.protocol import Engine, GenerationRequest, Message, SamplingParams
@@ -99,14 +100,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
         if service is not None:
             await service.aclose()
 
-    app = FastAPI(
+    app = make_app(  # /docs and /redoc with their assets served here (no CDN: they work offline)
+        expose_docs=settings.expose_docs,
         title="vlserve",
         version=__version__,
         summary="Task API over Qwen3-VL: /infer, /infer_stream, OpenAI-compatible chat.",
         lifespan=lifespan,
-        docs_url="/docs" if settings.expose_docs else None,
-        openapi_url="/openapi.json" if settings.expose_docs else None,
-        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = None
