@@ -266,6 +266,21 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b"x")
                     self.wfile.flush()
                     time.sleep(0.05)
+            case ["trickle"]:  # ?n= bytes per write, ?every= seconds between writes, 1 MB in all
+                self.send_response(200)
+                self.send_header("Content-Length", str(1 << 20))
+                self.end_headers()
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    self.wfile.write(b"x" * int(query.get("n", "10")))
+                    self.wfile.flush()
+                    time.sleep(float(query.get("every", "0.05")))
+            case ["stall"]:  # headers, then nothing for ?seconds= (default 30)
+                self.send_response(200)
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.flush()
+                time.sleep(float(query.get("seconds", "30")))
             case _:
                 self._send(404, b"no such route")
 
@@ -277,10 +292,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class LoopbackServer:
-    """The routes above on 127.0.0.1 in a background thread, optionally over TLS."""
+    """The routes above on ``bind`` (a loopback IP) in a background thread, optionally over TLS."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, bind: str = "127.0.0.1") -> None:
+        self.bind = bind
+        self.httpd = ThreadingHTTPServer((bind, 0), _Handler)
         self.httpd.daemon_threads = True
         if ssl_context is not None:
             self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
@@ -288,8 +304,8 @@ class LoopbackServer:
         self.scheme = "https" if ssl_context else "http"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"{self.scheme}://{host}:{self.port}{path}"
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"{self.scheme}://{host or self.bind}:{self.port}{path}"
 
     def __enter__(self) -> LoopbackServer:
         self._thread.start()

@@ -19,7 +19,7 @@ from vlserve.inputs.documents import (
     render_pdf,
     render_pdf_isolated,
 )
-from vlserve.inputs.fetch import DEFAULT_USER_AGENT, Fetched, Fetcher
+from vlserve.inputs.fetch import DEFAULT_USER_AGENT, FetchBudget, Fetched, Fetcher
 from vlserve.inputs.policy import (
     DEFAULT_MAX_FETCH_BYTES,
     FetchPolicy,
@@ -36,6 +36,7 @@ from vlserve.inputs.sources import Source, SourceOrigin, load_source
 __all__ = [
     "DEFAULT_MAX_FETCH_BYTES",
     "DEFAULT_USER_AGENT",
+    "FetchBudget",
     "FetchPolicy",
     "Fetched",
     "Fetcher",

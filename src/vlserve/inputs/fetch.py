@@ -9,7 +9,15 @@ not by httpx, so that each target meets the gate before any byte is sent to it.
 The body is streamed into a bounded buffer: a declared ``Content-Length`` over
 the limit is refused before reading, and a body without one is cut off as soon
 as it passes the limit. One deadline covers resolving, connecting, redirects and
-the whole body, so a server that drips a byte a second cannot hold a worker.
+the whole body, so a server that drips a byte a second cannot hold a worker;
+within it, each read may wait ``read_timeout`` seconds at most, and a body
+slower than ``min_bytes_per_second`` on average after its first
+``read_timeout`` seconds is cut off early.
+
+Sharing: at most ``max_per_host`` fetches talk to one host at once, server-wide
+(more wait their turn, inside their deadline), so one slow host cannot occupy
+the whole connection pool. A ``FetchBudget`` caps what one request may fetch
+in all: URLs (redirect hops included; 1006) and bytes (1005).
 
 All httpx failures become ``FetchError`` in ``_translated`` and nowhere else;
 messages name the URL the user gave (or the redirect target) and the reason,
@@ -22,14 +30,22 @@ import asyncio
 import contextlib
 import http.cookiejar
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
 import httpcore
 import httpx
 
-from vlserve.errors import FetchError, FetchRefusedError, PayloadTooLargeError, RequestError, VlserveError
+from vlserve.errors import (
+    FetchError,
+    FetchRefusedError,
+    PayloadTooLargeError,
+    RequestError,
+    TooManyInputsError,
+    VlserveError,
+)
 from vlserve.inputs._transport import PinningTransport, pinned
 from vlserve.inputs.policy import (
     FetchPolicy,
@@ -41,7 +57,7 @@ from vlserve.inputs.policy import (
     system_resolver,
 )
 
-__all__ = ["DEFAULT_USER_AGENT", "Fetched", "Fetcher", "format_bytes"]
+__all__ = ["DEFAULT_USER_AGENT", "FetchBudget", "Fetched", "Fetcher", "format_bytes"]
 
 DEFAULT_USER_AGENT = "vlserve-fetch/0.1"
 MAX_URL_LENGTH = 8192
@@ -56,6 +72,61 @@ class Fetched:
     data: bytes
     content_type: str | None
     final_url: str
+
+
+class FetchBudget:
+    """What one request may fetch in all: ``max_fetches`` URLs (each redirect hop counts) and
+    ``max_bytes`` of bodies. Create one per request and pass it to every fetch of that request."""
+
+    def __init__(self, max_fetches: int, max_bytes: int) -> None:
+        if max_fetches < 1 or max_bytes < 1:
+            raise ValueError("a fetch budget needs max_fetches >= 1 and max_bytes >= 1")
+        self.max_fetches = max_fetches
+        self.max_bytes = max_bytes
+        self.fetches = 0
+        self.bytes = 0
+
+    def take_fetch(self) -> None:
+        """Count one more URL; TooManyInputsError (1006) past ``max_fetches``."""
+        if self.fetches >= self.max_fetches:
+            raise TooManyInputsError(
+                f"This request fetches more than {self.max_fetches} URLs (redirects included), the "
+                "server's limit per request.",
+                limit=self.max_fetches,
+            )
+        self.fetches += 1
+
+    def take_bytes(self, count: int) -> None:
+        """Count ``count`` more body bytes; PayloadTooLargeError (1005) past ``max_bytes``."""
+        self.bytes += count
+        if self.bytes > self.max_bytes:
+            raise PayloadTooLargeError(
+                f"The URLs of this request add up to more than the {format_bytes(self.max_bytes)} the server "
+                "fetches per request.",
+                limit=self.max_bytes,
+            )
+
+
+class _HostSlots:
+    """At most ``limit`` fetches per host at once; the semaphores live only while in use."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, host: str) -> AsyncIterator[None]:
+        semaphore, users = self._slots.get(host, (asyncio.Semaphore(self.limit), 0))
+        self._slots[host] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._slots[host]
+            if users <= 1:
+                del self._slots[host]
+            else:
+                self._slots[host] = (semaphore, users - 1)
 
 
 @dataclass(frozen=True)
@@ -105,6 +176,7 @@ class Fetcher:
     ) -> None:
         self.policy = policy or FetchPolicy()
         self._resolver = resolver
+        self._hosts = _HostSlots(self.policy.max_per_host)
         transport = PinningTransport(
             ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             network_backend=network_backend,
@@ -115,7 +187,9 @@ class Fetcher:
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment may route around the pinning
             cookies=_refusing_cookie_jar(),
-            timeout=httpx.Timeout(self.policy.total_timeout, connect=self.policy.connect_timeout),
+            timeout=httpx.Timeout(
+                self.policy.total_timeout, connect=self.policy.connect_timeout, read=self.policy.read_timeout
+            ),
             headers={
                 "User-Agent": user_agent,
                 "Accept": "*/*",
@@ -137,34 +211,41 @@ class Fetcher:
         """Close pooled connections."""
         await self._client.aclose()
 
-    async def fetch(self, url: str, *, max_bytes: int | None = None) -> Fetched:
+    async def fetch(self, url: str, *, max_bytes: int | None = None, budget: FetchBudget | None = None) -> Fetched:
         """GET ``url`` and return its body.
 
-        ``max_bytes`` can only lower the policy's limit. Raises FetchRefusedError
-        (policy), PayloadTooLargeError (size), RequestError (not a URL) and
-        FetchError (everything else: DNS, connect, TLS, HTTP status, timeouts).
+        ``max_bytes`` can only lower the policy's limit; ``budget`` is the
+        request's allowance shared with its other fetches. Raises
+        FetchRefusedError (policy), PayloadTooLargeError (size, budget bytes),
+        TooManyInputsError (budget fetches), RequestError (not a URL) and
+        FetchError (everything else: DNS, connect, TLS, HTTP status, timeouts,
+        a body slower than the minimum rate).
         """
         limit = self.policy.max_bytes if max_bytes is None else min(max_bytes, self.policy.max_bytes)
         try:
             async with asyncio.timeout(self.policy.total_timeout):
-                return await self._follow(url, limit)
+                return await self._follow(url, limit, budget)
         except TimeoutError as err:
             raise FetchError(
                 f"Fetching {_show(url)} took longer than the {self.policy.total_timeout:g} s limit.", url=url
             ) from err
 
-    async def _follow(self, url: str, limit: int) -> Fetched:
+    async def _follow(self, url: str, limit: int, budget: FetchBudget | None) -> Fetched:
         target = self._parse(url, invalid=RequestError)
         for _hop in range(self.policy.max_redirects + 1):
+            if budget is not None:
+                budget.take_fetch()
             addresses = await self._vet(target)
-            with pinned(target.host, addresses), self._translated(target):
-                response = await self._client.send(self._client.build_request("GET", target.url), stream=True)
-                try:
-                    location: str | None = response.headers.get("location")
-                    if response.status_code not in _REDIRECT_STATUSES or location is None:
-                        return await self._read(target, response, limit)
-                finally:
-                    await response.aclose()
+            async with self._hosts.hold(target.host):
+                with pinned(target.host, addresses), self._translated(target):
+                    request = self._client.build_request("GET", target.url)
+                    response = await self._client.send(request, stream=True)
+                    try:
+                        location: str | None = response.headers.get("location")
+                        if response.status_code not in _REDIRECT_STATUSES or location is None:
+                            return await self._read(target, response, limit, budget)
+                    finally:
+                        await response.aclose()
             assert location is not None
             try:
                 next_url = target.url.join(location)
@@ -225,7 +306,9 @@ class Fetcher:
         check_addresses(addresses, target.host, self.policy)
         return addresses
 
-    async def _read(self, target: _Target, response: httpx.Response, limit: int) -> Fetched:
+    async def _read(
+        self, target: _Target, response: httpx.Response, limit: int, budget: FetchBudget | None
+    ) -> Fetched:
         shown = _show(target.url)
         status = response.status_code
         if not 200 <= status < 300:
@@ -240,11 +323,24 @@ class Fetcher:
         declared = response.headers.get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             raise PayloadTooLargeError(too_large, url=str(target.url), limit=limit)
+        declared_size = int(declared) if declared is not None and declared.strip().isdigit() else None
+        if budget is not None and declared_size is not None and budget.bytes + declared_size > budget.max_bytes:
+            budget.take_bytes(declared_size)  # refuses before reading, like the limit above
         body = bytearray()
+        started = time.monotonic()
+        grace, rate = self.policy.read_timeout, self.policy.min_bytes_per_second
         async for chunk in response.aiter_bytes():
             if len(body) + len(chunk) > limit:
                 raise PayloadTooLargeError(too_large, url=str(target.url), limit=limit)
+            if budget is not None:
+                budget.take_bytes(len(chunk))
             body += chunk
+            elapsed = time.monotonic() - started
+            if rate and elapsed > grace and len(body) < rate * elapsed:
+                raise FetchError(
+                    f"{shown} sent its body slower than the {format_bytes(rate)}/s minimum; it was cut off.",
+                    url=str(target.url),
+                )
         content_type = response.headers.get("content-type")
         media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
         return Fetched(data=bytes(body), content_type=media_type or None, final_url=str(target.url))

@@ -68,6 +68,11 @@ class FetchPolicy:
     total_timeout: float = 20.0
     max_redirects: int = 3
     allowed_ports: tuple[int, ...] | None = None
+    # Slow servers: seconds to wait for the next bytes, the average rate a body must keep after its
+    # first read_timeout seconds (0: none), and fetches to one host at once across the server.
+    read_timeout: float = 10.0
+    min_bytes_per_second: int = 16 * 1024
+    max_per_host: int = 4
     _allow: _HostRules = field(init=False, repr=False, compare=False)
     _deny: _HostRules = field(init=False, repr=False, compare=False)
 
@@ -83,8 +88,10 @@ class FetchPolicy:
         object.__setattr__(self, "allowed_schemes", tuple(sorted(schemes)))
         if self.max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
-        if self.connect_timeout <= 0 or self.total_timeout <= 0:
+        if self.connect_timeout <= 0 or self.total_timeout <= 0 or self.read_timeout <= 0:
             raise ValueError("timeouts must be positive")
+        if self.min_bytes_per_second < 0 or self.max_per_host < 1:
+            raise ValueError("min_bytes_per_second must be >= 0 and max_per_host >= 1")
         if self.max_redirects < 0:
             raise ValueError("max_redirects must be >= 0")
         object.__setattr__(self, "_allow", _HostRules.parse(self.allow_hosts))

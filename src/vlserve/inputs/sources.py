@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from vlserve.errors import FetchError, FetchRefusedError, PayloadTooLargeError, RequestError
-from vlserve.inputs.fetch import Fetcher, format_bytes
+from vlserve.inputs.fetch import FetchBudget, Fetcher, format_bytes
 from vlserve.inputs.sniff import InputKind, sniff_kind
 
 __all__ = ["Source", "SourceOrigin", "load_source"]
@@ -61,8 +61,12 @@ def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-async def load_source(ref: str, *, fetcher: Fetcher, local_root: Path | None, max_bytes: int) -> Source:
+async def load_source(
+    ref: str, *, fetcher: Fetcher, local_root: Path | None, max_bytes: int, budget: FetchBudget | None = None
+) -> Source:
     """Load the bytes ``ref`` points to or contains; see the module docstring for the forms.
+
+    ``budget`` is the request's fetch allowance (see ``FetchBudget``), shared by all its URLs.
 
     Raises RequestError for malformed references (bad base64, bad data URI),
     FetchRefusedError for what the server does not allow (schemes, addresses,
@@ -76,7 +80,7 @@ async def load_source(ref: str, *, fetcher: Fetcher, local_root: Path | None, ma
     if match:
         scheme = match.group(1).lower()
         if scheme in ("http", "https"):
-            fetched = await fetcher.fetch(text, max_bytes=max_bytes)
+            fetched = await fetcher.fetch(text, max_bytes=max_bytes, budget=budget)
             return Source(fetched.data, "url", fetched.content_type)
         if scheme == "data":
             return _load_data_uri(text, max_bytes)
