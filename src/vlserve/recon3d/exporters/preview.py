@@ -7,6 +7,7 @@ part's colour. No OpenGL needed, so it runs on any server.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vlserve.recon3d._deps import require
+from vlserve.recon3d.exporters.fonts import MISSING_GLYPH, preview_fonts
 
 if TYPE_CHECKING:
     from vlserve.recon3d.compiler import CompiledModel
@@ -80,9 +82,10 @@ def render_preview(model: CompiledModel, path: Path, size_px: int = 900) -> Path
     fig = Figure(figsize=(size_px / dpi, size_px / dpi), dpi=dpi, facecolor="white")
     FigureCanvasAgg(fig)
     ext = model.extents
+    fonts = list(preview_fonts())  # names may be Chinese, Japanese or Korean (see fonts.py)
     fig.suptitle(
         f"{model.spec.name} — {ext[0]:.4g} × {ext[1]:.4g} × {ext[2]:.4g} mm, {model.volume / 1000:.4g} cm³",
-        fontsize=11,
+        fontsize=11, fontfamily=fonts,
     )
     for k, (title, direction) in enumerate(VIEWS):
         ax: Any = fig.add_subplot(2, 2, k + 1)
@@ -117,12 +120,15 @@ def render_preview(model: CompiledModel, path: Path, size_px: int = 900) -> Path
         ax.set_xlim(lo[0] - pad, hi[0] + pad)
         ax.set_ylim(lo[1] - pad, hi[1] + pad)
         ax.set_aspect("equal")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, fontfamily=fonts)
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_color("#dddddd")
     # fixed margins: tight_layout would render the whole figure once more just to measure it
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92, wspace=0.05, hspace=0.12)
-    fig.savefig(path, format="png")
+    with warnings.catch_warnings():
+        # Without any CJK font, preview_fonts() has said so once; not once more per character.
+        warnings.filterwarnings("ignore", MISSING_GLYPH, UserWarning)
+        fig.savefig(path, format="png")
     return path
