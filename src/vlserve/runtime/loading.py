@@ -126,8 +126,13 @@ def pick_dtype(dtype: DType, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load_model(ckpt: Checkpoint, *, device: Device = "auto", dtype: DType = "auto") -> tuple[Any, Any, str]:
-    """Load the model and tokenizer; returns ``(model, tokenizer, device)``."""
+def load_model(
+    ckpt: Checkpoint, *, device: Device = "auto", dtype: DType = "auto", adapter: str | os.PathLike[str] | None = None
+) -> tuple[Any, Any, str]:
+    """Load the model and tokenizer; returns ``(model, tokenizer, device)``.
+
+    ``adapter`` is a LoRA adapter folder written by ``vlserve finetune``: it is merged into the
+    weights once here, so serving it costs nothing per token."""
     from transformers import (
         AutoTokenizer,
         Qwen3VLForConditionalGeneration,
@@ -139,7 +144,12 @@ def load_model(ckpt: Checkpoint, *, device: Device = "auto", dtype: DType = "aut
     dev = pick_device(device)
     cls = Qwen3VLMoeForConditionalGeneration if ckpt.is_moe else Qwen3VLForConditionalGeneration
     try:
-        model = cls.from_pretrained(ckpt.path, dtype=pick_dtype(dtype, dev)).to(dev).eval()
+        model = cls.from_pretrained(ckpt.path, dtype=pick_dtype(dtype, dev))
+        if adapter is not None:
+            from vlserve.finetune.adapters import apply_adapter
+
+            model = apply_adapter(model, Path(adapter))
+        model = model.to(dev).eval()
         tokenizer = AutoTokenizer.from_pretrained(ckpt.path, padding_side="left")
     except (OSError, ValueError, RuntimeError) as err:
         raise IncompatibleModelError(f"could not load the checkpoint at {ckpt.path}: {err}") from err
