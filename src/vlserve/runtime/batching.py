@@ -80,7 +80,7 @@ class BatchingEngine:
         self._preparing += 1
         try:
             seq = await loop.run_in_executor(self._prepare_pool, lambda: self.engine.sequence(
-                request, emit=lambda text: put(TextDelta(text, next(counter))),
+                request, emit=lambda text, lps: put(TextDelta(text, next(counter), lps)),
                 on_finish=lambda s: put(self.engine.result(s)), on_error=put))
         finally:
             self._preparing -= 1

@@ -22,7 +22,7 @@ import torch
 
 from vlserve.errors import DecodingError, VlserveError
 from vlserve.runtime.constrained import JsonMatcher
-from vlserve.runtime.protocol import FinishReason, SamplingParams
+from vlserve.runtime.protocol import FinishReason, SamplingParams, TokenLogprob
 
 #: Below this temperature a draw is the argmax in all but name (and the scaled logits would
 #: underflow float32), so such rows pick the argmax.
@@ -36,7 +36,7 @@ class RowState:
     params: SamplingParams
     matcher: JsonMatcher | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
-    emit: Callable[[str], None] | None = None  # receives each text delta
+    emit: Callable[[str, list[TokenLogprob] | None], None] | None = None  # each delta (+ its tokens' logprobs)
     generator: torch.Generator | None = None
     tokens: list[int] = field(default_factory=list)
     logprob_sum: float = 0.0
@@ -46,8 +46,13 @@ class RowState:
     finish: FinishReason | None = None
     error: VlserveError | None = None  # set when this row failed alone; the batch goes on
     counts: dict[int, int] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] | None = None  # every token's, when the request asked for them
+    pending_token: TokenLogprob | None = None  # the chosen token's, until it is recorded
+    unsent: list[TokenLogprob] = field(default_factory=list)  # recorded, not yet sent with a delta
 
     def __post_init__(self) -> None:
+        if self.params.logprobs is not None:
+            self.logprobs = []
         if self.params.seed is not None:
             self.generator = torch.Generator().manual_seed(self.params.seed)
 
@@ -60,7 +65,8 @@ class RowState:
     @property
     def plain_greedy(self) -> bool:
         p = self.params
-        return p.greedy and self.matcher is None and p.repetition_penalty == 1.0 and p.presence_penalty == 0.0
+        return (p.greedy and self.matcher is None and p.repetition_penalty == 1.0 and p.presence_penalty == 0.0
+                and p.logprobs is None)
 
 
 class Decoder:
@@ -96,6 +102,8 @@ class Decoder:
             if not row.plain_greedy:
                 try:
                     picks[b], row.pending_logprob = self._pick(row, scores[b].float().cpu())
+                    if row.matcher is not None:
+                        self._keep_budget(row, picks, b, scores[b])
                 except DecodingError as err:
                     row.error, picks[b] = err, -1
                 except (RuntimeError, ValueError, IndexError) as err:
@@ -107,6 +115,7 @@ class Decoder:
         p = row.params
         if not bool(torch.isfinite(logits).all()):
             raise DecodingError("the model produced non-finite scores for this request")
+        raw = torch.log_softmax(logits, 0) if p.logprobs is not None else None
         if row.counts and (p.repetition_penalty != 1.0 or p.presence_penalty != 0.0):
             ids = torch.tensor(list(row.counts), dtype=torch.long)
             seen = logits[ids]
@@ -122,6 +131,7 @@ class Decoder:
             raise DecodingError("no token can continue this request's output (its grammar allows none)")
         if p.temperature < MIN_TEMPERATURE:  # greedy, or so cold that sampling is the argmax anyway
             token = int(torch.argmax(logits))
+            self._note(row, raw, token)
             return token, float(logits[token] - torch.logsumexp(logits, 0))
         # Shifting by the maximum first keeps every scaled logit <= 0: a tiny temperature then
         # sends the others to -inf (a point mass) instead of overflowing to +inf and NaN.
@@ -135,7 +145,29 @@ class Decoder:
             candidates = order if candidates is None else candidates[order]
         choice = int(torch.multinomial(probs, 1, generator=row.generator))
         token = choice if candidates is None else int(candidates[choice])
+        self._note(row, raw, token)
         return token, math.log(float(probs[choice]))
+
+    def _keep_budget(self, row: RowState, picks: list[int], b: int, scores: torch.Tensor) -> None:
+        """A structured row's pick stands only if the shortest valid ending of the JSON after it still
+        fits the budget; otherwise the matcher forces that ending (see ``runtime/constrained.py``).
+        Forced tokens have probability 1 under the constrained distribution."""
+        assert row.matcher is not None
+        forced = row.matcher.veto(picks[b], row.params.max_tokens - len(row.tokens))
+        if forced is not None:
+            picks[b], row.pending_logprob = forced, 0.0
+            raw = torch.log_softmax(scores.float().cpu(), 0) if row.params.logprobs is not None else None
+            self._note(row, raw, forced)
+
+    def _note(self, row: RowState, raw: torch.Tensor | None, token: int) -> None:
+        """Keep the chosen token's log-probability and the best alternatives, when asked for."""
+        if raw is None or row.params.logprobs is None:
+            return
+        top: list[tuple[str, float]] = []
+        if row.params.logprobs > 0:
+            values, ids = torch.topk(raw, min(row.params.logprobs, raw.shape[0]))
+            top = [(self.decode([i]), v) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+        row.pending_token = TokenLogprob(self.decode([token]), float(raw[token]), top)
 
     # -- recording --------------------------------------------------------------------------
     def advance(self, row: RowState, token: int) -> None:
@@ -146,6 +178,10 @@ class Decoder:
             return
         row.tokens.append(token)
         row.logprob_sum += row.pending_logprob
+        if row.logprobs is not None and row.pending_token is not None:
+            row.logprobs.append(row.pending_token)
+            row.unsent.append(row.pending_token)
+            row.pending_token = None
         row.counts[token] = row.counts.get(token, 0) + 1
         if row.matcher is not None:
             row.matcher.consume(token)
@@ -176,7 +212,8 @@ class Decoder:
                         break
         if end > row.emitted:
             if row.emit is not None:
-                row.emit(row.text[row.emitted : end])
+                row.emit(row.text[row.emitted : end], row.unsent if row.logprobs is not None else None)
+            row.unsent = []
             row.emitted = end
 
 

@@ -37,6 +37,7 @@ from vlserve.runtime.protocol import (
     ImagePart,
     StreamEvent,
     TextDelta,
+    TokenLogprob,
     Usage,
     VideoPart,
 )
@@ -113,19 +114,30 @@ class LocalEngine:
             raise RequestError("max_tokens must be at least 1")
         check_sampling(vars(request.params))
         if request.params.json_schema is not None:
-            self.grammar.check(request.params.json_schema, request.params.max_tokens)
-        return build_inputs(
+            self.grammar.check(request.params.json_schema, request.params.max_tokens, request.params.stop)
+        inputs = build_inputs(
             request.messages,
-            render=self._render,
+            render=lambda messages: self._render(messages, request.tools) + request.prefill,
             encode=lambda text: self.tokenizer.encode(text, add_special_tokens=False),
             image_features=self._image_features,
             video_features=self._video_features,
             image_token_id=self.image_token_id,
             video_token_id=self.video_token_id,
         )
+        if len(inputs.input_ids) + request.params.max_tokens > self.context_length:
+            raise RequestError(
+                f"the prompt takes {len(inputs.input_ids)} tokens; with max_tokens={request.params.max_tokens} it "
+                f"exceeds the model's context of {self.context_length} tokens: shorten the input or lower max_tokens")
+        return inputs
 
-    def _render(self, messages: list[dict[str, Any]]) -> str:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    @property
+    def context_length(self) -> int:
+        """The most tokens (prompt and answer) one sequence may hold."""
+        return int(self.model.config.get_text_config().max_position_embeddings)
+
+    def _render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        text = self.tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                                  add_generation_prompt=True)
         return str(text)
 
     def _image_features(self, part: ImagePart) -> ImageFeatures:
@@ -143,7 +155,7 @@ class LocalEngine:
         self,
         request: GenerationRequest,
         *,
-        emit: Callable[[str], None] | None = None,
+        emit: Callable[[str, list[TokenLogprob] | None], None] | None = None,
         on_finish: Callable[[Sequence], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         cancel: threading.Event | None = None,
@@ -170,16 +182,18 @@ class LocalEngine:
         self,
         requests: list[GenerationRequest],
         *,
-        on_delta: Callable[[int, str], None] | None = None,
+        on_delta: Callable[[int, TextDelta], None] | None = None,
         cancels: list[threading.Event] | None = None,
     ) -> list[GenerationResult]:
         """Generate all ``requests`` together; each gets the tokens it would get alone."""
         if not requests:
             return []
+        counters = [itertools.count() for _ in requests]
         seqs = [
             self.sequence(
                 r,
-                emit=(lambda text, i=i: on_delta(i, text)) if on_delta else None,  # type: ignore[misc]
+                emit=(lambda text, lps, i=i: on_delta(i, TextDelta(text, next(counters[i]), lps)))  # type: ignore[misc]
+                if on_delta else None,
                 cancel=cancels[i] if cancels else None,
             )
             for i, r in enumerate(requests)
@@ -220,6 +234,7 @@ class LocalEngine:
                 video_tokens=inp.video_tokens,
             ),
             confidence=row.confidence,
+            logprobs=row.logprobs,
             activated_experts=activated,
             experts_per_layer=per_layer,
             model=self.model_name,
@@ -228,7 +243,7 @@ class LocalEngine:
                 f"only its first {self.vision.max_video_seconds:g} s were analysed"
                 for n, v in enumerate(inp.videos)
                 if v.truncated
-            ],
+            ] + ([row.matcher.warning] if row.matcher is not None and row.matcher.warning else []),
             timings={
                 "prepare_ms": seq.prepare_ms,
                 "queue_ms": (admitted - seq.submitted) * 1000,
@@ -289,13 +304,12 @@ class LocalEngine:
     def iter_stream(self, request: GenerationRequest, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
         """Stream one request from a worker thread: text deltas, then the final result."""
         events: queue.Queue[Any] = queue.Queue()
-        counter = itertools.count()
         cancel = cancel or threading.Event()
 
         def work() -> None:
             try:
                 result = self.generate_batch(
-                    [request], on_delta=lambda _, text: events.put(TextDelta(text, next(counter))), cancels=[cancel]
+                    [request], on_delta=lambda _, delta: events.put(delta), cancels=[cancel]
                 )[0]
                 events.put(result)
             except BaseException as err:  # re-raised in the consumer's thread
@@ -321,10 +335,9 @@ class LocalEngine:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
-        counter = itertools.count()
 
-        def on_delta(_: int, text: str) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, TextDelta(text, next(counter)))
+        def on_delta(_: int, delta: TextDelta) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, delta)
 
         work = loop.run_in_executor(
             None, lambda: self.generate_batch([request], on_delta=on_delta, cancels=[cancel])[0]

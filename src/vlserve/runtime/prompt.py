@@ -71,7 +71,12 @@ def template_messages(messages: list[Message]) -> list[dict[str, Any]]:
                 parts.append({"type": "image"})
             elif isinstance(part, VideoPart):
                 parts.append({"type": "video"})
-        out.append({"role": message.role, "content": parts})
+        entry: dict[str, Any] = {"role": message.role, "content": parts}
+        if message.tool_calls:
+            entry["tool_calls"] = [{"type": "function", "id": call.id,
+                                    "function": {"name": call.name, "arguments": call.arguments}}
+                                   for call in message.tool_calls]
+        out.append(entry)
     return out
 
 

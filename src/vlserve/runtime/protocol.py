@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from vlserve.media import ImageFeatures, VideoFeatures
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
@@ -48,9 +48,19 @@ Part = TextPart | ImagePart | VideoPart
 
 
 @dataclass
+class ToolCall:
+    """A function call the assistant made (in a conversation's history, or in an answer)."""
+
+    name: str
+    arguments: dict[str, Any]
+    id: str = ""
+
+
+@dataclass
 class Message:
     role: Role
     content: str | list[Part]
+    tool_calls: list[ToolCall] = field(default_factory=list)  # assistant turns that called tools
 
     @property
     def parts(self) -> list[Part]:
@@ -70,6 +80,7 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     json_schema: dict[str, Any] | None = None
+    logprobs: int | None = None  # None: off; k: each token's log-probability and its k best alternatives
 
     @property
     def greedy(self) -> bool:
@@ -78,9 +89,24 @@ class SamplingParams:
 
 @dataclass
 class GenerationRequest:
+    """``tools`` (JSON-schema function definitions) are shown to the model the way its chat template
+    shows them; ``prefill`` is text the assistant's answer starts with (not part of the output)."""
+
     messages: list[Message]
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str = ""
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    prefill: str = ""
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token: its text, its log-probability under the model's own distribution
+    (before temperature, penalties and grammar), and the ``top`` alternatives as ``(text, logprob)``."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -111,14 +137,17 @@ class GenerationResult:
     model: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None  # when the request asked for them
 
 
 @dataclass
 class TextDelta:
-    """A piece of the answer as it is generated; ``index`` counts deltas from 0."""
+    """A piece of the answer as it is generated; ``index`` counts deltas from 0. ``logprobs``
+    (when asked for) covers the tokens generated since the previous delta."""
 
     text: str
     index: int
+    logprobs: list[TokenLogprob] | None = None
 
 
 StreamEvent = TextDelta | GenerationResult

@@ -142,6 +142,7 @@ def ensure_tiny(name: str = "tiny", cache_dir: Path | None = None) -> Path:
     moe = TINY_NAMES[name]
     target = (cache_dir or default_cache_dir()) / name
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        _refresh_template(target)
         return target
     tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -152,3 +153,14 @@ def ensure_tiny(name: str = "tiny", cache_dir: Path | None = None) -> Path:
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _refresh_template(target: Path) -> None:
+    """A tiny model built by an older vlserve gets the current chat template (tools, tool results)."""
+    current = CHAT_TEMPLATE.read_bytes()
+    installed = target / "chat_template.jinja"
+    if installed.exists() and installed.read_bytes() == current:
+        return
+    tmp = installed.with_name(f".chat_template.{os.getpid()}.tmp")
+    tmp.write_bytes(current)
+    tmp.replace(installed)
