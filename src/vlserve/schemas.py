@@ -46,13 +46,25 @@ class VideoInput(BaseModel):
     end: float | None = Field(None, gt=0.0, description="Seconds into the video to stop at.")
 
 
+class DocumentInput(BaseModel):
+    """A PDF and the pages to read: ``first_page..last_page`` (1-based, inclusive)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    first_page: int = Field(1, ge=1, description="First page to read (1-based).")
+    last_page: int | None = Field(None, ge=1, description="Last page to read (default: the last one).")
+
+
 class InferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str = Field(description="vqa, captioning, chart_parse, video_qa, doc_analyze, ocr, grounding, …")
     images: list[str] = Field(default_factory=list, description="http(s) URLs, data: URIs, base64 or local paths.")
     videos: list[str | VideoInput] = Field(default_factory=list)
-    documents: list[str] = Field(default_factory=list, description="PDF documents, same forms as images.")
+    documents: list[str | DocumentInput] = Field(
+        default_factory=list, description="PDF documents, same forms as images; {url, first_page, last_page} "
+        "reads only those pages.")
     text: str = ""
     labels: list[str] = Field(default_factory=list, description="Optional per-image labels (e.g. view names).")
     options: InferOptions = Field(default_factory=InferOptions)

@@ -94,7 +94,9 @@ def build_payload(task: str, question: str, images: Iterable[Any] | None, videos
         "task": task,
         "images": [source_ref(i) for i in images or []],
         "videos": [source_ref(v) for v in videos or []],
-        "documents": [source_ref(d) for d in documents or []],
+        # A document may be {"url": ..., "first_page": ..., "last_page": ...}: only those pages are read.
+        "documents": [{**d, "url": source_ref(d["url"])} if isinstance(d, dict) else source_ref(d)
+                      for d in documents or []],
         "text": question,
         "options": {**{k: v for k, v in options.items() if v is not None}, "stream": stream},
     }

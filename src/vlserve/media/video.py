@@ -354,8 +354,9 @@ def _too_long(
     else:
         length = f"longer than {settings.max_video_seconds:g} s"
     return VideoTooLongError(
-        f"The video is {length}; the limit is {settings.max_video_seconds:g} s. Trim it (or send start/end "
-        f"to select a part), or ask for truncation to the first {settings.max_video_seconds:g} s.",
+        # Only what the caller can do: truncating instead is the operator's choice (limits.video_policy).
+        f"The video is {length}; the limit is {settings.max_video_seconds:g} s. Trim it, or send start/end "
+        f"to select a part of at most {settings.max_video_seconds:g} s.",
         limit_seconds=settings.max_video_seconds,
     )
 

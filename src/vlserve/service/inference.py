@@ -26,7 +26,7 @@ from vlserve.runtime.protocol import (
     VideoPart,
 )
 from vlserve.scheduling import Scheduler, Ticket
-from vlserve.schemas import InferRequest, InferResult, Metadata, VideoInput
+from vlserve.schemas import DocumentInput, InferRequest, InferResult, Metadata, VideoInput
 from vlserve.service.moderation import Moderator
 from vlserve.tasks import Task, TaskInput, get_task
 
@@ -144,7 +144,7 @@ class InferenceService:
     async def _load_inputs(self, request: InferRequest) -> tuple[TaskInput, list[str], list[str]]:
         lim = self.settings.limits
         refs = [*request.images, *[v.url if isinstance(v, VideoInput) else v for v in request.videos],
-                *request.documents]
+                *[d.url if isinstance(d, DocumentInput) else d for d in request.documents]]
         sources = await asyncio.gather(*(
             load_source(ref, fetcher=self.fetcher, local_root=self.settings.fetching.local_root,
                         max_bytes=lim.max_input_bytes) for ref in refs
@@ -160,9 +160,11 @@ class InferenceService:
             end = spec.end if isinstance(spec, VideoInput) else None
             videos.append(VideoPart(source.data, fps=request.options.fps, start=start, end=end))
         pages, warnings = [], []
-        for number, source in enumerate(sources[n_img + n_vid :], start=1):
+        for number, (spec, source) in enumerate(zip(request.documents, sources[n_img + n_vid :], strict=True), 1):
+            chosen = spec if isinstance(spec, DocumentInput) else DocumentInput(url="")
             doc = await asyncio.to_thread(render_pdf, source.data, dpi=lim.pdf_dpi, max_pages=lim.max_pdf_pages,
-                                          policy=lim.pdf_policy)
+                                          policy=lim.pdf_policy, first_page=chosen.first_page,
+                                          last_page=chosen.last_page)
             pages.extend(doc.pages)
             if doc.truncated:
                 warnings.append(f"document {number} has {doc.page_count} pages: only the first "
