@@ -49,11 +49,19 @@ def make_tiny(
 
 @models_app.command("show")
 def show(model: Annotated[str, typer.Argument(help="tiny, tiny-moe, a directory or a hub id.")] = "tiny") -> None:
-    """Resolve a model name and print what the checkpoint is."""
+    """Resolve a model name and print what the checkpoint is (a hub id only from the local cache:
+    this command never downloads)."""
+    from vlserve.errors import ModelNotFoundError
     from vlserve.runtime.loading import resolve_checkpoint
 
     try:
-        ckpt = resolve_checkpoint(model)
+        ckpt = resolve_checkpoint(model, allow_download=False)
+    except ModelNotFoundError as err:
+        if "not in the Hugging Face cache" in err.message:
+            raise fail(ModelNotFoundError(
+                f"{model!r} is not downloaded: `models show` only looks in the local Hugging Face cache "
+                f"and never downloads; `vlserve serve --model {model}` downloads it")) from None
+        raise fail(err) from None
     except VlserveError as err:
         raise fail(err) from None
     console.print_json(
@@ -172,12 +180,17 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("new")
 def keys_new(key_id: Annotated[str, typer.Argument(help="A name for the key.")]) -> None:
-    """Make a new API key; prints the key (give it to the client) and the config entry (store it)."""
+    """Make a new API key: the key goes to the terminal (stderr: give it to the client), the config
+    entry to stdout as TOML, so ``vlserve keys new NAME >> vlserve.toml`` stores only its hash."""
+    import tomli_w
+
     from vlserve.service.auth import hash_key, new_key
 
     key = new_key()
-    console.print(f"key: {key}")
-    console.print_json(json.dumps({"id": key_id, "sha256": hash_key(key)}))
+    err_console.print(f"API key for {escape(key_id)} (give it to the client; it is not stored): {key}",
+                      highlight=False, soft_wrap=True)
+    # An array-of-tables entry: appended to a config, it adds one more key beside those already there.
+    typer.echo("[[auth.keys]]\n" + tomli_w.dumps({"id": key_id, "sha256": hash_key(key)}), nl=False)
 
 
 if __name__ == "__main__":
