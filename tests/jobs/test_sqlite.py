@@ -25,9 +25,9 @@ def test_file_is_in_wal_mode_with_its_indexes(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"jobs_queue", "jobs_owner", "jobs_lease"} <= indexes
+        assert {"jobs_queue", "jobs_owner", "jobs_lease", "jobs_finished"} <= indexes
         plan = " ".join(
             str(row[3])
             for row in conn.execute(

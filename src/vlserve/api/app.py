@@ -24,6 +24,7 @@ from vlserve.scheduling import Metrics, Scheduler
 from vlserve.service.auth import KeyRing
 from vlserve.service.inference import InferenceService
 from vlserve.service.jobs import open_store, start_worker
+from vlserve.service.retention import purge_forever
 
 if TYPE_CHECKING:
     from vlserve.runtime.local import LocalEngine
@@ -84,12 +85,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.jobs = open_store(settings.jobs)
+        purger = asyncio.create_task(purge_forever(settings, app.state.jobs))  # retention, service/retention.py
         if engines is not None:
             scheduler = Scheduler(settings.scheduling, batched(settings, engines), app.state.metrics)
             _ready(app, InferenceService(settings, scheduler))
         else:
             app.state.loader = asyncio.create_task(_load(app, settings))
         yield
+        purger.cancel()
         if getattr(app.state, "loader", None) is not None:
             app.state.loader.cancel()
         if app.state.worker is not None:

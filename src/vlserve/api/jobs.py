@@ -2,7 +2,9 @@
 
 ``POST /jobs`` takes one ``/infer`` body or a list and answers 202 with the job ids at once;
 ``GET /jobs/{id}`` gives status, progress and the result envelope; ``DELETE /jobs/{id}`` cancels;
-``GET /jobs`` lists the caller's own jobs. Another key's job is indistinguishable from a missing one.
+``GET /jobs`` lists the caller's own jobs as summaries (no request or result bodies). Another key's
+job is indistinguishable from a missing one. Stored jobs count against the key's quota
+(``jobs.max_stored_bytes_per_key``) until the server purges them.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from fastapi.responses import JSONResponse
 from vlserve.api.deps import caller
 from vlserve.api.errors import request_id_of
 from vlserve.errors import TooManyInputsError, VlserveError
-from vlserve.jobs import STATUSES, Job, JobStore, owner_of
+from vlserve.jobs import STATUSES, Job, JobStore, JobSummary, owner_of
+from vlserve.jobs.model import dump_json
 from vlserve.schemas import InferRequest
+from vlserve.service.jobs import check_quota, public_job_error
 from vlserve.tasks import get_task
 
 router = APIRouter(prefix="/jobs")
@@ -29,13 +33,17 @@ def store_of(request: Request) -> JobStore:
     return store
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id, "status": job.status, "task": job.request.get("task"), "lane": job.lane,
+def job_view(job: Job | JobSummary) -> dict[str, Any]:
+    """A job as the API shows it; a summary (from a listing) has no ``result``."""
+    view = {
+        "id": job.id, "status": job.status, "task": job.task, "lane": job.lane,
         "priority": job.priority, "progress": job.progress, "attempts": job.attempts,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
-        "result": job.result, "error": job.error, "batch_id": job.batch_id,
+        "error": public_job_error(job.error), "batch_id": job.batch_id,
     }
+    if isinstance(job, Job):
+        view["result"] = job.result
+    return view
 
 
 @router.post("", status_code=202)
@@ -48,6 +56,9 @@ async def submit(body: InferRequest | list[InferRequest], request: Request,
     if not bodies or len(bodies) > limit:
         raise TooManyInputsError(f"a job batch holds 1 to {limit} requests, got {len(bodies)}")
     request_id = request_id_of(request)
+    payloads = [item.model_dump(mode="json") for item in bodies]
+    await check_quota(store, key_id, sum(len(dump_json(p, "a job request")) for p in payloads),
+                      request.app.state.settings.jobs)
     # One submit per lane and priority keeps that part of the batch atomic; every task is checked
     # before anything is queued. The answer lists the jobs in request order, whatever the grouping.
     groups: dict[tuple[str, int], list[int]] = {}
@@ -55,7 +66,7 @@ async def submit(body: InferRequest | list[InferRequest], request: Request,
         groups.setdefault((get_task(item.task).lane, item.options.priority), []).append(index)
     jobs: list[Job | None] = [None] * len(bodies)
     for (lane, priority), indices in groups.items():
-        made = await store.submit(owner_of(key_id), [bodies[i].model_dump(mode="json") for i in indices],
+        made = await store.submit(owner_of(key_id), [payloads[i] for i in indices],
                                   lane=lane, priority=priority, batch_id=request_id)
         for index, job in zip(indices, made, strict=True):
             jobs[index] = job

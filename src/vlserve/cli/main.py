@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from vlserve.cli.config import app as config_app
 from vlserve.cli.demo import demo as demo_command
+from vlserve.cli.purge import purge_command
 from vlserve.cli.recon3d import app as recon3d_app
 from vlserve.errors import VlserveError
 
@@ -21,6 +22,7 @@ models_app = typer.Typer(no_args_is_help=True, help="Build and inspect model che
 app.add_typer(models_app, name="models")
 app.add_typer(recon3d_app, name="recon3d")
 app.add_typer(config_app, name="config")
+app.command("purge")(purge_command)
 app.command("demo")(demo_command)
 
 console = Console()

@@ -2,7 +2,7 @@
 
     JobStore (protocol)         submit / get / list / cancel      (the API side)
     │                           claim / heartbeat / complete      (the worker side)
-    │                           requeue_expired / counts
+    │                           requeue_expired / counts / stored_bytes / purge
     ├── SQLiteJobStore(path)    default: one embedded file, WAL, safe across processes
     └── RedisJobStore(url)      shared by replicas; every state change is one Lua script
     Worker(store, handler)      claims under a lease, heartbeats, completes exactly once
@@ -21,6 +21,7 @@ from vlserve.jobs.model import (
     TERMINAL_STATUSES,
     Job,
     JobStatus,
+    JobSummary,
     owner_of,
 )
 from vlserve.jobs.redis import RedisJobStore
@@ -41,6 +42,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "JobStore",
+    "JobSummary",
     "RedisJobStore",
     "SQLiteJobStore",
     "Worker",

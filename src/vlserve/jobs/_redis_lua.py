@@ -12,6 +12,11 @@ replicas with skewed clocks still agree on when a lease expires. Keys (``P`` is 
     P owner:all:<owner>         zset    the owner's job ids; score = seq
     P owner:<status>:<owner>    zset    the same, one per status (for filtered listing)
     P counts:<lane>             hash    status -> number of jobs (for metrics)
+    P finished                  zset    finished job ids; score = when they finished (for purging)
+    P bytes                     hash    owner -> bytes of its stored jobs' JSON (for the quota)
+
+A job's hash also holds ``task`` and ``size`` (its request, result and error JSON in bytes), so
+that listings read a few small fields (HMGET) and never the bodies.
 
 The scripts reach keys they compute (``P job:<id>``), which a single Redis server or a primary
 with replicas allows; Redis Cluster would need all of them in one hash slot.
@@ -22,7 +27,7 @@ is what makes a batch submit all-or-none.
 
 from __future__ import annotations
 
-__all__ = ["CANCEL", "CLAIM", "COMPLETE", "HEARTBEAT", "REQUEUE", "SEQ_SPAN", "SUBMIT"]
+__all__ = ["CANCEL", "CLAIM", "COMPLETE", "HEARTBEAT", "PURGE", "REQUEUE", "SEQ_SPAN", "SUBMIT"]
 
 #: Sequence numbers stay below this; with |priority| <= 1000 every score is an exact double.
 SEQ_SPAN = 2**42
@@ -44,10 +49,18 @@ local function move(id, owner, lane, seq, from, to)
   end
   redis.call('ZADD', P .. 'owner:' .. to .. ':' .. owner, seq, id)
   redis.call('HINCRBY', P .. 'counts:' .. lane, to, 1)
+  if to == 'succeeded' or to == 'failed' or to == 'cancelled' then
+    redis.call('ZADD', P .. 'finished', now(), id)
+  end
+end
+-- Count n more bytes stored for a job and its owner.
+local function grow(key, owner, n)
+  redis.call('HINCRBY', key, 'size', n)
+  redis.call('HINCRBY', P .. 'bytes', owner, n)
 end
 """
 
-# ARGV: P, owner, lane, priority, batch_id ('' = none), n, then n pairs of (id, request JSON).
+# ARGV: P, owner, lane, priority, batch_id ('' = none), n, then n triples of (id, request JSON, task).
 SUBMIT = (
     _PRELUDE
     + f"""
@@ -56,12 +69,13 @@ local t = ftime(now())
 local first = redis.call('INCRBY', P .. 'seq', n) - n + 1
 redis.call('SADD', P .. 'lanes', lane)
 for i = 0, n - 1 do
-  local id, body, seq = ARGV[7 + 2 * i], ARGV[8 + 2 * i], first + i
+  local id, body, task, seq = ARGV[7 + 3 * i], ARGV[8 + 3 * i], ARGV[9 + 3 * i], first + i
   local score = fint(-prio * {SEQ_SPAN} + seq)
   local key = P .. 'job:' .. id
   redis.call('HSET', key, 'id', id, 'owner', owner, 'lane', lane, 'priority', fint(prio),
     'status', 'queued', 'request', body, 'created_at', t, 'attempts', '0', 'progress', '0',
-    'seq', fint(seq), 'score', score, 'cancel_requested', '0')
+    'seq', fint(seq), 'score', score, 'cancel_requested', '0', 'task', task, 'size', '0')
+  grow(key, owner, #body)
   if batch ~= '' then redis.call('HSET', key, 'batch_id', batch) end
   redis.call('ZADD', P .. 'queue:' .. lane, score, id)
   redis.call('ZADD', P .. 'owner:all:' .. owner, seq, id)
@@ -136,7 +150,10 @@ local key = P .. 'job:' .. id
 local f = redis.call('HMGET', key, 'status', 'worker_id', 'attempts', 'owner', 'lane', 'seq')
 if not is_holder(f, ARGV[3], ARGV[4]) then return 0 end
 redis.call('HSET', key, 'status', status, 'finished_at', ftime(now()))
-if field ~= '' then redis.call('HSET', key, field, ARGV[7]) end
+if field ~= '' then
+  redis.call('HSET', key, field, ARGV[7])
+  grow(key, f[4], #ARGV[7])
+end
 if status == 'succeeded' then redis.call('HSET', key, 'progress', '1') end
 redis.call('HDEL', key, 'lease_expires_at')
 redis.call('ZREM', P .. 'running', id)
@@ -188,6 +205,7 @@ for _, id in ipairs(ids) do
     elseif tonumber(f[2]) >= max_attempts then
       to = 'failed'
       redis.call('HSET', key, 'status', to, 'finished_at', ftime(t), 'error', died)
+      grow(key, f[4], #died)
     else
       to = 'queued'
       redis.call('HSET', key, 'status', to, 'progress', '0')
@@ -199,5 +217,35 @@ for _, id in ipairs(ids) do
   end
 end
 return {n, #ids}
+"""
+)
+
+# ARGV: P, max_age (seconds; 0 = no age limit), keep (finished jobs kept; 0 = no count limit),
+#   batch size -> jobs deleted (call again while it equals the batch size).
+PURGE = (
+    _PRELUDE
+    + """
+local max_age, keep, batch = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local ids = {}
+if max_age > 0 then
+  ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. ftime(now() - max_age), 'LIMIT', 0, batch)
+end
+if #ids == 0 and keep > 0 then
+  local excess = redis.call('ZCARD', P .. 'finished') - keep
+  if excess > 0 then ids = redis.call('ZRANGE', P .. 'finished', 0, math.min(excess, batch) - 1) end
+end
+for _, id in ipairs(ids) do
+  local key = P .. 'job:' .. id
+  local f = redis.call('HMGET', key, 'owner', 'lane', 'status', 'size')
+  redis.call('ZREM', P .. 'finished', id)
+  if f[1] then
+    redis.call('DEL', key)
+    redis.call('ZREM', P .. 'owner:all:' .. f[1], id)
+    redis.call('ZREM', P .. 'owner:' .. f[3] .. ':' .. f[1], id)
+    redis.call('HINCRBY', P .. 'counts:' .. f[2], f[3], -1)
+    if f[4] then redis.call('HINCRBY', P .. 'bytes', f[1], -tonumber(f[4])) end
+  end
+end
+return #ids
 """
 )

@@ -32,6 +32,7 @@ __all__ = [
     "WORKER_DIED_MESSAGE",
     "Job",
     "JobStatus",
+    "JobSummary",
     "check_lease",
     "check_list_args",
     "check_outcome",
@@ -41,6 +42,7 @@ __all__ = [
     "dump_json",
     "new_job_id",
     "owner_of",
+    "task_of",
 ]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -90,6 +92,39 @@ class Job:
     def finished(self) -> bool:
         """True once the job reached a terminal status."""
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def task(self) -> str | None:
+        return task_of(self.request)
+
+
+@dataclass
+class JobSummary:
+    """A job as listings show it: everything but the request and result bodies, which may be large
+    (inline media) and are read only by ``JobStore.get``. ``size`` is the bytes the job's bodies
+    take in the store (request, result and error JSON), which the per-key quota counts."""
+
+    id: str
+    owner: str
+    status: JobStatus
+    task: str | None
+    priority: int
+    lane: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    error: dict[str, Any] | None
+    progress: float
+    batch_id: str | None
+    size: int
+    cancel_requested: bool = False
+
+
+def task_of(request: dict[str, Any]) -> str | None:
+    """The task a job request names (``None`` when it names none)."""
+    task = request.get("task")
+    return task if isinstance(task, str) else None
 
 
 def owner_of(key_id: str | None) -> str:

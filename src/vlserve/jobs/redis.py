@@ -25,6 +25,7 @@ from vlserve.jobs.model import (
     WORKER_DIED_MESSAGE,
     Job,
     JobStatus,
+    JobSummary,
     check_lease,
     check_list_args,
     check_outcome,
@@ -34,6 +35,7 @@ from vlserve.jobs.model import (
     dump_json,
     new_job_id,
     owner_of,
+    task_of,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +45,10 @@ __all__ = ["DEFAULT_PREFIX", "RedisJobStore"]
 
 DEFAULT_PREFIX = "vlserve:jobs:"
 _REQUEUE_BATCH = 500
+_PURGE_BATCH = 500
+#: The fields a listing reads: everything but the request and result bodies.
+_SUMMARY_FIELDS = ("id", "owner", "status", "task", "priority", "lane", "created_at", "started_at", "finished_at",
+                   "attempts", "error", "progress", "batch_id", "size", "cancel_requested")
 
 
 class RedisJobStore:
@@ -82,6 +88,7 @@ class RedisJobStore:
         self._complete = client.register_script(lua.COMPLETE)
         self._cancel = client.register_script(lua.CANCEL)
         self._requeue = client.register_script(lua.REQUEUE)
+        self._purge = client.register_script(lua.PURGE)
 
     async def aclose(self) -> None:
         """Close the connection pool (unless the client was given); the data stays."""
@@ -115,8 +122,8 @@ class RedisJobStore:
         bodies = check_submission(requests, lane, priority, batch_id)
         ids = [new_job_id() for _ in requests]
         args: builtins.list[str | int] = [self.prefix, owner, lane, priority, batch_id or "", len(ids)]
-        for job_id, body in zip(ids, bodies, strict=True):
-            args += [job_id, body]
+        for job_id, body, request in zip(ids, bodies, requests, strict=True):
+            args += [job_id, body, task_of(request) or ""]
         created = float(await self._submit(keys=[], args=args))
         return [
             Job(
@@ -153,17 +160,18 @@ class RedisJobStore:
         status: JobStatus | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> builtins.list[Job]:
-        """The owner's jobs, newest first."""
+    ) -> builtins.list[JobSummary]:
+        """The owner's jobs, newest first, without their bodies."""
         check_status(status)
         check_list_args(limit, offset)
         index = f"{self.prefix}owner:{status or 'all'}:{owner_of(owner)}"
         ids = cast(builtins.list[str], await self._redis.zrevrange(index, offset, offset + limit - 1))
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hgetall(self._job_key(job_id))
+                pipe.hmget(self._job_key(job_id), _SUMMARY_FIELDS)
             rows = await pipe.execute()
-        jobs = [_to_job(fields) for fields in rows if fields]
+        found = [dict(zip(_SUMMARY_FIELDS, values, strict=True)) for values in rows]
+        jobs = [_to_summary(fields) for fields in found if fields["id"] is not None]
         # A job may change status between the index read and the hash read.
         return [job for job in jobs if status is None or job.status == status]
 
@@ -247,6 +255,21 @@ class RedisJobStore:
         """True when a cancel was requested for this job."""
         return await self._redis.hget(self._job_key(job_id), "cancel_requested") == "1"
 
+    async def stored_bytes(self, owner: str | None) -> int:
+        """Bytes the owner's stored jobs take (request, result and error JSON)."""
+        return int(await self._redis.hget(f"{self.prefix}bytes", owner_of(owner)) or 0)
+
+    async def purge(self, *, max_age: float = 0.0, keep_finished: int = 0) -> int:
+        """Delete finished jobs older than ``max_age`` seconds, then the oldest beyond
+        ``keep_finished`` (0 disables either); return how many were deleted."""
+        total = 0
+        while True:  # in batches, so that one script never blocks Redis for long
+            deleted = int(await self._purge(keys=[], args=[self.prefix, repr(float(max_age)), int(keep_finished),
+                                                           _PURGE_BATCH]))
+            total += deleted
+            if deleted < _PURGE_BATCH:
+                return total
+
     async def counts(self) -> dict[str, dict[str, int]]:
         """Jobs per lane per status."""
         lanes = sorted(cast(set[str], await self._redis.smembers(f"{self.prefix}lanes")))
@@ -267,6 +290,32 @@ def _pairs(flat: builtins.list[str]) -> dict[str, str]:
 
 def _optional_float(value: str | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _to_summary(fields: dict[str, str | None]) -> JobSummary:
+    def text(name: str) -> str:
+        value = fields[name]
+        assert value is not None, name
+        return value
+
+    error = fields.get("error")
+    return JobSummary(
+        id=text("id"),
+        owner=text("owner"),
+        status=cast(JobStatus, text("status")),
+        task=fields.get("task") or None,
+        priority=int(text("priority")),
+        lane=text("lane"),
+        created_at=float(text("created_at")),
+        started_at=_optional_float(fields.get("started_at")),
+        finished_at=_optional_float(fields.get("finished_at")),
+        attempts=int(text("attempts")),
+        error=None if error is None else json.loads(error),
+        progress=float(text("progress")),
+        batch_id=fields.get("batch_id"),
+        size=int(fields.get("size") or 0),
+        cancel_requested=fields.get("cancel_requested") == "1",
+    )
 
 
 def _to_job(fields: dict[str, str]) -> Job:

@@ -10,6 +10,9 @@ process being killed (the WAL is in the OS's hands at commit), but not an OS cra
 ``FULL`` (the default) also fsyncs the WAL at every commit, so a job whose id was returned is
 never lost even then; the price is one fsync per write, small next to an inference.
 The file must be on a local disk: WAL needs shared memory, which network file systems lack.
+
+Request and result bodies (which may carry inline media) live in their own table, ``job_bodies``:
+listing, counting, quotas and purging read only the small ``jobs`` rows.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from vlserve.errors import NotFoundError, RequestError
 from vlserve.jobs.model import (
     DEFAULT_MAX_ATTEMPTS,
     STATUSES,
+    TERMINAL_STATUSES,
     WORKER_DIED_CODE,
     WORKER_DIED_MESSAGE,
     Job,
     JobStatus,
+    JobSummary,
     check_lease,
     check_list_args,
     check_outcome,
@@ -44,12 +49,13 @@ from vlserve.jobs.model import (
     dump_json,
     new_job_id,
     owner_of,
+    task_of,
 )
 
 __all__ = ["SQLiteJobStore"]
 
 _T = TypeVar("_T")
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq              INTEGER PRIMARY KEY,   -- insertion order: FIFO among equal timestamps
@@ -59,8 +65,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lane             TEXT NOT NULL,
     priority         INTEGER NOT NULL,
     status           TEXT NOT NULL,
-    request          TEXT NOT NULL,         -- JSON
-    result           TEXT,                  -- JSON
+    task             TEXT,
+    size             INTEGER NOT NULL DEFAULT 0,  -- bytes of request + result + error JSON
     error            TEXT,                  -- JSON
     progress         REAL NOT NULL DEFAULT 0,
     attempts         INTEGER NOT NULL DEFAULT 0,
@@ -77,11 +83,40 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, lane, priority DESC, crea
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at);
 -- requeue_expired: running jobs by lease expiry.
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (status, lease_expires_at);
+-- purge: finished jobs by age.
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+-- The bodies, one row per job (same seq), read only when one job is read.
+CREATE TABLE IF NOT EXISTS job_bodies (
+    seq              INTEGER PRIMARY KEY,
+    request          TEXT NOT NULL,         -- JSON
+    result           TEXT                   -- JSON
+);
 """
-_COLUMNS = (
-    "id, owner, request, status, priority, lane, created_at, started_at, finished_at, attempts, "
-    "result, error, progress, batch_id, cancel_requested"
+# Version 1 kept the bodies in the jobs table: move them out (run inside the opening transaction).
+_MIGRATE_FROM_1 = """
+DROP INDEX IF EXISTS jobs_queue;
+DROP INDEX IF EXISTS jobs_owner;
+DROP INDEX IF EXISTS jobs_lease;
+ALTER TABLE jobs RENAME TO jobs_v1;
+{schema};
+INSERT INTO jobs (seq, id, owner, batch_id, lane, priority, status, task, size, error, progress, attempts,
+                  created_at, started_at, finished_at, worker_id, lease_expires_at, cancel_requested)
+    SELECT seq, id, owner, batch_id, lane, priority, status, json_extract(request, '$.task'),
+           length(CAST(request AS BLOB)) + COALESCE(length(CAST(result AS BLOB)), 0)
+           + COALESCE(length(CAST(error AS BLOB)), 0),
+           error, progress, attempts, created_at, started_at, finished_at, worker_id, lease_expires_at,
+           cancel_requested
+    FROM jobs_v1;
+INSERT INTO job_bodies (seq, request, result) SELECT seq, request, result FROM jobs_v1;
+DROP TABLE jobs_v1
+"""
+_SUMMARY_COLUMNS = (
+    "jobs.id, jobs.owner, jobs.status, jobs.task, jobs.priority, jobs.lane, jobs.created_at, jobs.started_at, "
+    "jobs.finished_at, jobs.attempts, jobs.error, jobs.progress, jobs.batch_id, jobs.size, jobs.cancel_requested"
 )
+_COLUMNS = _SUMMARY_COLUMNS + ", job_bodies.request, job_bodies.result"
+_FROM = "jobs JOIN job_bodies ON job_bodies.seq = jobs.seq"
+_TERMINAL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)) + ")"
 
 
 class SQLiteJobStore:
@@ -140,7 +175,8 @@ class SQLiteJobStore:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version > _SCHEMA_VERSION:
                     raise RuntimeError(f"{self.path} has job schema {version}; we know {_SCHEMA_VERSION}")
-                for statement in _SCHEMA.split(";"):
+                script = _MIGRATE_FROM_1.format(schema=_SCHEMA.strip().rstrip(";")) if version == 1 else _SCHEMA
+                for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
@@ -225,7 +261,7 @@ class SQLiteJobStore:
             for request in requests
         ]
         rows = [
-            (job.id, owner, batch_id, lane, priority, body, now)
+            (job.id, owner, batch_id, lane, priority, task_of(job.request), len(body.encode()), now, body)
             for job, body in zip(jobs, bodies, strict=True)
         ]
         await self._run(_insert, rows)
@@ -242,8 +278,8 @@ class SQLiteJobStore:
         status: JobStatus | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> builtins.list[Job]:
-        """The owner's jobs, newest first."""
+    ) -> builtins.list[JobSummary]:
+        """The owner's jobs, newest first, without their bodies."""
         check_status(status)
         check_list_args(limit, offset)
         return await self._run(_list, owner_of(owner), status, limit, offset)
@@ -312,6 +348,15 @@ class SQLiteJobStore:
         """Jobs per lane per status."""
         return await self._run(_counts)
 
+    async def stored_bytes(self, owner: str | None) -> int:
+        """Bytes the owner's stored jobs take (request, result and error JSON)."""
+        return await self._run(_stored_bytes, owner_of(owner))
+
+    async def purge(self, *, max_age: float = 0.0, keep_finished: int = 0) -> int:
+        """Delete finished jobs older than ``max_age`` seconds, then the oldest beyond
+        ``keep_finished`` (0 disables either); return how many were deleted."""
+        return await self._run(_purge, max_age, keep_finished, time.time())
+
 
 # -- SQL, run on the store's thread --------------------------------------------------------------
 
@@ -326,6 +371,26 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _to_summary(row: sqlite3.Row) -> JobSummary:
+    return JobSummary(
+        id=row["id"],
+        owner=row["owner"],
+        status=row["status"],
+        task=row["task"],
+        priority=row["priority"],
+        lane=row["lane"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempts=row["attempts"],
+        error=None if row["error"] is None else json.loads(row["error"]),
+        progress=row["progress"],
+        batch_id=row["batch_id"],
+        size=row["size"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
 
 
 def _to_job(row: sqlite3.Row) -> Job:
@@ -350,15 +415,17 @@ def _to_job(row: sqlite3.Row) -> Job:
 
 def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     with _immediate(conn):
-        conn.executemany(
-            "INSERT INTO jobs (id, owner, batch_id, lane, priority, status, request, created_at) "
-            "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
-            rows,
-        )
+        for *job, body in rows:
+            cursor = conn.execute(
+                "INSERT INTO jobs (id, owner, batch_id, lane, priority, status, task, size, created_at) "
+                "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                job,
+            )
+            conn.execute("INSERT INTO job_bodies (seq, request) VALUES (?, ?)", (cursor.lastrowid, body))
 
 
 def _fetch(conn: sqlite3.Connection, job_id: str) -> Job | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE jobs.id = ?", (job_id,)).fetchone()
     return None if row is None else _to_job(row)
 
 
@@ -370,16 +437,17 @@ def _get_owned(conn: sqlite3.Connection, job_id: str, owner: str) -> Job:
     return job
 
 
-def _list(conn: sqlite3.Connection, owner: str, status: str | None, limit: int, offset: int) -> list[Job]:
+def _list(conn: sqlite3.Connection, owner: str, status: str | None, limit: int, offset: int) -> list[JobSummary]:
     where, args = "owner = ?", [owner]
     if status is not None:
         where += " AND status = ?"
         args.append(status)
+    # The jobs table only: the bodies are never read for a listing.
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?",
+        f"SELECT {_SUMMARY_COLUMNS} FROM jobs WHERE {where} ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?",
         (*args, limit, offset),
     ).fetchall()
-    return [_to_job(row) for row in rows]
+    return [_to_summary(row) for row in rows]
 
 
 def _cancel(conn: sqlite3.Connection, job_id: str, owner: str, now: float) -> Job:
@@ -421,7 +489,7 @@ def _claim(
             "attempts = attempts + 1, progress = 0 WHERE seq = ?",
             (worker_id, now + lease, now, best["seq"]),
         )
-        row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE seq = ?", (best["seq"],)).fetchone()
+        row = conn.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE jobs.seq = ?", (best["seq"],)).fetchone()
     return _to_job(row)
 
 
@@ -462,12 +530,16 @@ def _complete(
     # The holder check and the write are one UPDATE: a completion either finds the lease and
     # ends it, or changes nothing. After it, status is no longer 'running', so a second
     # completion of the same attempt also changes nothing.
+    added = len((result or "").encode()) + len((error or "").encode())
     with _immediate(conn):
         cursor = conn.execute(
-            f"UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ?, lease_expires_at = NULL, "
+            f"UPDATE jobs SET status = ?, error = ?, finished_at = ?, lease_expires_at = NULL, size = size + ?, "
             f"progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END WHERE {_HOLDER}",
-            (status, result, error, now, status, job_id, worker_id, attempt, attempt),
+            (status, error, now, added, status, job_id, worker_id, attempt, attempt),
         )
+        if cursor.rowcount == 1 and result is not None:
+            conn.execute("UPDATE job_bodies SET result = ? WHERE seq = (SELECT seq FROM jobs WHERE id = ?)",
+                         (result, job_id))
     return cursor.rowcount == 1
 
 
@@ -484,9 +556,9 @@ def _requeue_expired(conn: sqlite3.Connection, max_attempts: int, now: float) ->
             (now, now),
         ).rowcount
         failed = conn.execute(
-            f"UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, {release} "
+            f"UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, size = size + ?, {release} "
             f"WHERE {expired} AND attempts >= ?",
-            (died, now, now, max_attempts),
+            (died, now, len(died.encode()), now, max_attempts),
         ).rowcount
         queued = conn.execute(
             f"UPDATE jobs SET status = 'queued', progress = 0, {release} WHERE {expired}",
@@ -505,3 +577,23 @@ def _counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     for lane, status, n in conn.execute("SELECT lane, status, COUNT(*) FROM jobs GROUP BY lane, status"):
         counts.setdefault(lane, dict.fromkeys(STATUSES, 0))[status] = n
     return counts
+
+
+def _stored_bytes(conn: sqlite3.Connection, owner: str) -> int:
+    return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM jobs WHERE owner = ?", (owner,)).fetchone()[0])
+
+
+def _purge(conn: sqlite3.Connection, max_age: float, keep_finished: int, now: float) -> int:
+    with _immediate(conn):
+        doomed: set[int] = set()
+        if max_age > 0:
+            doomed.update(seq for (seq,) in conn.execute(
+                f"SELECT seq FROM jobs WHERE finished_at < ? AND status IN {_TERMINAL}", (now - max_age,)))
+        if keep_finished > 0:
+            doomed.update(seq for (seq,) in conn.execute(
+                f"SELECT seq FROM jobs WHERE finished_at IS NOT NULL AND status IN {_TERMINAL} "
+                "ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?", (keep_finished,)))
+        rows = [(seq,) for seq in doomed]
+        conn.executemany("DELETE FROM job_bodies WHERE seq = ?", rows)
+        conn.executemany("DELETE FROM jobs WHERE seq = ?", rows)
+    return len(rows)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 from typing import Any, Protocol, runtime_checkable
 
-from vlserve.jobs.model import Job, JobStatus
+from vlserve.jobs.model import Job, JobStatus, JobSummary
 
 __all__ = ["JobStore"]
 
@@ -52,8 +52,9 @@ class JobStore(Protocol):
         status: JobStatus | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> builtins.list[Job]:
-        """The owner's jobs, newest first, optionally of one status."""
+    ) -> builtins.list[JobSummary]:
+        """The owner's jobs, newest first, optionally of one status, without their request and
+        result bodies (read one job with ``get`` for those)."""
         ...
 
     async def cancel(self, job_id: str, owner: str | None) -> Job:
@@ -121,6 +122,16 @@ class JobStore(Protocol):
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Jobs per lane per status (every status present, zeros included), for metrics."""
+        ...
+
+    async def stored_bytes(self, owner: str | None) -> int:
+        """Bytes the owner's stored jobs take: their request, result and error JSON."""
+        ...
+
+    async def purge(self, *, max_age: float = 0.0, keep_finished: int = 0) -> int:
+        """Delete finished jobs (succeeded, failed, cancelled) that finished more than ``max_age``
+        seconds ago, then the oldest finished ones beyond the newest ``keep_finished``; 0 turns
+        either rule off. Queued and running jobs are never deleted. Returns how many went."""
         ...
 
     async def aclose(self) -> None:

@@ -27,6 +27,7 @@ from vlserve.runtime.protocol import (
 )
 from vlserve.scheduling import Scheduler, Ticket
 from vlserve.schemas import DocumentInput, InferRequest, InferResult, Metadata, VideoInput
+from vlserve.service.artifacts import record_owner
 from vlserve.service.moderation import Moderator
 from vlserve.tasks import Task, TaskInput, get_task
 
@@ -183,6 +184,8 @@ class InferenceService:
             raise
         except (ValueError, KeyError, TypeError, IndexError) as err:
             raise EngineError(f"the model's answer could not be read as the task's output: {err}") from err
+        # Files the task wrote (3D models) belong to the key that asked: see service/artifacts.py.
+        record_owner(prepared.task_input.artifacts_dir, prepared.key_id)
         metadata = Metadata(
             processing_time_ms=round((time.perf_counter() - prepared.started) * 1000, 1),
             activated_experts=result.activated_experts,

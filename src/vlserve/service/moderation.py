@@ -3,7 +3,9 @@
 The policy is a configurable list of case-insensitive terms checked on the request text and,
 when enabled, on the model's answer. Every refusal is appended to a JSON-lines audit log with
 the request id, the key id, the stage, which rule matched and SHA-256 hashes of the inputs —
-never the raw images or documents.
+never the raw images or documents. The log lives in the data directory
+(``moderation.audit_log``) and is rotated past ``moderation.audit_max_bytes``, keeping
+``moderation.audit_keep`` older files (``audit.jsonl.1`` is the newest of them).
 """
 
 from __future__ import annotations
@@ -20,14 +22,36 @@ from vlserve.errors import SensitiveContentError
 
 
 class AuditLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = 16 * 1024 * 1024, keep: int = 5) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
         self._lock = threading.Lock()
+
+    def rotated(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
+
+    def _rotate_if_full(self, incoming: int) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0 or size + incoming <= self.max_bytes:
+            return
+        # audit.jsonl -> .1 -> .2 ... -> .keep; the oldest beyond `keep` is deleted.
+        self.rotated(self.keep + 1).unlink(missing_ok=True)
+        for index in range(self.keep, 0, -1):
+            older = self.path if index == 1 else self.rotated(index - 1)
+            if older.exists():
+                older.replace(self.rotated(index))
+        if self.keep == 0:
+            self.path.unlink(missing_ok=True)
 
     def append(self, entry: dict[str, object]) -> None:
         line = json.dumps({"time": time.time(), **entry}, ensure_ascii=False) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._rotate_if_full(len(line.encode()))
             # O_APPEND: concurrent writers (several workers) never overwrite each other's lines.
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -41,7 +65,7 @@ class Moderator:
     def __init__(self, settings: Moderation) -> None:
         self.settings = settings
         self.terms = [t.casefold() for t in settings.blocked_terms if t.strip()]
-        self.audit = AuditLog(settings.audit_log)
+        self.audit = AuditLog(settings.audit_log, settings.audit_max_bytes, settings.audit_keep)
 
     def _match(self, text: str) -> int | None:
         folded = text.casefold()

@@ -1,0 +1,102 @@
+"""Files a task made for one request (3D models, previews): whose they are, and how long they stay.
+
+Each request's files live in ``<recon3d.artifacts_dir>/<request_id>/``. When the task has written
+them, the service records the key that asked in an ``.owner`` file beside them; only that key may
+download them (any other key, and a directory without an owner, is answered like a missing file).
+Retention: directories older than ``recon3d.retention_seconds`` go, and then the oldest until the
+whole tree is under ``recon3d.max_bytes``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlserve.errors import NotFoundError
+from vlserve.jobs import owner_of
+
+OWNER_FILE = ".owner"
+_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def record_owner(directory: Path | None, key_id: str | None) -> None:
+    """Mark the files in ``directory`` as ``key_id``'s; nothing happens if the task made none."""
+    if directory is None or not directory.is_dir():
+        return
+    tmp = directory / f"{OWNER_FILE}.tmp"
+    tmp.write_text(owner_of(key_id))
+    os.replace(tmp, directory / OWNER_FILE)  # atomic: a reader sees no owner or the whole one
+
+
+def artifact_path(root: Path, request_id: str, name: str, key_id: str | None) -> Path:
+    """The file ``name`` of request ``request_id`` if it exists and belongs to ``key_id``.
+
+    Raises NotFoundError otherwise, with the same message whether the file is missing or another
+    key's, so that nobody learns which request ids exist.
+    """
+    missing = NotFoundError("no such artefact")
+    if not (_SAFE.match(request_id) and _SAFE.match(name)):
+        raise missing
+    root = root.resolve()
+    directory = root / request_id
+    path = (directory / name).resolve()
+    if path.parent != directory or name == OWNER_FILE or not path.is_file():
+        raise missing
+    try:
+        owner = (directory / OWNER_FILE).read_text()
+    except OSError:
+        raise missing from None
+    if owner != owner_of(key_id):
+        raise missing
+    return path
+
+
+@dataclass
+class PurgeReport:
+    removed: int = 0
+    freed_bytes: int = 0
+    kept: int = 0
+    kept_bytes: int = 0
+
+
+def purge_artifacts(root: Path, *, max_age: float, max_bytes: int, now: float | None = None) -> PurgeReport:
+    """Delete request directories older than ``max_age`` seconds (0: no age limit), then the oldest
+    until the rest take at most ``max_bytes`` (0: no size limit)."""
+    report = PurgeReport()
+    if not root.is_dir():
+        return report
+    now = time.time() if now is None else now
+    entries: list[tuple[float, int, Path]] = []
+    for directory in root.iterdir():
+        if not directory.is_dir() or directory.is_symlink():
+            continue
+        entries.append((directory.stat().st_mtime, _size(directory), directory))
+    entries.sort()  # oldest first
+    total = sum(size for _, size, _ in entries)
+    for made, size, directory in entries:
+        expired = max_age > 0 and now - made > max_age
+        over = max_bytes > 0 and total > max_bytes
+        if not (expired or over):
+            report.kept += 1
+            report.kept_bytes += size
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        total -= size
+        report.removed += 1
+        report.freed_bytes += size
+    return report
+
+
+def _size(directory: Path) -> int:
+    total = 0
+    for path in directory.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
