@@ -111,3 +111,22 @@ def test_ask_prepares_images_as_the_server_does(tiny_dir: Path, tmp_path: Path) 
     config.write_text("[limits]\nmax_pixels = 200000\n")
     configured = VisionSettings.from_limits(Limits(max_pixels=200_000), checkpoint=tiny_dir)
     assert image_tokens("--config", str(config)) == count_image_tokens(1600, 1200, configured)
+
+
+def test_ask_json_has_one_shape_locally_and_through_a_server(engine: object, tiny_dir: Path, tmp_path: Path) -> None:
+    from tests.api.helpers import make_settings, run_server
+    from vlserve.api.app import create_app
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(image)
+    ask = ["ask", "--image", str(image), "--max-tokens", "3", "--json", "What is it?"]
+    local = runner.invoke(app, [*ask, "--model", str(tiny_dir)])
+    assert local.exit_code == 0, local.output
+    for url in run_server(create_app(make_settings(tmp_path), engine=engine)):  # type: ignore[arg-type]
+        remote = runner.invoke(app, [*ask, "--server", url])
+        assert remote.exit_code == 0, remote.output
+    mine, theirs = json.loads(local.stdout), json.loads(remote.stdout)
+    assert list(mine) == list(theirs) == ["request_id", "answer", "confidence", "metadata", "code", "msg"]
+    assert set(mine["metadata"]) == set(theirs["metadata"])
+    assert mine["metadata"]["output_tokens"] == theirs["metadata"]["output_tokens"] == 3
+    assert isinstance(mine["answer"], str) and isinstance(theirs["answer"], str)
