@@ -300,7 +300,7 @@ def main() -> None:
         __import__(module)
         imports[module] = time.perf_counter() - start
     from vlserve.recon3d import compile_spec, export_files
-    from vlserve.recon3d.export import FORMATS
+    from vlserve.recon3d.exporters import FORMATS
     from vlserve.recon3d.exporters.step import build_shape
 
     print(

@@ -22,7 +22,14 @@ class Limits(BaseModel):
     max_images: int = 16
     max_videos: int = 2
     max_documents: int = 2
-    max_text_chars: int = 32_000
+    max_text_chars: int = Field(32_000, ge=1, description="Characters of all caller text together: instruction, "
+                                "chat messages, system prompts, tool results and definitions, labels (4000).")
+    max_stop_strings: int = Field(8, ge=0, description="Stop strings per request (4000).")
+    max_stop_chars: int = Field(64, ge=1, description="Characters of one stop string (4000).")
+    max_schema_bytes: int = Field(32 * 1024, ge=64, description="Size of a caller's JSON schema or tool definitions, "
+                                  "serialised (4000).")
+    max_schema_depth: int = Field(16, ge=1, description="Nesting depth of a caller's JSON schema (4000).")
+    max_tools: int = Field(32, ge=0, description="Tools (functions) in one chat request (4000).")
     max_tokens: int = 4096
     default_max_tokens: int = 512
     max_input_bytes: int = 20 * 1024 * 1024
@@ -117,6 +124,7 @@ class ModelSettings(BaseModel):
     model: str
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    adapter: Path | None = Field(None, description="LoRA adapter folder from `vlserve finetune`, merged at load.")
 
 
 def _default_lanes() -> dict[str, LaneSettings]:
@@ -194,6 +202,22 @@ class Recon3D(BaseModel):
                                      "were made (0: kept until max_bytes).")
     max_bytes: int = Field(4 * 1024**3, ge=0, description="Bytes of artifacts kept at most; the oldest requests' "
                            "files go first (0: no size limit).")
+    # Limits of one 3D build (docs/recon3d.md#limits): refused up front with 4000, or stopped with 4013.
+    max_primitives: int = Field(2000, ge=1, description="Placed primitives after templates, patterns and "
+                                "mirrors are expanded; more: refused up front (4000).")
+    max_triangles: int = Field(1_000_000, ge=1000, description="Triangles of the solid, estimated before the "
+                               "compile and counted after it; more: refused (4000).")
+    compile_seconds: float = Field(60.0, gt=0, description="Hard time limit of the compile (a killed worker "
+                                   "process); beyond: 4013.")
+    export_seconds: float = Field(60.0, gt=0, description="Hard time limit of each exporter; a STEP export past it "
+                                  "is dropped with a warning (mesh-only), any other ends the build with 4013.")
+    segments: int = Field(96, ge=8, le=1024, description="Vertices per full circle of the compiled meshes.")
+    memory_bytes: int = Field(4 * 1024**3, ge=0, description="Memory one build may add to its worker process "
+                              "(RLIMIT_AS); beyond: 4013.")
+    workers: int = Field(1, ge=1, description="Worker processes compiling 3D builds at once (and as many for STEP).")
+    default_formats: list[str] = Field(["glb", "stl", "obj", "ply", "scad", "py", "png"], description="Files "
+                                       "multiview_3d writes unless a request's options.formats says otherwise "
+                                       "(add \"step\" for exact CAD).")
 
 
 class Http(BaseModel):
@@ -231,6 +255,7 @@ class Settings(BaseSettings):
 
     model: str = "tiny"
     model_name: str | None = None
+    adapter: Path | None = Field(None, description="LoRA adapter folder from `vlserve finetune` for `model`.")
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     host: str = "127.0.0.1"

@@ -10,7 +10,8 @@ exactly one place (``vlserve.api.errors``). Nothing here knows about HTTP.
     │   ├── TooManyInputsError            1006
     │   ├── PayloadTooLargeError          1005
     │   ├── RequestTimeoutError           4008  the request arrived too slowly
-    │   └── HeadersTooLargeError          4031  the request head is too large
+    │   ├── HeadersTooLargeError          4031  the request head is too large
+    │   └── GeometryLimitError            4013  a 3D build ran past its time limit
     ├── MediaError
     │   ├── ImageError                    1001  unsupported or corrupt image
     │   ├── VideoTooLongError             1002
@@ -74,6 +75,12 @@ class HeadersTooLargeError(RequestError):
     """The request line and headers are larger than ``http.max_header_bytes``."""
 
     code = 4031
+
+
+class GeometryLimitError(RequestError):
+    """A 3D build (compile or export) ran past its configured time limit and was stopped."""
+
+    code = 4013
 
 
 class MediaError(VlserveError):

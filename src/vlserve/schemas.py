@@ -19,23 +19,34 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vlserve import sampling
+
+
+def field_range(r: sampling.Range) -> dict[str, float]:
+    """A documented range as pydantic bounds (shown in OpenAPI)."""
+    return {"gt" if r.low_open else "ge": r.low, "le": r.high}
+
 
 class InferOptions(BaseModel):
-    """Generation options; unset ones take the task's defaults."""
+    """Generation options; unset ones take the task's defaults. The ranges are those of
+    :mod:`vlserve.sampling`; stop strings are bounded by the server's limits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (capped by the server).")
-    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    seed: int | None = None
-    stop: list[str] = Field(default_factory=list, max_length=8)
+    temperature: float | None = Field(None, **field_range(sampling.TEMPERATURE), description="0 = greedy.")
+    top_p: float | None = Field(None, **field_range(sampling.TOP_P))
+    top_k: int | None = Field(None, **field_range(sampling.TOP_K), description="0 = off.")  # type: ignore[arg-type]
+    repetition_penalty: float | None = Field(None, **field_range(sampling.REPETITION_PENALTY))
+    presence_penalty: float | None = Field(None, **field_range(sampling.PRESENCE_PENALTY))
+    seed: int | None = Field(None, **field_range(sampling.SEED))  # type: ignore[arg-type]
+    stop: list[str] = Field(default_factory=list, description="Stop strings (limits.max_stop_strings, "
+                            "limits.max_stop_chars).")
     stream: bool = False
     fps: float | None = Field(None, gt=0.0, le=8.0, description="Video frames sampled per second.")
     priority: int = Field(0, ge=-10, le=10, description="Higher runs first within a lane.")
+    formats: list[str] | None = Field(None, max_length=8, description="multiview_3d: files to write (glb, stl, obj, "
+                                      "ply, step, scad, py, png); default recon3d.default_formats, without STEP.")
 
 
 class VideoInput(BaseModel):

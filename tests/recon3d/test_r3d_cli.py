@@ -25,7 +25,7 @@ def test_build_writes_files_and_reports(tmp_path: Path) -> None:
         app, ["build", str(spec), "-o", str(tmp_path / "out"), "--formats", "glb,stl,scad"]
     )
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.glb", "model.scad", "model.stl"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.glb", "model.scad", "model.stl", "spec.json"]
     for word in ("model.glb", "KiB", "watertight", "yes", "43,751.7 mm³"):
         assert word in result.output
 

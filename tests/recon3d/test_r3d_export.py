@@ -16,7 +16,7 @@ pytest.importorskip("manifold3d", reason="needs the 'recon3d' extra (manifold3d,
 from tests.recon3d.helpers import FLANGE, MIXED, REL, spec, template
 from vlserve.errors import RequestError
 from vlserve.recon3d import CompiledModel, compile_spec, export, export_files
-from vlserve.recon3d.export import parse_formats
+from vlserve.recon3d.exporters import parse_formats
 
 trimesh = pytest.importorskip("trimesh")
 

@@ -49,7 +49,7 @@ def _error(data: Any) -> SpecError:
         ),
         (
             spec(part("r", "revolve", size={"profile": [[0, 0], [-1, 0], [1, 1]]})),
-            'parts[0] (id="r").size.profile: point 1 has r = -1',
+            'parts[0] (id="r").size.profile[1][0]: must be >= 0',
         ),
         (
             spec(part("p", "prism", size={"sides": 2, "across_flats": 1, "height": 1})),
@@ -194,7 +194,7 @@ def test_llguidance_compiles_the_schema_and_accepts_specs(compact: bool) -> None
 
 
 def test_docs_cover_every_shape_template_parameter_and_format() -> None:
-    from vlserve.recon3d.export import FORMATS
+    from vlserve.recon3d.exporters import FORMATS
     from vlserve.recon3d.spec import TemplateBase
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "recon3d.md").read_text(encoding="utf-8")

@@ -20,6 +20,7 @@ STATUS: dict[type[e.VlserveError], int] = {
     e.PayloadTooLargeError: 413,
     e.RequestTimeoutError: 408,
     e.HeadersTooLargeError: 431,
+    e.GeometryLimitError: 422,
     e.MediaError: 415,
     e.VideoTooLongError: 400,
     e.FetchError: 422,
@@ -53,6 +54,27 @@ def error_body(err: e.VlserveError, request_id: str) -> dict[str, Any]:
     return {"request_id": request_id, "code": err.code, "msg": public_message(err), "result": None}
 
 
+#: OpenAI's error ``type`` per HTTP status, so that the ``openai`` SDK and its users see familiar names.
+OPENAI_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                                404: "not_found_error", 408: "timeout_error", 413: "invalid_request_error",
+                                415: "invalid_request_error", 422: "invalid_request_error",
+                                429: "rate_limit_error", 431: "invalid_request_error",
+                                451: "content_policy_violation", 503: "overloaded_error"}
+
+
+def openai_error_body(err: e.VlserveError, request_id: str) -> dict[str, Any]:
+    """The error in OpenAI's shape (``/v1`` endpoints): our message, our code, the field at fault."""
+    status = status_for(err)
+    param = err.details.get("param", err.details.get("option"))
+    return {"error": {"message": public_message(err), "type": OPENAI_TYPES.get(status, "server_error"),
+                      "code": err.code, "param": param, "request_id": request_id}}
+
+
+def error_payload(err: e.VlserveError, request_id: str, path: str) -> dict[str, Any]:
+    """The error body for a request to ``path``: OpenAI's shape under ``/v1/``, else our envelope."""
+    return openai_error_body(err, request_id) if path.startswith("/v1/") else error_body(err, request_id)
+
+
 def error_headers(err: e.VlserveError) -> dict[str, str]:
     headers = {}
     retry_after = getattr(err, "retry_after", None)
@@ -69,11 +91,11 @@ def request_id_of(request: Request) -> str:
     return getattr(request.state, "request_id", "req_unknown")
 
 
-def error_response(err: e.VlserveError, request_id: str) -> JSONResponse:
+def error_response(err: e.VlserveError, request_id: str, path: str = "") -> JSONResponse:
     status = status_for(err)
     if isinstance(err, e.EngineError):  # ours to fix: keep the details, with the request id
         log.error("request %s failed with %s", request_id, err, exc_info=err)
-    return JSONResponse(error_body(err, request_id), status_code=status, headers=error_headers(err))
+    return JSONResponse(error_payload(err, request_id, path), status_code=status, headers=error_headers(err))
 
 
 def to_vlserve_error(exc: BaseException) -> e.VlserveError:
@@ -97,7 +119,7 @@ def to_vlserve_error(exc: BaseException) -> e.VlserveError:
 async def handle(request: Request, exc: Exception) -> JSONResponse:
     err = to_vlserve_error(exc)
     request.app.state.metrics.errors.labels(str(err.code)).inc()
-    return error_response(err, request_id_of(request))
+    return error_response(err, request_id_of(request), request.url.path)
 
 
 def install(app: Any) -> None:

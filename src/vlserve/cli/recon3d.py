@@ -12,14 +12,12 @@ else the user can fix (a missing optional dependency).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vlserve.errors import RequestError, VlserveError
@@ -61,7 +59,7 @@ def build(
 
     try:
         loaded = load_spec(spec)
-        _build_and_report(loaded, out, formats, segments, basename)
+        _build_and_report(loaded.model_dump(mode="json", exclude_none=True), out, formats, segments, basename)
     except VlserveError as err:
         raise _fail(err) from None
 
@@ -91,11 +89,26 @@ def from_text(
     formats: Formats = DEFAULT_FORMATS,
     segments: Segments = DEFAULT_SEGMENTS,
     basename: Basename = "model",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="let this model write the spec (schema-constrained); omit: the rule parser"),
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="most tokens for the spec (with --model)")] = 2048,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (with --model)")] = "auto",
 ) -> None:
     """Draft a spec from a plain description (English or Chinese); build it when -o is given."""
+    from vlserve.recon3d.exporters import parse_formats
     from vlserve.recon3d.text import parse_description
 
     try:
+        if model is not None:
+            from vlserve.cli.recon3d_photos import run_from_text_model
+
+            if out is None:
+                raise RequestError("--model needs -o/--out: the model's spec is built into that folder")
+            run_from_text_model(description, model=model, out=out, max_tokens=max_tokens, device=device,
+                                console=console, formats=parse_formats(formats))
+            return
         draft = parse_description(description)
         spec_json = json.dumps(
             draft.spec.model_dump(mode="json", exclude_none=True), indent=2, ensure_ascii=False
@@ -112,7 +125,7 @@ def from_text(
         out.mkdir(parents=True, exist_ok=True)
         (out / "spec.json").write_text(spec_json + "\n", encoding="utf-8")
         console.print(table)
-        _build_and_report(draft.spec, out, formats, segments, basename)
+        _build_and_report(draft.spec.model_dump(mode="json", exclude_none=True), out, formats, segments, basename)
         console.print(f"draft spec written to [bold]{out / 'spec.json'}[/]")
     except VlserveError as err:
         raise _fail(err) from None
@@ -127,63 +140,65 @@ def from_images(
     note: Annotated[str, typer.Option(help="what you know about the object (size, material, ...)")] = "",
     max_tokens: Annotated[int, typer.Option(help="most tokens for the spec")] = 2048,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    formats: Annotated[str, typer.Option("--formats", "-f", help="files to write, or all")] = "all",
+    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="sampling seed")] = None,
 ) -> None:
     """Reconstruct an object from photos: Qwen3-VL fills the spec, which is compiled to every format."""
     from vlserve.cli.recon3d_photos import run_from_images
+    from vlserve.recon3d.exporters import parse_formats
 
     if not 1 <= len(images) <= 12:
         raise _fail(RequestError(f"give 1 to 12 photos, got {len(images)}"))
     try:
         run_from_images(images, labels=[x.strip() for x in labels.split(",")] if labels else [], model=model,
-                        out=out, note=note, max_tokens=max_tokens, device=device, console=console)
+                        out=out, note=note, max_tokens=max_tokens, device=device, console=console,
+                        formats=parse_formats(formats), temperature=temperature, seed=seed)
     except VlserveError as err:
         raise _fail(err) from None
 
 
-def _build_and_report(spec: Any, out: Path, formats: str, segments: int, basename: str) -> None:
-    from vlserve.recon3d.compiler import compile_spec
-    from vlserve.recon3d.export import export_files, parse_formats
+def _settings() -> Any:
+    from vlserve.config import Settings
+
+    return Settings.load()
+
+
+def _build_and_report(spec: Any, out: Path, formats: str, segments: int, basename: str, *,
+                      repair: bool = False) -> None:
+    from vlserve.recon3d.exporters import parse_formats
+    from vlserve.tasks.multiview_3d.building import build
 
     wanted = parse_formats(formats)
-    rows = []
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("compiling", total=len(wanted) + 1)
-        model = compile_spec(spec, segments=segments)
-        progress.advance(task)
-        for fmt in wanted:
-            progress.update(task, description=f"writing {fmt}")
-            start = time.perf_counter()
-            files = export_files(model, out, [fmt], basename=basename)
-            rows.append((files[0], time.perf_counter() - start))
-            progress.advance(task)
-    _print_report(model, rows)
+    cfg = _settings().recon3d.model_copy(update={"segments": segments})
+    with console.status(f"compiling and writing {', '.join(wanted)}"):
+        built = build(spec, out, wanted, cfg, basename=basename, repair=repair)
+    _print_report(built)
 
 
-def _print_report(model: Any, rows: list[tuple[Any, float]]) -> None:
-    ext = model.extents
-    folder = rows[0][0].path.parent if rows else ""
-    table = Table(title=f"{model.spec.name}: {len(rows)} file(s) in {folder}", title_justify="left")
+def _print_report(built: Any) -> None:
+    summary, files = built.summary, [(f, p) for f, p in built.files.items() if f != "spec"]
+    folder = files[0][1].parent if files else ""
+    table = Table(title=f"{summary['name']}: {len(files)} file(s) in {folder}", title_justify="left")
     for col, justify in (("format", "left"), ("file", "left"), ("size", "right"), ("time", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for item, seconds in rows:
-        table.add_row(item.format, item.path.name, _size(item.bytes), f"{seconds * 1000:.0f} ms")
+    for fmt, path in files:
+        size, seconds = built.sizes.get(fmt, (path.stat().st_size, 0.0))
+        table.add_row(fmt, path.name, _size(size), f"{seconds * 1000:.0f} ms")
     console.print(table)
+    ext, volume = summary["extents_mm"], summary["volume_mm3"]
+    written = summary.get("written", {}).get("stl", {}).get("watertight")
+    tight = "[green]yes[/]" if summary["watertight"] else "[red]no[/]"
+    if written is not None:
+        tight += "; as written to STL: " + ("[green]yes[/]" if written else "[red]no[/]")
     facts = Table(show_header=False, box=None)
-    facts.add_row("volume", f"{model.volume:,.1f} mm³ ({model.volume / 1000:,.3f} cm³)")
+    facts.add_row("volume", f"{volume:,.1f} mm³ ({volume / 1000:,.3f} cm³)")
     facts.add_row("size", f"{ext[0]:.4g} × {ext[1]:.4g} × {ext[2]:.4g} mm")
-    facts.add_row("watertight", "[green]yes[/]" if model.watertight else "[red]no[/]")
-    facts.add_row("triangles", f"{len(model.faces):,}  (bodies {model.bodies}, genus {model.genus})")
-    facts.add_row("compile", f"{model.seconds * 1000:.0f} ms")
+    facts.add_row("watertight", tight)
+    facts.add_row("triangles", f"{summary['triangles']:,}  (bodies {summary['bodies']}, genus {summary['genus']})")
+    facts.add_row("compile", f"{summary['compile_seconds'] * 1000:.0f} ms")
     console.print(facts)
-    for warning in model.warnings:
+    for warning in built.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 

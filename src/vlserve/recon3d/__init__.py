@@ -26,17 +26,16 @@ from vlserve.recon3d.validation import load_spec
 
 if TYPE_CHECKING:
     from vlserve.recon3d.compiler import CompiledModel, compile_spec
-    from vlserve.recon3d.export import ExportedFile, export, export_files
-    from vlserve.recon3d.exporters import FORMATS
+    from vlserve.recon3d.exporters import FORMATS, ExportedFile, export, export_files
     from vlserve.recon3d.text import TextDraft, parse_description
 
 _LAZY = {
     "CompiledModel": "vlserve.recon3d.compiler",
     "compile_spec": "vlserve.recon3d.compiler",
     "FORMATS": "vlserve.recon3d.exporters",
-    "ExportedFile": "vlserve.recon3d.export",
-    "export": "vlserve.recon3d.export",
-    "export_files": "vlserve.recon3d.export",
+    "ExportedFile": "vlserve.recon3d.exporters",
+    "export": "vlserve.recon3d.exporters",
+    "export_files": "vlserve.recon3d.exporters",
     "TextDraft": "vlserve.recon3d.text",
     "parse_description": "vlserve.recon3d.text",
 }

@@ -12,13 +12,14 @@ area mm²), whatever the spec's ``units``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vlserve.recon3d.budget import BuildLimits, SpecTooLargeError, check_budget
 from vlserve.recon3d.errors import GeometryError
 from vlserve.recon3d.plan import Leaf, Node, Plan, build_plan
 from vlserve.recon3d.profiles import DEFAULT_SEGMENTS
@@ -105,24 +106,37 @@ class CompiledModel:
 
 
 def compile_spec(
-    spec: ObjectSpec | dict[str, Any] | str | bytes | Path, *, segments: int = DEFAULT_SEGMENTS
+    spec: ObjectSpec | dict[str, Any] | str | bytes | Path,
+    *,
+    segments: int = DEFAULT_SEGMENTS,
+    limits: BuildLimits | None = None,
 ) -> CompiledModel:
     """Validate ``spec`` and build its solid. Pure: no files are written.
 
     ``segments`` is the number of vertices per full circle (cylinders, cones, spheres, tori,
     revolves). Raises :class:`SpecError` for invalid specs and :class:`GeometryError` for
     impossible geometry (a subtract or intersect that leaves nothing, degenerate polygons).
+    With ``limits``, a spec that expands past ``max_primitives`` or ``max_triangles`` is refused
+    before any CSG runs (:class:`~.budget.SpecTooLargeError`); the time limits need a separate
+    process and are enforced by :func:`vlserve.recon3d.bounded.build`.
     """
     if not MIN_SEGMENTS <= segments <= MAX_SEGMENTS:
         raise GeometryError.at("segments", f"must be between {MIN_SEGMENTS} and {MAX_SEGMENTS}")
     start = time.perf_counter()
     spec = load_spec(spec)
     plan = build_plan(spec)
+    if limits is not None:
+        check_budget(plan, replace(limits, segments=segments))
     builder = _Builder(segments, plan.warnings)
     solid: Any = None
     for node in plan.nodes:
         solid = builder.combine(solid, builder.node(node), node.op, node.path)
     solid = solid.scale([plan.scale] * 3)
+    if limits is not None and solid.num_tri() > limits.max_triangles:
+        raise SpecTooLargeError(
+            f"the solid has {solid.num_tri():,} triangles; the limit is {limits.max_triangles:,} "
+            "(recon3d.max_triangles): use fewer segments, copies or parts"
+        )
     return _finish(spec, plan, segments, solid, builder.origin, time.perf_counter() - start)
 
 

@@ -1,8 +1,8 @@
 """A spec written by a model → a compiled, exported object, repairing what cannot be built.
 
-A schema-valid spec can still describe impossible geometry (a first part that subtracts, a self-crossing outline); such
-parts are dropped one at a time with a warning naming them, so the user always gets the object
-that the rest of the spec describes.
+A schema-valid spec can still describe impossible geometry (a first part that subtracts, a
+self-crossing outline); such parts are dropped one at a time with a warning naming them, so the
+user always gets the object that the rest of the spec describes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlserve.recon3d.budget import BuildLimits, SpecTooLargeError, check_budget
 from vlserve.recon3d.errors import GeometryError, SpecError
+from vlserve.recon3d.plan import build_plan
 from vlserve.recon3d.spec import ObjectSpec
 from vlserve.recon3d.validation import load_spec
 
@@ -22,6 +24,79 @@ if TYPE_CHECKING:
 
 MAX_REPAIRS = 8
 _PART_INDEX = re.compile(r"^parts\[(\d+)\]")
+#: top-level fields a model may get wrong that have a safe value to fall back to
+_FALLBACKS: dict[str, Any] = {"spec_version": "1.0", "name": "object", "category": "other", "units": "mm",
+                              "description": ""}
+
+
+def repair_document(doc: dict[str, Any], err: SpecError, warnings: list[str]) -> dict[str, Any]:
+    """One repair step for ``err`` on ``doc`` (a new dict), or ``err`` raised again when none helps.
+
+    Repairs, in order of preference: a wrong top-level field falls back to its default; a first
+    part that cuts becomes the body (union); a part that cannot be built is dropped; a lone part
+    that cannot be built becomes a box of its largest size. A spec over the build limits is never
+    repaired (that is the caller's decision, not a defect of one part).
+    """
+    if isinstance(err, SpecTooLargeError):
+        raise err
+    field_name = (err.path or "").split(".")[0].split("[")[0]
+    if field_name in _FALLBACKS and doc.get(field_name) != _FALLBACKS[field_name]:
+        warnings.append(f"{err.path}: {err.reason}; used {_FALLBACKS[field_name]!r} instead")
+        return {**doc, field_name: _FALLBACKS[field_name]}
+    unknown = [k for k in doc if k not in (*_FALLBACKS, "parts")]
+    if unknown and err.reason == "unknown field":
+        warnings.append(f"ignored unknown field(s) {', '.join(map(repr, unknown))}")
+        return {k: v for k, v in doc.items() if k not in unknown}
+    match = _PART_INDEX.match(err.path or err.message)
+    parts = list(doc.get("parts") or []) if isinstance(doc.get("parts"), list) else []
+    if match is None or int(match.group(1)) >= len(parts):
+        raise err
+    index = int(match.group(1))
+    if err.path.endswith(".op") and index == 0 and isinstance(parts[0], dict) and parts[0].get("op") != "union":
+        warnings.append(f"{err.path}: made the first part a union (it had nothing to cut from)")
+        parts[0] = {**parts[0], "op": "union"}
+    elif len(parts) > 1:
+        del parts[index]
+        warnings.append(f"dropped {err.path}: {err.reason}")
+    elif isinstance(parts[0], dict) and (box := _bounding_box(parts[0])) is not None:
+        warnings.append(f"{err.path}: {err.reason}; replaced by a box of its largest dimension")
+        parts[0] = box
+    else:
+        raise GeometryError.at(err.path, f"{err.reason}; the spec has no other part to build") from err
+    return {**doc, "parts": parts}
+
+
+def as_document(document: str | bytes | dict[str, Any]) -> dict[str, Any]:
+    """JSON text or a dict → a dict (a :class:`SpecError` when it is not a JSON object)."""
+    if isinstance(document, dict):
+        return dict(document)
+    try:
+        data = json.loads(document)
+    except (ValueError, RecursionError) as err:
+        raise SpecError(f"the spec is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise SpecError("the spec must be a JSON object")
+    return data
+
+
+def validate_with_repair(document: str | bytes | dict[str, Any], *,
+                         limits: BuildLimits | None = None) -> tuple[ObjectSpec, list[str]]:
+    """Validate (repairing what the schema cannot express) and check the build limits; no CSG runs.
+
+    This is the cheap first half of :func:`compile_with_repair`: a caller can refuse a spec up
+    front, before handing it to a process that compiles it.
+    """
+    doc, warnings = as_document(document), []
+    for _ in range(MAX_REPAIRS + 1):
+        try:
+            spec = load_spec(doc)
+            if limits is not None:
+                check_budget(build_plan(spec), limits)
+            return spec, warnings
+        except SpecError as err:
+            doc = repair_document(doc, err, warnings)
+    raise SpecError(f"the spec needed more than {MAX_REPAIRS} repairs: {'; '.join(warnings[-3:])}")
+
 
 @dataclass
 class Reconstruction:
@@ -31,41 +106,23 @@ class Reconstruction:
     warnings: list[str]
 
 
-def compile_with_repair(document: str | dict[str, Any], *,
-                        segments: int = 96) -> tuple[ObjectSpec, CompiledModel, list[str]]:
+def compile_with_repair(document: str | bytes | dict[str, Any], *, segments: int = 96,
+                        limits: BuildLimits | None = None) -> tuple[ObjectSpec, CompiledModel, list[str]]:
     """Validate and compile the model's spec; impossible parts are repaired or dropped, with warnings.
 
-    Repairs, in order of preference: a first part that cuts becomes the body (union); a part that
-    cannot be built is dropped; a lone part that cannot be built becomes a box of its largest size.
+    See :func:`repair_document` for the repairs. With ``limits`` a spec that expands past them is
+    refused (:class:`~.budget.SpecTooLargeError`, 4000) before any CSG runs.
     """
     from vlserve.recon3d.compiler import compile_spec
 
-    doc: dict[str, Any] = json.loads(document) if isinstance(document, str) else dict(document)
-    warnings: list[str] = []
-    for _ in range(MAX_REPAIRS):
+    doc, warnings = as_document(document), []
+    for _ in range(MAX_REPAIRS + 1):
         try:
             spec = load_spec(doc)
-            return spec, compile_spec(spec, segments=segments), warnings
+            return spec, compile_spec(spec, segments=segments, limits=limits), warnings
         except SpecError as err:
-            match = _PART_INDEX.match(err.path or err.message)
-            parts = list(doc.get("parts") or [])
-            if match is None or int(match.group(1)) >= len(parts):
-                raise
-            index = int(match.group(1))
-            if err.path.endswith(".op") and index == 0 and parts[0].get("op", "union") != "union":
-                warnings.append(f"{err.path}: made the first part a union (it had nothing to cut from)")
-                parts[0] = {**parts[0], "op": "union"}
-            elif len(parts) > 1:
-                del parts[index]
-                warnings.append(f"dropped {err.path}: {err.reason}")
-            elif (box := _bounding_box(parts[0])) is not None:
-                warnings.append(f"{err.path}: {err.reason}; replaced by a box of its largest dimension")
-                parts[0] = box
-            else:
-                raise GeometryError.at(err.path, f"{err.reason}; the spec has no other part to build") from err
-            doc = {**doc, "parts": parts}
-    spec = load_spec(doc)
-    return spec, compile_spec(spec, segments=segments), warnings
+            doc = repair_document(doc, err, warnings)
+    raise SpecError(f"the spec needed more than {MAX_REPAIRS} repairs: {'; '.join(warnings[-3:])}")
 
 
 def _bounding_box(part: dict[str, Any]) -> dict[str, Any] | None:
@@ -79,11 +136,11 @@ def _bounding_box(part: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def reconstruct(answer: str | dict[str, Any], outdir: Path, formats: list[str], *,
-                segments: int = 96) -> Reconstruction:
-    """The model's answer → a compiled, exported object."""
-    from vlserve.recon3d.export import export
+                segments: int = 96, limits: BuildLimits | None = None) -> Reconstruction:
+    """The model's answer → a compiled, exported object (in this process: no time limit)."""
+    from vlserve.recon3d.exporters import export
 
-    spec, model, warnings = compile_with_repair(answer, segments=segments)
+    spec, model, warnings = compile_with_repair(answer, segments=segments, limits=limits)
     files = export(model, outdir, formats, basename="model")
     (outdir / "spec.json").write_text(spec.model_dump_json(indent=2, exclude_none=True))
     files["spec"] = outdir / "spec.json"

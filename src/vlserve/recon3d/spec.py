@@ -124,20 +124,17 @@ class ExtrudeSize(_Model):
     height: Length
 
 
+#: a profile point [r, z]: r >= 0 is part of the schema (prefixItems), so a constrained decoder
+#: cannot write a negative radius in the first place
+ProfilePoint = tuple[Annotated[float, Field(ge=0, le=MAX_LENGTH)], Coord]
+
+
 class RevolveSize(_Model):
-    profile: list[Point2] = Field(
+    profile: list[ProfilePoint] = Field(
         min_length=3,
         max_length=MAX_POINTS,
         description="closed profile [[r, z], ...] revolved 360° about the local z axis (r >= 0)",
     )
-
-    @field_validator("profile")
-    @classmethod
-    def _radius_non_negative(cls, value: list[list[float]]) -> list[list[float]]:
-        for i, (r, _z) in enumerate(value):
-            if r < 0:
-                raise ValueError(f"point {i} has r = {r}; r must be >= 0")
-        return value
 
 
 # --- placement -------------------------------------------------------------------------------

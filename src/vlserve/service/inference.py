@@ -25,11 +25,14 @@ from vlserve.runtime.protocol import (
     TextDelta,
     VideoPart,
 )
+from vlserve.runtime.schema_limits import check_schema
+from vlserve.sampling import check_sampling
 from vlserve.scheduling import Scheduler, Ticket
-from vlserve.schemas import DocumentInput, InferRequest, InferResult, Metadata, VideoInput
+from vlserve.schemas import InferRequest, InferResult, Metadata
 from vlserve.service.artifacts import record_owner
+from vlserve.service.call import Call
 from vlserve.service.moderation import Moderator
-from vlserve.tasks import Task, TaskInput, get_task
+from vlserve.tasks import Task, TaskInput
 
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "presence_penalty", "seed",
                    "stop")
@@ -110,59 +113,75 @@ class InferenceService:
         await self.fetcher.aclose()
 
     # -- preparation -----------------------------------------------------------------------
-    async def prepare(self, request: InferRequest, *, request_id: str, key_id: str | None) -> Prepared:
-        """Check, fetch and decode everything; every failure is a typed, coded error."""
+    async def prepare(self, request: InferRequest | Call, *, request_id: str, key_id: str | None) -> Prepared:
+        """Check, fetch and decode everything; every failure is a typed, coded error. Counts, text
+        and options are checked before anything is fetched or decoded."""
         started = time.perf_counter()
-        lim = self.settings.limits
-        task = get_task(request.task)
-        for kind, items, limit in (("images", request.images, lim.max_images),
-                                   ("videos", request.videos, lim.max_videos),
-                                   ("documents", request.documents, lim.max_documents)):
-            if len(items) > limit:
-                raise TooManyInputsError(f"at most {limit} {kind} per request (server limit), got {len(items)}")
-        if len(request.text) > lim.max_text_chars:
-            raise RequestError(f"text is longer than {lim.max_text_chars} characters")
-        task.rules.check(images=len(request.images), videos=len(request.videos),
-                         documents=len(request.documents), text=request.text)
-        inp, hashes, warnings = await self._load_inputs(request)
+        call = Call.of(request)
+        task = call.task
+        self._check_counts(call)
+        task.rules.check(images=len(call.images), videos=len(call.videos),
+                         documents=len(call.documents), text=call.text)
+        params = self._params(call)
+        inp, hashes, warnings = await self._load_inputs(call)
         inp.artifacts_dir = self.settings.recon3d.artifacts_dir / request_id
         inp.artifacts_url = f"/artifacts/{request_id}/"
+        inp.recon3d, inp.formats = self.settings.recon3d, call.options.formats
         warnings += task.prepare(inp)
-        self.moderator.check(request.text, stage="input", request_id=request_id, key_id=key_id,
-                             input_hashes=hashes)
-        params = self._params(task, request)
-        generation = GenerationRequest(task.messages(inp), params, request_id=request_id)
+        self.moderator.check("\n".join(t for t in call.all_text if t), stage="input", request_id=request_id,
+                             key_id=key_id, input_hashes=hashes)
+        generation = GenerationRequest(task.messages(inp), params, request_id=request_id, tools=task.tools(),
+                                       prefill=task.prefill())
         return Prepared(request_id, key_id, task, inp, generation, hashes, started, warnings)
 
-    def _params(self, task: Task, request: InferRequest) -> SamplingParams:
-        given = {k: v for k, v in request.options.model_dump().items() if k in SAMPLING_FIELDS and v not in (None, [])}
-        merged = {**task.defaults, **given}
-        merged.setdefault("max_tokens", self.settings.limits.default_max_tokens)
-        if merged["max_tokens"] > self.settings.limits.max_tokens:
-            raise RequestError(f"max_tokens may be at most {self.settings.limits.max_tokens} on this server")
-        return SamplingParams(**merged, json_schema=task.schema())
-
-    async def _load_inputs(self, request: InferRequest) -> tuple[TaskInput, list[str], list[str]]:
+    def _check_counts(self, call: Call) -> None:
+        """Inputs and text within the server's limits (1006, 4000), before any fetch or decode."""
         lim = self.settings.limits
-        refs = [*request.images, *[v.url if isinstance(v, VideoInput) else v for v in request.videos],
-                *[d.url if isinstance(d, DocumentInput) else d for d in request.documents]]
+        for kind, count, limit in (("images", len(call.images), lim.max_images),
+                                   ("videos", len(call.videos), lim.max_videos),
+                                   ("documents", len(call.documents), lim.max_documents),
+                                   ("labels", len(call.labels), lim.max_images)):
+            if count > limit:
+                raise TooManyInputsError(f"at most {limit} {kind} per request (server limit), got {count}")
+        if len(call.task.tools()) > lim.max_tools:
+            raise RequestError(f"at most {lim.max_tools} tools per request (server limit), got "
+                               f"{len(call.task.tools())}", param="tools")
+        chars = sum(len(t) for t in call.all_text)
+        if chars > lim.max_text_chars:
+            raise RequestError(f"the request's text (instructions, messages, system prompts, labels) has {chars} "
+                               f"characters; this server accepts at most {lim.max_text_chars}")
+
+    def _params(self, call: Call) -> SamplingParams:
+        lim = self.settings.limits
+        given = {k: v for k, v in call.options.model_dump().items() if k in SAMPLING_FIELDS and v not in (None, [])}
+        merged = {**call.task.defaults, **given}
+        merged.setdefault("max_tokens", lim.default_max_tokens)
+        if merged["max_tokens"] > lim.max_tokens:
+            raise RequestError(f"max_tokens may be at most {lim.max_tokens} on this server")
+        check_sampling(merged, max_stop=lim.max_stop_strings, max_stop_chars=lim.max_stop_chars)
+        schema = call.task.schema()
+        if schema is not None and call.task.caller_schema:  # the caller's own: bounded like any input
+            check_schema(schema, max_bytes=lim.max_schema_bytes, max_depth=lim.max_schema_depth,
+                         max_tokens=merged["max_tokens"])
+        return SamplingParams(**merged, json_schema=schema, logprobs=call.logprobs)
+
+    async def _load_inputs(self, call: Call) -> tuple[TaskInput, list[str], list[str]]:
+        lim = self.settings.limits
+        refs = [*call.images, *[v.url for v in call.videos], *[d.url for d in call.documents]]
         sources = await asyncio.gather(*(
             load_source(ref, fetcher=self.fetcher, local_root=self.settings.fetching.local_root,
                         max_bytes=lim.max_input_bytes) for ref in refs
         ))
         hashes = [hashlib.sha256(s.data).hexdigest() for s in sources]
-        n_img, n_vid = len(request.images), len(request.videos)
+        n_img, n_vid = len(call.images), len(call.videos)
         images = await asyncio.gather(*(
             asyncio.to_thread(load_image, s.data, self.vision) for s in sources[:n_img]
         ))
         videos = []
-        for spec, source in zip(request.videos, sources[n_img : n_img + n_vid], strict=True):
-            start = spec.start if isinstance(spec, VideoInput) else None
-            end = spec.end if isinstance(spec, VideoInput) else None
-            videos.append(VideoPart(source.data, fps=request.options.fps, start=start, end=end))
+        for spec, source in zip(call.videos, sources[n_img : n_img + n_vid], strict=True):
+            videos.append(VideoPart(source.data, fps=call.options.fps, start=spec.start, end=spec.end))
         pages, warnings = [], []
-        for number, (spec, source) in enumerate(zip(request.documents, sources[n_img + n_vid :], strict=True), 1):
-            chosen = spec if isinstance(spec, DocumentInput) else DocumentInput(url="")
+        for number, (chosen, source) in enumerate(zip(call.documents, sources[n_img + n_vid :], strict=True), 1):
             doc = await asyncio.to_thread(render_pdf, source.data, dpi=lim.pdf_dpi, max_pages=lim.max_pdf_pages,
                                           policy=lim.pdf_policy, first_page=chosen.first_page,
                                           last_page=chosen.last_page)
@@ -170,7 +189,7 @@ class InferenceService:
             if doc.truncated:
                 warnings.append(f"document {number} has {doc.page_count} pages: only the first "
                                 f"{len(doc.pages)} were analysed")
-        inp = TaskInput(text=request.text, images=list(images), videos=videos, pages=pages, labels=request.labels)
+        inp = TaskInput(text=call.text, images=list(images), videos=videos, pages=pages, labels=call.labels)
         return inp, hashes, warnings
 
     # -- running ---------------------------------------------------------------------------
@@ -201,12 +220,12 @@ class InferenceService:
         )
         return Outcome(prepared.request_id, answer, result, metadata)
 
-    async def start(self, request: InferRequest, *, request_id: str, key_id: str | None) -> Run:
+    async def start(self, request: InferRequest | Call, *, request_id: str, key_id: str | None) -> Run:
         """Admit the request to its lane (before touching any media), then prepare it."""
-        task = get_task(request.task)
-        ticket = self.scheduler.lane(task.lane).admit(request.options.priority)
+        call = Call.of(request)
+        ticket = self.scheduler.lane(call.task.lane).admit(call.options.priority)
         try:
-            prepared = await self.prepare(request, request_id=request_id, key_id=key_id)
+            prepared = await self.prepare(call, request_id=request_id, key_id=key_id)
         except BaseException:
             ticket.release()
             raise
@@ -239,7 +258,7 @@ class InferenceService:
         self.metrics.tokens.labels(lane, "input").observe(result.usage.input_tokens)
         self.metrics.tokens.labels(lane, "output").observe(result.usage.output_tokens)
 
-    async def infer(self, request: InferRequest, *, request_id: str, key_id: str | None) -> Outcome:
+    async def infer(self, request: InferRequest | Call, *, request_id: str, key_id: str | None) -> Outcome:
         run = await self.start(request, request_id=request_id, key_id=key_id)
         outcome = None
         async for event in self.events(run):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from vlserve.config import Recon3D
 from vlserve.errors import RequestError, TooManyInputsError
 from vlserve.runtime.protocol import ImagePart, Message, Part, TextPart, VideoPart
 
@@ -61,6 +62,8 @@ class TaskInput:
     labels: list[str] = field(default_factory=list)  # optional per-image labels (view names, ...)
     artifacts_dir: Path | None = None  # where a task may write files for the caller
     artifacts_url: str = ""  # the URL prefix those files are served under
+    recon3d: Recon3D | None = None  # the server's 3D limits (None: the defaults)
+    formats: list[str] | None = None  # files a 3D task should write (None: its default)
 
 
 class Task:
@@ -73,10 +76,19 @@ class Task:
     system_prompt: ClassVar[str]
     default_instruction: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {"max_tokens": 512}
+    caller_schema: ClassVar[bool] = False  # True: schema() comes from the caller and is bounded as input
 
     def schema(self) -> dict[str, Any] | None:
         """A JSON Schema the answer is constrained to, or None for free text."""
         return None
+
+    def tools(self) -> list[dict[str, Any]]:
+        """Function definitions shown to the model (OpenAI's tool format); none by default."""
+        return []
+
+    def prefill(self) -> str:
+        """Text the model's answer is made to start with (not part of the answer)."""
+        return ""
 
     def prepare(self, inp: TaskInput) -> list[str]:
         """Adjust the decoded inputs before prompting; returns warnings for the caller."""

@@ -51,9 +51,14 @@ def build_shape(plan: Plan) -> Any:
 
 def write_step(model: CompiledModel, path: Path) -> Path:
     """Write ``model``'s plan as STEP (mm) to ``path``."""
+    return write_plan_step(model.plan, path)
+
+
+def write_plan_step(plan: Plan, path: Path) -> Path:
+    """Write ``plan`` as STEP (mm) to ``path``: needs no compiled mesh, so it can run on its own."""
     bd = require("build123d")
-    shape = build_shape(model.plan)
-    shape.label = model.spec.name
+    shape = build_shape(plan)
+    shape.label = plan.spec.name
     if not bd.export_step(shape, str(path)):
         raise GeometryError(f"build123d could not write {path.name}")
     return path
@@ -103,6 +108,9 @@ def _primitive(bd: Any, part: PrimitivePart) -> Any:
         return bd.Cylinder(part.size.diameter / 2, part.size.height)
     if isinstance(part, ConePart):
         c = part.size
+        if c.bottom_diameter == c.top_diameter:
+            # OCCT cannot make a cone with a zero half-angle: it is a cylinder
+            return bd.Cylinder(c.bottom_diameter / 2, c.height)
         return bd.Cone(c.bottom_diameter / 2, c.top_diameter / 2, c.height)
     if isinstance(part, SpherePart):
         return bd.Sphere(part.size.diameter / 2)

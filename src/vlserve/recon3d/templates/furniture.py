@@ -1,6 +1,11 @@
 """Furniture families: table, chair, shelf. Boxes and cylinders, mirrored and patterned.
 
 Local frames are bounding-box centred like every part: the floor is at ``z = -height / 2``.
+
+Pieces that meet are built to *overlap* by half the thickness of the piece they meet (a leg
+reaches halfway into the seat, a board halfway into the sides), inside that piece, so the union
+is exactly the same solid but never depends on two faces coinciding to the last bit: in inches
+(450 mm = 17.7165… in) the sums of such values differ in the last bit and the pieces came apart.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ def table(p: TableParams, ctx: Ctx) -> list[PrimitivePart]:
         raise ParamError("top_thickness", f"must be < height ({height:g})")
     if 2 * (inset + leg) > min(length, width):
         raise ParamError("leg_size", "four legs do not fit under the top (check leg_size and leg_inset)")
-    leg_h = height - top_t
+    leg_h = height - top_t / 2  # up to the middle of the top: see the module docstring
     return [
         box("top", length, width, top_t, (0, 0, height / 2 - top_t / 2)),
         _leg(
@@ -62,11 +67,12 @@ def chair(p: ChairParams, ctx: Ctx) -> list[PrimitivePart]:
         raise ParamError("back_thickness", f"must be < seat_depth ({sd:g})")
     total = sh + bh
     floor = -total / 2
-    leg_h = sh - st
+    leg_h = sh - st / 2  # legs and backrest reach into the seat: see the module docstring
+    back_h = bh + st / 2
     return [
         box("seat", sw, sd, st, (0, 0, floor + sh - st / 2)),
         _leg("legs", p.leg_shape, leg, leg_h, (sw / 2 - leg / 2, sd / 2 - leg / 2, floor + leg_h / 2)),
-        box("backrest", sw, bt, bh, (0, sd / 2 - bt / 2, floor + sh + bh / 2)),
+        box("backrest", sw, bt, back_h, (0, sd / 2 - bt / 2, floor + sh + bh - back_h / 2)),
     ]
 
 
@@ -91,8 +97,9 @@ def shelf(p: ShelfParams, ctx: Ctx) -> list[PrimitivePart]:
         raise ParamError("shelf_count", f"{count} boards of {t:g} do not fit in height {height:g}")
     if back >= depth:
         raise ParamError("back_thickness", f"must be < depth ({depth:g})")
-    inner = width - 2 * t
-    board_d = depth - back
+    # boards and back reach halfway into the sides, boards halfway into the back (module docstring)
+    inner = width - t
+    board_d = depth - back / 2
     parts: list[PrimitivePart] = [
         box("sides", t, depth, height, (width / 2 - t / 2, 0, 0), mirror=["yz"]),
         box(
@@ -100,7 +107,7 @@ def shelf(p: ShelfParams, ctx: Ctx) -> list[PrimitivePart]:
             inner,
             board_d,
             t,
-            (0, -back / 2, -height / 2 + t / 2),
+            (0, -back / 4, -height / 2 + t / 2),
             pattern={"kind": "linear", "count": count, "step": [0, 0, (height - t) / (count - 1)]},
         ),
     ]

@@ -183,8 +183,10 @@ def bracket(p: BracketParams, ctx: Ctx) -> list[PrimitivePart]:
         box("upright_leg", t, width, height, (t / 2 - cx, 0, height / 2 - cz)),
     ]
     if gusset:
+        # the triangle reaches halfway into both legs (same hypotenuse, so the same solid) rather
+        # than touching them along a face that float rounding may open up
         g = t + gusset
-        tri = [[t, t], [g, t], [t, g]]
+        tri = [[t / 2, t / 2], [g + t / 2, t / 2], [t / 2, g + t / 2]]
         parts.append(extrusion("gusset", tri, t, (-cx, 0, -cz), rotation=[90, 0, 0]))
     if holes and hole_d:
         step_h, step_v = free_h / holes, free_v / holes

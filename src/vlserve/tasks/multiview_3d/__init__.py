@@ -6,14 +6,15 @@ The task owns everything about the model: the prompts (:mod:`.prompts`), the pho
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
+from vlserve.config import Recon3D
 from vlserve.errors import EngineError
 from vlserve.recon3d import spec_json_schema
-from vlserve.recon3d.exporters import FORMATS
-from vlserve.recon3d.repair import reconstruct
+from vlserve.recon3d.exporters import parse_formats
 from vlserve.tasks.base import InputRules, Task, TaskInput
+from vlserve.tasks.multiview_3d.answer import read_answer
+from vlserve.tasks.multiview_3d.building import build
 from vlserve.tasks.multiview_3d.photos import check_photos
 from vlserve.tasks.multiview_3d.prompts import INSTRUCTION, SYSTEM_PROMPT, instruction
 
@@ -21,7 +22,8 @@ from vlserve.tasks.multiview_3d.prompts import INSTRUCTION, SYSTEM_PROMPT, instr
 class Multiview3D(Task):
     name = "multiview_3d"
     summary = ("Reconstruct an object from 1–12 photos (optional view labels) into a schema-valid object "
-               "spec, compiled to GLB, STL, OBJ, PLY, STEP, OpenSCAD, a Blender script and a PNG preview.")
+               "spec, compiled to GLB, STL, OBJ, PLY, OpenSCAD, a Blender script and a PNG preview "
+               "(STEP on request: options.formats).")
     rules = InputRules(images=(1, 12))
     lane = "batch"
     system_prompt = SYSTEM_PROMPT
@@ -33,6 +35,7 @@ class Multiview3D(Task):
         return spec_json_schema(compact=True)
 
     def prepare(self, inp: TaskInput) -> list[str]:
+        formats(inp)  # an unknown format is refused before the model runs
         checked = check_photos(inp.images, inp.labels)
         inp.images = checked.images
         return checked.warnings
@@ -43,22 +46,25 @@ class Multiview3D(Task):
     def answer(self, text: str, inp: TaskInput) -> dict[str, Any]:
         if inp.artifacts_dir is None:
             raise EngineError("multiview_3d needs an artefact directory (settings.recon3d.artifacts_dir)")
-        formats = [f for f in FORMATS if f != "step" or _has_cad()]
-        built = reconstruct(text, inp.artifacts_dir, formats)
+        read = read_answer(text)
+        built = build(read.document, inp.artifacts_dir, formats(inp), inp.recon3d or Recon3D())
         warnings = list(built.warnings)
-        if "step" not in formats:
-            warnings.append("STEP was skipped: install the 'cad' extra (build123d) for exact B-rep output")
+        if read.completed:
+            warnings.insert(0, "the model's answer was cut off at max_tokens: the object is built from the parts "
+                               "it finished (raise max_tokens for the rest)")
         return {
-            "spec": built.spec.model_dump(mode="json", exclude_none=True),
-            "description": built.spec.description,
+            "spec": built.spec,
+            "description": built.spec.get("description", ""),
             "files": {fmt: inp.artifacts_url + path.name for fmt, path in built.files.items()},
-            "summary": built.model.summary(),
+            "summary": built.summary,
             "warnings": warnings,
         }
 
 
-def _has_cad() -> bool:
-    return importlib.util.find_spec("build123d") is not None
+def formats(inp: TaskInput) -> list[str]:
+    """The files to write: the request's ``options.formats`` or ``recon3d.default_formats``."""
+    cfg = inp.recon3d or Recon3D()
+    return parse_formats(inp.formats if inp.formats else cfg.default_formats)
 
 
-__all__ = ["Multiview3D"]
+__all__ = ["Multiview3D", "formats"]

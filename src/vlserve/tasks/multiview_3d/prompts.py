@@ -28,3 +28,22 @@ def instruction(note: str) -> str:
     """The instruction, with the user's own notes (sizes, material) appended when given."""
     extra = note.strip()
     return f"{INSTRUCTION}\nNotes from the user: {extra}" if extra else INSTRUCTION
+
+
+TEXT_SYSTEM_PROMPT = (
+    "You are a mechanical designer. You turn a plain description of an object into an object spec that "
+    "CAD software rebuilds: solid primitives, templates for known families (flange, impeller, gear, "
+    "bracket, enclosure, table, chair, shelf), boolean operations for holes and cut-outs, and patterns "
+    "for repeated features. Use every number the description states, in its unit; choose sensible "
+    "values for what it leaves open."
+)
+
+
+def text_messages(description: str) -> tuple[str, str]:
+    """(system, user) prompts for writing a spec from a description, in English or Chinese."""
+    user = (
+        f"Description: {description.strip()}\n"
+        "Write the object spec as JSON following the schema: the first part a union body, holes as "
+        "subtract parts, repeated features with a pattern, the description copied into 'description'."
+    )
+    return TEXT_SYSTEM_PROMPT, user
