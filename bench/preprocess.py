@@ -7,7 +7,9 @@ Run from the repository root::
 Images: JPEG bytes of realistic photo sizes, ``load_image`` + ``preprocess_image``
 against ``Image.open`` + ``Qwen2VLImageProcessorPil`` with the same settings.
 Video: an H.264 clip generated here with PyAV (encoder defaults unless noted),
-``load_video`` against the straightforward reference: decode every frame to an
+``load_video`` (in this process, ``isolated=False``: the decoding code itself; what the server's
+worker process adds is measured by ``bench/isolation.py``) against the straightforward
+reference: decode every frame to an
 RGB array, take the sampled ones (transformers' ``sample_frames``), resize each
 with Pillow bicubic, rescale/normalise as the image processor does and patchify
 with the Qwen3-VL video processor's ``patchify``. Every row checks that both
@@ -210,7 +212,7 @@ def main() -> int:
     for label, width, height, fps, seconds, gop in clips:
         data = h264_clip(width, height, fps, seconds, gop)
         mine, theirs, got, expected = compare(
-            runs_large, partial(load_video, data, settings), partial(reference.video, data)
+            runs_large, partial(load_video, data, settings, isolated=False), partial(reference.video, data)
         )
         rows.append((f"video {label}", mine, theirs, np.array_equal(got.pixel_values, expected)))
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pypdfium2 as pdfium  # type: ignore[import-untyped]
 import pypdfium2.raw as pdfium_c  # type: ignore[import-untyped]
 from PIL import Image
@@ -121,6 +122,35 @@ def render_pdf(
     range or dpi. Runs in this process: untrusted documents go through
     ``render_pdf_isolated``.
     """
+    arrays, page_count, truncated = _render_arrays(
+        data,
+        dpi=dpi,
+        max_pages=max_pages,
+        first_page=first_page,
+        last_page=last_page,
+        max_page_pixels=max_page_pixels,
+        max_document_pixels=max_document_pixels,
+        policy=policy,
+    )
+    return _document(arrays, page_count, truncated)
+
+
+def _document(arrays: list[np.ndarray], page_count: int, truncated: bool) -> RenderedDocument:
+    return RenderedDocument(pages=[Image.fromarray(a) for a in arrays], page_count=page_count, truncated=truncated)
+
+
+def _render_arrays(
+    data: bytes,
+    *,
+    dpi: int,
+    max_pages: int,
+    first_page: int,
+    last_page: int | None,
+    max_page_pixels: int,
+    max_document_pixels: int,
+    policy: PagePolicy,
+) -> tuple[list[np.ndarray], int, bool]:
+    """The pages as ``(h, w, 3)`` uint8 arrays (what crosses the worker's pipe cheaply), the count, truncation."""
     if not 1 <= dpi <= _MAX_DPI:
         raise RequestError(f"dpi must be between 1 and {_MAX_DPI}, got {dpi}.")
     if max_pages < 1 or max_page_pixels < 1 or max_document_pixels < 1:
@@ -152,7 +182,7 @@ def render_pdf(
             _render_page(document, index, size, dpi, budget)
             for index, size, budget in zip(indices, sizes, budgets, strict=True)
         ]
-    return RenderedDocument(pages=pages, page_count=page_count, truncated=truncated)
+    return pages, page_count, truncated
 
 
 async def render_pdf_isolated(
@@ -175,8 +205,8 @@ async def render_pdf_isolated(
     the event loop's default executor, so image decoding never waits behind it.
     """
     try:
-        return await (pool or document_pool()).arun(
-            render_pdf,
+        arrays, page_count, truncated = await (pool or document_pool()).arun(
+            _render_arrays,
             data,
             dpi=dpi,
             max_pages=max_pages,
@@ -190,6 +220,7 @@ async def render_pdf_isolated(
         raise DocumentError(TOO_COMPLEX, reason="timeout") from err
     except IsolationError as err:
         raise DocumentError(TOO_COMPLEX, reason=err.reason) from err
+    return _document(arrays, page_count, truncated)
 
 
 def _page_size(document: pdfium.PdfDocument, index: int) -> tuple[float, float]:
@@ -219,21 +250,21 @@ def _page_budgets(
 
 def _render_page(
     document: pdfium.PdfDocument, index: int, size: tuple[float, float], dpi: int, max_page_pixels: int
-) -> Image.Image:
+) -> np.ndarray:
+    """One page as an ``(h, w, 3)`` RGB array (PDFium renders RGB directly: no byte swapping copy)."""
     try:
         page = document[index]
     except pdfium.PdfiumError as err:
         raise DocumentError(f"Page {index + 1} of the PDF could not be read; it may be corrupt.") from err
     try:
         scale = _page_scale(size[0], size[1], dpi, max_page_pixels)
-        bitmap = page.render(scale=scale)
+        bitmap = page.render(scale=scale, rev_byteorder=True)
         try:
-            # Default BGR rendering makes to_pil() copy into a standalone RGB image.
-            image: Image.Image = bitmap.to_pil()
+            pixels: np.ndarray = np.array(bitmap.to_numpy(), dtype=np.uint8, copy=True)
         finally:
             bitmap.close()
     except pdfium.PdfiumError as err:
         raise DocumentError(f"Page {index + 1} of the PDF could not be rendered.") from err
     finally:
         page.close()
-    return image.convert("RGB") if image.mode != "RGB" else image
+    return pixels

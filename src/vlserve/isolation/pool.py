@@ -51,6 +51,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _START_TIMEOUT = 30.0  # seconds for a fresh worker to import its preloads and say "ready"
+_PIPE_BYTES = 1 << 20
 
 
 class IsolationError(Exception):
@@ -122,6 +123,8 @@ class _Worker:
         assert self.process.stdin is not None and self.process.stdout is not None
         self._stdin = self.process.stdin
         self._fd = self.process.stdout.fileno()
+        for pipe in (self._fd, self._stdin.fileno()):
+            _widen(pipe)
         os.set_blocking(self._fd, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._fd, selectors.EVENT_READ)
@@ -189,6 +192,14 @@ class _Worker:
                 if stream is not None:
                     stream.close()
         self._selector.close()
+
+
+def _widen(fd: int) -> None:
+    """1 MiB pipe buffers (Linux) instead of 64 KiB: rendered pages cross in far fewer wake-ups."""
+    with contextlib.suppress(OSError, AttributeError):
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
 
 
 class WorkerPool:
