@@ -108,3 +108,27 @@ def test_a_slow_job_does_not_hold_the_other_worker(pool_factory) -> None:
             await slow
 
     asyncio.run(scenario())
+
+
+def test_cancelling_the_awaiting_task_kills_the_running_job(pool_factory) -> None:
+    pool = pool_factory(wall_seconds=30.0)
+    worker_pid = pool.run(helpers.pid)
+
+    async def scenario() -> None:
+        job = asyncio.ensure_future(pool.arun(helpers.sleep, 30))
+        await asyncio.sleep(0.3)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+
+    asyncio.run(scenario())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the abandoned job's worker is still running")
+    assert pool.run(helpers.echo, "next") == "next"

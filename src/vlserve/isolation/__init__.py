@@ -10,6 +10,7 @@ See docs/inputs.md ("Isolation") for what runs where and why.
 
 from vlserve.isolation.pool import (
     IsolationError,
+    WorkerAbandoned,
     WorkerCrashed,
     WorkerLimits,
     WorkerOutOfMemory,
@@ -20,6 +21,7 @@ from vlserve.isolation.pools import configure, document_pool, video_pool
 
 __all__ = [
     "IsolationError",
+    "WorkerAbandoned",
     "WorkerCrashed",
     "WorkerLimits",
     "WorkerOutOfMemory",

@@ -28,11 +28,13 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from vlserve.errors import VlserveError
@@ -41,6 +43,7 @@ from vlserve.isolation.worker import _HEADER
 __all__ = [
     "IsolationError",
     "WorkerCrashed",
+    "WorkerAbandoned",
     "WorkerLimits",
     "WorkerOutOfMemory",
     "WorkerPool",
@@ -52,6 +55,8 @@ T = TypeVar("T")
 
 _START_TIMEOUT = 30.0  # seconds for a fresh worker to import its preloads and say "ready"
 _PIPE_BYTES = 1 << 20
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding the vlserve package
+_POLL = 0.1  # seconds between checks whether the caller gave up on a running job
 
 
 class IsolationError(Exception):
@@ -76,6 +81,12 @@ class WorkerCrashed(IsolationError):
     """The worker died or the job failed with an error that is not a :class:`VlserveError`."""
 
     reason = "crashed"
+
+
+class WorkerAbandoned(IsolationError):
+    """The caller stopped waiting (its task was cancelled); the worker was killed mid-job."""
+
+    reason = "abandoned"
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,8 @@ class _Worker:
         # glibc raising the threshold and keeping freed images on the heap between jobs.
         env.update(MALLOC_ARENA_MAX="2", MALLOC_MMAP_THRESHOLD_="262144", OMP_NUM_THREADS="1",
                    OPENBLAS_NUM_THREADS="1")
+        # The worker imports vlserve from wherever this process did (a checkout on sys.path included).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vlserve.isolation.worker", json.dumps(config)],
             stdin=subprocess.PIPE,
@@ -143,19 +156,21 @@ class _Worker:
         except (BrokenPipeError, OSError) as err:
             raise WorkerCrashed("the worker is gone") from err
 
-    def receive(self, deadline: float) -> Any:
-        header = self._read(_HEADER.size, deadline)
+    def receive(self, deadline: float, abandoned: threading.Event | None = None) -> Any:
+        header = self._read(_HEADER.size, deadline, abandoned)
         (size,) = _HEADER.unpack(header)
-        return pickle.loads(self._read(size, deadline))
+        return pickle.loads(self._read(size, deadline, abandoned))
 
-    def _read(self, size: int, deadline: float) -> bytes:
+    def _read(self, size: int, deadline: float, abandoned: threading.Event | None) -> bytes:
         chunks: list[bytes] = []
         remaining = size
         while remaining:
             left = deadline - time.monotonic()
-            if left <= 0 or not self._selector.select(left):
+            if left <= 0 or not self._selector.select(min(left, _POLL)):
                 if time.monotonic() >= deadline:
                     raise WorkerTimeout("the job passed its deadline")
+                if abandoned is not None and abandoned.is_set():
+                    raise WorkerAbandoned("the caller no longer waits for the job")
                 continue
             try:
                 chunk = os.read(self._fd, min(remaining, 1 << 20))
@@ -222,25 +237,45 @@ class WorkerPool:
             self._idle.put(None)  # a slot whose process starts on first use
         self._dispatch = ThreadPoolExecutor(workers, thread_name_prefix=f"vlserve-{name}")
         self._all: weakref.WeakSet[_Worker] = weakref.WeakSet()
+        self._abandon: dict[Future[Any], threading.Event] = {}
         self._closed = False
         _POOLS.add(self)
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        """Queue ``fn(*args, **kwargs)`` for a worker; the Future holds its result or error."""
+        """Queue ``fn(*args, **kwargs)`` for a worker; the Future holds its result or error.
+
+        Cancelling the Future while the job runs kills its worker (a fresh one takes its place).
+        """
         if self._closed:
             raise RuntimeError(f"the {self.name} worker pool is closed")
         request = (fn.__module__, fn.__qualname__, args, kwargs)
-        return self._dispatch.submit(self._run, request)
+        abandoned = threading.Event()
+        future = self._dispatch.submit(self._run, request, abandoned)
+        future.add_done_callback(lambda f: abandoned.set() if f.cancelled() else None)
+        self._abandon[future] = abandoned
+        future.add_done_callback(lambda f: self._abandon.pop(f, None))
+        return future
 
     def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Blocking form of :meth:`submit`."""
         return self.submit(fn, *args, **kwargs).result()
 
     async def arun(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Awaitable form of :meth:`submit`; the event loop's threads are not used."""
-        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+        """Awaitable form of :meth:`submit`; the event loop's threads are not used.
 
-    def _run(self, request: tuple[Any, ...]) -> Any:
+        If the awaiting task is cancelled (say, its client went away) a running job's worker is
+        killed within ``0.1`` s instead of finishing work nobody will read.
+        """
+        future = self.submit(fn, *args, **kwargs)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            abandoned = self._abandon.get(future)
+            if abandoned is not None:
+                abandoned.set()
+            raise
+
+    def _run(self, request: tuple[Any, ...], abandoned: threading.Event) -> Any:
         worker = self._idle.get()
         try:
             if worker is None or not worker.alive():
@@ -249,7 +284,7 @@ class WorkerPool:
             worker.jobs += 1
             worker.send(request)
             wall = self.limits.wall_seconds
-            answer = worker.receive(time.monotonic() + wall if wall > 0 else float("inf"))
+            answer = worker.receive(time.monotonic() + wall if wall > 0 else float("inf"), abandoned)
             if answer[0] in ("memory", "failed"):
                 # An allocation failed or a library raised midway: its state is not to be trusted.
                 worker.kill()
