@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.inputs.helpers import make_pdf, make_slow_pdf
 from vlserve.errors import DocumentError, TooManyInputsError
-from vlserve.inputs import render_pdf, render_pdf_isolated
+from vlserve.inputs import probe_pdf_isolated, render_pdf, render_pdf_isolated
 from vlserve.inputs.documents import TOO_COMPLEX
 from vlserve.isolation import WorkerLimits, WorkerPool
 from vlserve.media import VisionSettings
@@ -117,3 +117,22 @@ def test_page_boxes_are_all_read_before_any_page_renders() -> None:
     doc = render_pdf(data, dpi=72, max_page_pixels=10**8, max_document_pixels=1_000_000)
     assert sum(p.width * p.height for p in doc.pages) <= 1_000_000
     assert doc.pages[0].size[0] < 100
+
+
+def test_probe_reads_boxes_and_predicts_the_rendered_pixels(pdf_pool: WorkerPool) -> None:
+    data = make_pdf([(200, 100), (100, 150), (5000, 5000)])
+    probe = asyncio.run(probe_pdf_isolated(data, max_pages=3, pool=pdf_pool))
+    assert probe.page_count == 3 and not probe.truncated
+    assert probe.page_sizes == [(200, 100), (100, 150), (5000, 5000)]
+    rendered = render_pdf(data, dpi=72, max_page_pixels=10**6, max_document_pixels=2 * 10**6)
+    actual = sum(p.width * p.height for p in rendered.pages)
+    predicted = probe.render_pixels(72, max_page_pixels=10**6, max_document_pixels=2 * 10**6)
+    assert actual <= predicted * 1.01 and predicted <= 2 * 10**6
+    with pytest.raises(TooManyInputsError):
+        asyncio.run(probe_pdf_isolated(data, max_pages=2, pool=pdf_pool))
+    assert asyncio.run(probe_pdf_isolated(data, max_pages=2, policy="truncate", pool=pdf_pool)).truncated
+
+
+def test_probing_a_slow_pdf_does_not_render_it(pdf_pool: WorkerPool) -> None:
+    probe = asyncio.run(probe_pdf_isolated(make_slow_pdf(), pool=pdf_pool))  # the render would pass 2 s
+    assert probe.page_sizes == [(612, 792)]

@@ -8,14 +8,18 @@
     sniff_container(data)      mp4 / matroska / avi / mpegts, or None: what FFmpeg may open
     render_pdf(data)           PDF pages -> RGB images within page and document pixel budgets
     render_pdf_isolated(data)  the same in a worker process with hard time/CPU/memory limits (awaitable)
+    probe_pdf_isolated(data)   page count and page boxes, nothing rendered (cost before work)
 
 See docs/inputs.md for the rules and every limit.
 """
 
 from vlserve.inputs.documents import (
+    DocumentProbe,
     PagePolicy,
     RenderedDocument,
     pdf_page_count,
+    probe_pdf,
+    probe_pdf_isolated,
     render_pdf,
     render_pdf_isolated,
 )
@@ -36,6 +40,7 @@ from vlserve.inputs.sources import Source, SourceOrigin, load_source
 __all__ = [
     "DEFAULT_MAX_FETCH_BYTES",
     "DEFAULT_USER_AGENT",
+    "DocumentProbe",
     "FetchBudget",
     "FetchPolicy",
     "Fetched",
@@ -53,6 +58,8 @@ __all__ = [
     "check_host",
     "load_source",
     "pdf_page_count",
+    "probe_pdf",
+    "probe_pdf_isolated",
     "render_pdf",
     "render_pdf_isolated",
     "sniff_container",

@@ -31,7 +31,16 @@ from PIL import Image
 from vlserve.errors import DocumentError, RequestError, TooManyInputsError
 from vlserve.isolation import IsolationError, WorkerPool, WorkerTimeout, document_pool
 
-__all__ = ["PagePolicy", "RenderedDocument", "pdf_page_count", "render_pdf", "render_pdf_isolated"]
+__all__ = [
+    "DocumentProbe",
+    "PagePolicy",
+    "RenderedDocument",
+    "pdf_page_count",
+    "probe_pdf",
+    "probe_pdf_isolated",
+    "render_pdf",
+    "render_pdf_isolated",
+]
 
 PagePolicy = Literal["reject", "truncate"]
 
@@ -156,24 +165,7 @@ def _render_arrays(
     if max_pages < 1 or max_page_pixels < 1 or max_document_pixels < 1:
         raise ValueError("max_pages, max_page_pixels and max_document_pixels must be positive")
     with _open(data) as document:
-        page_count = len(document)
-        if page_count == 0:
-            raise DocumentError("The PDF has no pages.")
-        if first_page < 1 or first_page > page_count:
-            raise RequestError(f"first_page must be between 1 and {page_count} (the document's page count).")
-        last = page_count if last_page is None else min(last_page, page_count)
-        if last < first_page:
-            raise RequestError("last_page must not be before first_page.")
-        wanted = last - first_page + 1
-        truncated = wanted > max_pages
-        if truncated and policy == "reject":
-            raise TooManyInputsError(
-                f"The document has {wanted} pages in the requested range, more than the limit of "
-                f"{max_pages}; choose pages with first_page/last_page.",
-                page_count=page_count,
-                limit=max_pages,
-            )
-        indices = range(first_page - 1, first_page - 1 + min(wanted, max_pages))
+        indices, page_count, truncated = _select_pages(document, first_page, last_page, max_pages, policy)
         # Every box first: the budget of each page depends on all of them, and nothing is rendered
         # before the whole document's cost is known.
         sizes = [_page_size(document, index) for index in indices]
@@ -183,6 +175,88 @@ def _render_arrays(
             for index, size, budget in zip(indices, sizes, budgets, strict=True)
         ]
     return pages, page_count, truncated
+
+
+def _select_pages(
+    document: pdfium.PdfDocument, first_page: int, last_page: int | None, max_pages: int, policy: PagePolicy
+) -> tuple[range, int, bool]:
+    """Indices (0-based) of the pages to render, the page count, and whether the range was cut."""
+    page_count = len(document)
+    if page_count == 0:
+        raise DocumentError("The PDF has no pages.")
+    if first_page < 1 or first_page > page_count:
+        raise RequestError(f"first_page must be between 1 and {page_count} (the document's page count).")
+    last = page_count if last_page is None else min(last_page, page_count)
+    if last < first_page:
+        raise RequestError("last_page must not be before first_page.")
+    wanted = last - first_page + 1
+    truncated = wanted > max_pages
+    if truncated and policy == "reject":
+        raise TooManyInputsError(
+            f"The document has {wanted} pages in the requested range, more than the limit of "
+            f"{max_pages}; choose pages with first_page/last_page.",
+            page_count=page_count,
+            limit=max_pages,
+        )
+    return range(first_page - 1, first_page - 1 + min(wanted, max_pages)), page_count, truncated
+
+
+@dataclass(frozen=True)
+class DocumentProbe:
+    """What rendering a PDF would cost, read without rendering: for cost-based admission.
+
+    ``page_sizes`` are the boxes (points) of the pages ``render_pdf`` would render with the same
+    page arguments; ``render_pixels`` is how many pixels it would produce in all.
+    """
+
+    page_count: int
+    page_sizes: list[tuple[float, float]]
+    truncated: bool
+
+    def render_pixels(
+        self, dpi: int, max_page_pixels: int = 4096 * 4096, max_document_pixels: int = DEFAULT_MAX_DOCUMENT_PIXELS
+    ) -> int:
+        """Upper bound of the pixels of all rendered pages at ``dpi`` under both budgets."""
+        return sum(_page_budgets(self.page_sizes, dpi, max_page_pixels, max_document_pixels))
+
+
+def probe_pdf(
+    data: bytes,
+    *,
+    max_pages: int = 20,
+    first_page: int = 1,
+    last_page: int | None = None,
+    policy: PagePolicy = "reject",
+) -> DocumentProbe:
+    """Page count and the boxes of the pages that would be rendered; nothing is rendered.
+
+    Same page arguments and errors as ``render_pdf``. Runs PDFium in this
+    process: for untrusted data use ``probe_pdf_isolated``.
+    """
+    if max_pages < 1:
+        raise ValueError("max_pages must be positive")
+    with _open(data) as document:
+        indices, page_count, truncated = _select_pages(document, first_page, last_page, max_pages, policy)
+        sizes = [_page_size(document, index) for index in indices]
+    return DocumentProbe(page_count=page_count, page_sizes=sizes, truncated=truncated)
+
+
+async def probe_pdf_isolated(
+    data: bytes,
+    *,
+    max_pages: int = 20,
+    first_page: int = 1,
+    last_page: int | None = None,
+    policy: PagePolicy = "reject",
+    pool: WorkerPool | None = None,
+) -> DocumentProbe:
+    """``probe_pdf`` in the PDF worker pool (parsing a hostile PDF's structure can be costly too)."""
+    try:
+        return await (pool or document_pool()).arun(
+            probe_pdf, data, max_pages=max_pages, first_page=first_page, last_page=last_page, policy=policy
+        )
+    except IsolationError as err:
+        raise DocumentError(TOO_COMPLEX, reason=err.reason) from err
 
 
 async def render_pdf_isolated(
