@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -58,6 +59,9 @@ def build_engines(settings: Settings) -> dict[str, LocalEngine]:
 def batched(settings: Settings, engines: dict[str, Engine]) -> dict[str, Engine]:
     """Embedded engines get continuous batching with a row for every request their lanes may run
     at once, so that one lane's requests never wait for rows held by another's."""
+    if "vlserve.runtime.local" not in sys.modules:
+        # No engine can be a LocalEngine then: remote or test engines start without importing torch.
+        return dict(engines)
     from vlserve.runtime.batching import BatchingEngine
     from vlserve.runtime.local import LocalEngine
 
