@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vlserve.api.errors import error_body
+from vlserve.api.errors import error_payload
 from vlserve.errors import PayloadTooLargeError, RequestTimeoutError
 
 
@@ -49,7 +49,7 @@ class RequestContext:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await self._reject(send, request_id, too_large)
+            await self._reject(send, request_id, too_large, scope["path"])
             return
 
         loop = asyncio.get_running_loop()
@@ -116,8 +116,8 @@ class RequestContext:
             await asyncio.gather(handler, watcher, return_exceptions=True)
 
     @staticmethod
-    async def _reject(send: Send, request_id: str, err: PayloadTooLargeError) -> None:
-        body = json.dumps(error_body(err, request_id)).encode()
+    async def _reject(send: Send, request_id: str, err: PayloadTooLargeError, path: str) -> None:
+        body = json.dumps(error_payload(err, request_id, path)).encode()
         headers: list[Any] = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
                               (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
@@ -148,6 +148,6 @@ class KeyRequired:
                                           client[0] if client else None)
             except VlserveError as err:
                 request_id = scope.get("state", {}).get("request_id", "req_unknown")
-                await error_response(err, request_id)(scope, receive, send)
+                await error_response(err, request_id, scope["path"])(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -1,102 +1,43 @@
-"""OpenAI-compatible ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""OpenAI-compatible ``POST /v1/chat/completions`` and ``GET /v1/models``: translation only.
 
-Enough of the Chat Completions API for the official ``openai`` SDK to work unchanged: text,
-``image_url`` and ``video_url`` content parts (URLs or data URIs, fetched under the same policy
-as ``/infer``), streaming chunks ending in ``[DONE]``, ``response_format`` with a JSON schema,
-and usage. Errors use OpenAI's ``{"error": {...}}`` shape, carrying our code.
+A chat request becomes a :class:`~vlserve.service.call.Call` with a per-request
+:class:`~vlserve.tasks.chat.Chat` task and goes through :class:`InferenceService` like any task
+(admission, limits, inputs, moderation of input and of streamed output, metrics, audit); the
+answer comes back in the Chat Completions shape. Errors use OpenAI's ``{"error": {...}}`` shape
+(see :func:`vlserve.api.errors.openai_error_body`), so the official SDK raises the matching
+exception with our message.
+
+Supported: text, ``image_url`` and ``video_url`` parts; streaming (``[DONE]``-terminated, usage
+with ``stream_options.include_usage``); ``response_format`` (``json_object``, ``json_schema``,
+constrained); ``tools`` with ``tool_choice`` ``none``/``auto``/``required``/named (forced calls
+are constrained to the function's parameter schema; with tools, a stream sends the answer once it
+is complete, since calls are only known then); ``logprobs``/``top_logprobs``; ``seed``, ``stop``,
+vLLM's ``top_k`` and ``repetition_penalty``. Refused by name: ``n`` > 1 and a non-zero
+``frequency_penalty``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from vlserve.api.deps import caller, service_of
-from vlserve.api.errors import error_headers, public_message, request_id_of, status_for, to_vlserve_error
+from vlserve.api.errors import openai_error_body, request_id_of, to_vlserve_error
+from vlserve.api.openai_protocol import ChatMessage, ChatRequest, ContentPart
 from vlserve.api.sse import event
-from vlserve.errors import RequestError, TooManyInputsError
-from vlserve.inputs import load_source
-from vlserve.media import load_image
-from vlserve.runtime.protocol import (
-    GenerationRequest,
-    GenerationResult,
-    ImagePart,
-    Message,
-    Part,
-    SamplingParams,
-    TextDelta,
-    TextPart,
-    VideoPart,
-)
-from vlserve.service.inference import InferenceService
+from vlserve.errors import RequestError
+from vlserve.runtime.protocol import TextDelta, TokenLogprob, ToolCall
+from vlserve.schemas import InferOptions, VideoInput
+from vlserve.service.call import Call
+from vlserve.service.inference import InferenceService, Outcome
+from vlserve.tasks.chat import Chat, ChatAnswer, ChatPart, ChatTurn, MediaSlot
 
 router = APIRouter(prefix="/v1")
-
-
-class URLRef(BaseModel):
-    url: str
-
-
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    type: Literal["text", "image_url", "video_url"]
-    text: str | None = None
-    image_url: URLRef | None = None
-    video_url: URLRef | None = None
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[ContentPart] | None = None
-
-
-class JSONSchemaFormat(BaseModel):
-    name: str = "response"
-    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(BaseModel):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JSONSchemaFormat | None = None
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    n: int = Field(1, ge=1, le=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    response_format: ResponseFormat | None = None
-
-
-def _openai_error(request: Request, exc: BaseException) -> JSONResponse:
-    err = to_vlserve_error(exc)
-    body = {"error": {"message": public_message(err), "type": type(err).__name__, "code": err.code,
-                      "param": None, "request_id": request_id_of(request)}}
-    return JSONResponse(body, status_code=status_for(err), headers=error_headers(err))
 
 
 @router.get("/models")
@@ -115,133 +56,185 @@ async def chat_completions(
     service: Annotated[InferenceService, Depends(service_of)],
 ) -> JSONResponse | StreamingResponse:
     request_id = request_id_of(request)
-    ticket = None
+    call = to_call(body)
+    if not body.stream:
+        outcome = await service.infer(call, request_id=request_id, key_id=key_id)
+        return JSONResponse(_completion(body, outcome))
+    run = await service.start(call, request_id=request_id, key_id=key_id)
+    events = service.events(run)
     try:
-        ticket = service.scheduler.lane("interactive").admit()
-        generation = await _to_generation(body, service, request_id)
-        service.moderator.check(_all_text(body), stage="input", request_id=request_id, key_id=key_id,
-                                input_hashes=[])
-        events = ticket.stream(generation)
-        ticket = None  # the stream owns the lane place now
-        first = await anext(events)
-        if body.stream:
-            return StreamingResponse(_chunks(body, request_id, service.engine.model_name, first, events),
-                                     media_type="text/event-stream")
-        result = first
-        async for event in events:
-            result = event
-        assert isinstance(result, GenerationResult)
-        service.moderator.check(result.text, stage="output", request_id=request_id, key_id=key_id,
-                                input_hashes=[])
-    except Exception as exc:
-        return _openai_error(request, exc)
-    finally:
-        if ticket is not None:
-            ticket.release()
-    return JSONResponse({
-        "id": "chatcmpl-" + request_id.removeprefix("req_"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": service.engine.model_name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                     "finish_reason": _finish(result), "logprobs": None}],
-        "usage": _usage(result),
-    })
+        first = await anext(events)  # errors up to here are ordinary JSON error responses
+    except BaseException:
+        await events.aclose()
+        raise
+    return StreamingResponse(_chunks(body, request_id, first, events), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _all_text(body: ChatRequest) -> str:
-    texts = []
-    for m in body.messages:
-        if isinstance(m.content, str):
-            texts.append(m.content)
-        elif m.content:
-            texts.extend(p.text or "" for p in m.content)
-    return "\n".join(texts)
-
-
-async def _to_generation(body: ChatRequest, service: InferenceService, request_id: str) -> GenerationRequest:
-    settings = service.settings
-    max_tokens = body.max_completion_tokens or body.max_tokens or settings.limits.default_max_tokens
-    if max_tokens > settings.limits.max_tokens:
-        raise RequestError(f"max_tokens may be at most {settings.limits.max_tokens} on this server")
-    schema = None
-    if body.response_format is not None and body.response_format.type == "json_object":
-        schema = {"type": "object"}
-    elif body.response_format is not None and body.response_format.type == "json_schema":
-        if body.response_format.json_schema is None:
-            raise RequestError("response_format json_schema needs a 'json_schema' object with a 'schema'")
-        schema = body.response_format.json_schema.schema_ or {"type": "object"}
-    messages = [await _message(m, service) for m in body.messages]
-    n_images = sum(isinstance(p, ImagePart) for m in messages for p in m.parts)
-    n_videos = sum(isinstance(p, VideoPart) for m in messages for p in m.parts)
-    if n_images > settings.limits.max_images or n_videos > settings.limits.max_videos:
-        raise TooManyInputsError(f"at most {settings.limits.max_images} images and {settings.limits.max_videos} "
-                                 "videos per request")
+# -- request translation ----------------------------------------------------------------------
+def to_call(body: ChatRequest) -> Call:
+    """The chat request as a :class:`Call`; refuses what we do not implement, naming the field."""
+    if body.n != 1:
+        raise RequestError("n must be 1: this server returns one choice per request (send n requests instead)",
+                           param="n")
+    if body.frequency_penalty:
+        raise RequestError("frequency_penalty is not supported; use presence_penalty or repetition_penalty",
+                           param="frequency_penalty")
+    images: list[str] = []
+    videos: list[VideoInput] = []
+    turns = [_turn(m, images, videos) for m in body.messages]
+    tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
+    choice = body.tool_choice
+    forced: list[str] | None = None
+    if choice == "none":
+        tools = []
+    elif choice == "required":
+        forced = [t["function"]["name"] for t in tools]
+        if not forced:
+            raise RequestError("tool_choice 'required' needs at least one tool", param="tool_choice")
+    elif choice is not None and not isinstance(choice, str):
+        forced = [choice.function.name]
+        if choice.function.name not in {t["function"]["name"] for t in tools}:
+            raise RequestError(f"tool_choice names {choice.function.name!r}, which is not among the tools",
+                               param="tool_choice")
+    task = Chat(turns, response_schema=_response_schema(body), tools=tools, forced_tools=forced)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    params = SamplingParams(
-        max_tokens=max_tokens, temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=body.top_p or 1.0, presence_penalty=body.presence_penalty or 0.0, seed=body.seed, stop=stop,
-        json_schema=schema,
+    options = InferOptions(
+        max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+        top_k=body.top_k, repetition_penalty=body.repetition_penalty, presence_penalty=body.presence_penalty,
+        seed=body.seed, stop=stop,
     )
-    return GenerationRequest(messages, params, request_id=request_id)
+    texts = [p for turn in turns for p in turn.parts if isinstance(p, str)]
+    texts += [json.dumps(call.arguments) for turn in turns for call in turn.tool_calls]
+    texts += [json.dumps(t) for t in tools]
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    return Call(task=task, images=images, videos=videos, other_texts=texts, options=options, logprobs=logprobs)
 
 
-async def _message(m: ChatMessage, service: InferenceService) -> Message:
-    role = "system" if m.role == "developer" else m.role
-    if m.content is None or isinstance(m.content, str):
-        return Message(role, m.content or "")  # type: ignore[arg-type]
-    parts: list[Part] = []
-    for part in m.content:
-        if part.type == "text":
-            parts.append(TextPart(part.text or ""))
-            continue
-        ref = part.image_url if part.type == "image_url" else part.video_url
-        if ref is None:
-            raise RequestError(f"a {part.type} part needs {{'{part.type}': {{'url': ...}}}}")
-        source = await load_source(ref.url, fetcher=service.fetcher, local_root=service.settings.fetching.local_root,
-                                   max_bytes=service.settings.limits.max_input_bytes)
-        if part.type == "image_url":
-            parts.append(ImagePart(await asyncio.to_thread(load_image, source.data, service.vision)))
-        else:
-            parts.append(VideoPart(source.data))
-    return Message(role, parts)  # type: ignore[arg-type]
+def _turn(message: ChatMessage, images: list[str], videos: list[VideoInput]) -> ChatTurn:
+    role = "system" if message.role == "developer" else message.role
+    parts: list[ChatPart] = []
+    if isinstance(message.content, str):
+        parts.append(message.content)
+    for part in message.content if isinstance(message.content, list) else []:
+        parts.append(_part(part, images, videos))
+    calls = []
+    for call in message.tool_calls or []:
+        try:
+            arguments = json.loads(call.function.arguments or "{}")
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise RequestError(f"the arguments of tool call {call.function.name!r} must be a JSON object",
+                               param="messages")
+        calls.append(ToolCall(call.function.name, arguments, id=call.id))
+    return ChatTurn(role, parts, calls)  # type: ignore[arg-type]
 
 
-def _finish(result: GenerationResult) -> str:
-    return "length" if result.finish_reason == "length" else "stop"
+def _part(part: ContentPart, images: list[str], videos: list[VideoInput]) -> ChatPart:
+    if part.type == "text":
+        return part.text or ""
+    ref = part.image_url if part.type == "image_url" else part.video_url
+    if ref is None:
+        raise RequestError(f"a {part.type} part needs {{'{part.type}': {{'url': ...}}}}", param="messages")
+    if part.type == "image_url":
+        images.append(ref.url)
+        return MediaSlot("image", len(images) - 1)
+    videos.append(VideoInput(url=ref.url))
+    return MediaSlot("video", len(videos) - 1)
 
 
-def _usage(result: GenerationResult) -> dict[str, int]:
-    u = result.usage
-    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-            "total_tokens": u.input_tokens + u.output_tokens}
+def _response_schema(body: ChatRequest) -> dict[str, Any] | None:
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "object"}
+    if fmt.json_schema is None:
+        raise RequestError("response_format json_schema needs a 'json_schema' object with a 'schema'",
+                           param="response_format")
+    return fmt.json_schema.schema_ or {"type": "object"}
 
 
-async def _chunks(body: ChatRequest, request_id: str, model: str, first: object,
-                  events: AsyncIterator[object]) -> AsyncIterator[bytes]:
-    base = {"id": "chatcmpl-" + request_id.removeprefix("req_"), "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model}
+# -- answer translation -----------------------------------------------------------------------
+def _completion(body: ChatRequest, outcome: Outcome) -> dict[str, Any]:
+    answer: ChatAnswer = outcome.answer
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+    if answer.tool_calls:
+        message["tool_calls"] = [_tool_call(c) for c in answer.tool_calls]
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": _finish(outcome),
+                              "logprobs": _logprobs(outcome.result.logprobs) if body.logprobs else None}
+    return {"id": _completion_id(outcome.request_id), "object": "chat.completion", "created": int(time.time()),
+            "model": outcome.metadata.model, "choices": [choice], "usage": _usage(outcome),
+            "system_fingerprint": None}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None) -> bytes:
-        payload: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        if usage is not None:
-            payload["usage"] = usage
-        return event(None, payload)
+
+def _finish(outcome: Outcome) -> str:
+    if outcome.answer.tool_calls:
+        return "tool_calls"
+    return "length" if outcome.result.finish_reason == "length" else "stop"
+
+
+def _tool_call(call: ToolCall, index: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": call.id, "type": "function",
+                           "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
+    if index is not None:
+        out["index"] = index
+    return out
+
+
+def _logprobs(tokens: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    if tokens is None:
+        return None
+
+    def entry(text: str, logprob: float) -> dict[str, Any]:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(a, b) for a, b in t.top]}
+                        for t in tokens]}
+
+
+def _usage(outcome: Outcome) -> dict[str, int]:
+    m = outcome.metadata
+    return {"prompt_tokens": m.input_tokens, "completion_tokens": m.output_tokens,
+            "total_tokens": m.input_tokens + m.output_tokens}
+
+
+def _completion_id(request_id: str) -> str:
+    return "chatcmpl-" + request_id.removeprefix("req_")
+
+
+async def _chunks(body: ChatRequest, request_id: str, first: TextDelta | Outcome,
+                  events: AsyncIterator[TextDelta | Outcome]) -> AsyncIterator[bytes]:
+    base = {"id": _completion_id(request_id), "object": "chat.completion.chunk", "created": int(time.time())}
+    model = ""
+    held = bool(body.tools) and body.tool_choice != "none"  # calls are only known once the answer is whole
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: dict[str, Any] | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+        return event(None, {**base, "model": model, "choices": [choice]})
 
     yield chunk({"role": "assistant", "content": ""})
     try:
-        current: object = first
+        current: TextDelta | Outcome | None = first
         while current is not None:
-            if isinstance(current, TextDelta):
-                yield chunk({"content": current.text})
-            elif isinstance(current, GenerationResult):
+            if isinstance(current, TextDelta) and not held:
+                logprobs = _logprobs(current.logprobs) if body.logprobs else None
+                yield chunk({"content": current.text}, logprobs=logprobs)
+            elif isinstance(current, Outcome):
+                model = current.metadata.model
+                answer: ChatAnswer = current.answer
+                if held and answer.content:
+                    logprobs = _logprobs(current.result.logprobs) if body.logprobs else None
+                    yield chunk({"content": answer.content}, logprobs=logprobs)
+                if answer.tool_calls:
+                    yield chunk({"tool_calls": [_tool_call(c, i) for i, c in enumerate(answer.tool_calls)]})
                 yield chunk({}, _finish(current))
                 if body.stream_options and body.stream_options.include_usage:
-                    yield event(None, {**base, "choices": [], "usage": _usage(current)})
-            current = await anext(events, None)  # type: ignore[call-overload]
+                    yield event(None, {**base, "model": model, "choices": [], "usage": _usage(current)})
+            current = await anext(events, None)
     except Exception as exc:  # after the first byte, errors travel in the stream
-        err = to_vlserve_error(exc)
-        yield event(None, {"error": {"message": public_message(err), "code": err.code}})
+        yield event(None, openai_error_body(to_vlserve_error(exc), request_id))
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()  # a client that went away cancels generation
     yield event(None, "[DONE]")

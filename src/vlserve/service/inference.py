@@ -146,6 +146,10 @@ class InferenceService:
         if len(call.task.tools()) > lim.max_tools:
             raise RequestError(f"at most {lim.max_tools} tools per request (server limit), got "
                                f"{len(call.task.tools())}", param="tools")
+        for text in [*call.all_text, *call.options.stop, *call.images, *(v.url for v in call.videos),
+                     *(d.url for d in call.documents)]:
+            if not _is_utf8(text):  # JSON allows lone UTF-16 surrogates ("\ud800"); nothing after us does
+                raise RequestError("the request's text contains an unpaired UTF-16 surrogate; send valid Unicode")
         chars = sum(len(t) for t in call.all_text)
         if chars > lim.max_text_chars:
             raise RequestError(f"the request's text (instructions, messages, system prompts, labels) has {chars} "
@@ -266,3 +270,11 @@ class InferenceService:
                 outcome = event
         assert outcome is not None
         return outcome
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
