@@ -4,7 +4,8 @@ Product photos are usually taken against a plain backdrop, often white. Judged o
 frame, a white backdrop reads as "over-exposed" and a small sharp object on a flat backdrop as
 "blurred". So each view is first split into object and background: the background colour is
 estimated from a strip along the image border, pixels that differ from it clearly are the object
-(cleaned with a small morphological open/close). Exposure is measured on the object's pixels and
+(cleaned with a small morphological open/close, holes filled: a highlight inside the object is
+the object's even when it is as white as the backdrop). Exposure is measured on the object's pixels and
 sharpness on the object's bounding box. When no plain backdrop is found (a cluttered scene, or an
 object filling the frame) the whole image is judged, as before.
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 MAX_SIDE = 1024
 """seed 000: keep views within 1024×1024"""
@@ -73,7 +74,7 @@ def object_region(image: Image.Image) -> ObjectRegion:
         return whole  # the border is not one plain colour: a scene, not a backdrop
     distance = np.abs(rgb - background).max(axis=2)
     threshold = max(FOREGROUND_DISTANCE, 3.0 * float(np.percentile(border_distance, 99)))
-    mask = _open_close(distance > threshold, size=max(3, (min(h, w) // 150) | 1))
+    mask = _fill_holes(_open_close(distance > threshold, size=max(3, (min(h, w) // 150) | 1)))
     share = float(mask.mean())
     if not MIN_OBJECT <= share <= MAX_OBJECT:
         return whole
@@ -86,6 +87,14 @@ def _open_close(mask: NDArray[np.bool_], size: int) -> NDArray[np.bool_]:
     img = img.filter(ImageFilter.MinFilter(size)).filter(ImageFilter.MaxFilter(size))
     img = img.filter(ImageFilter.MaxFilter(size)).filter(ImageFilter.MinFilter(size))
     return np.asarray(img) > 127
+
+
+def _fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    # A highlight inside the object can match the backdrop's colour; whatever the backdrop does not
+    # reach from the border is the object's (flood fill from a 1 px frame of background).
+    framed = Image.fromarray(np.pad(mask, 1).astype(np.uint8) * 255).copy()  # writable (not a view)
+    ImageDraw.floodfill(framed, (0, 0), 128)
+    return np.asarray(framed)[1:-1, 1:-1] != 128
 
 
 def sharpness(gray: NDArray[np.float32]) -> float:
