@@ -45,3 +45,14 @@ def refuse(message: str) -> None:
 
 def fail() -> None:
     raise KeyError("internal detail")
+
+
+_KEPT: list[bytearray] = []
+
+
+def leak(megabytes: int) -> int:
+    """Allocate and keep ``megabytes`` (a library that never frees); returns this worker's pid."""
+    block = bytearray(megabytes << 20)
+    block[::4096] = b"x" * len(block[::4096])
+    _KEPT.append(block)
+    return os.getpid()

@@ -132,3 +132,12 @@ def test_cancelling_the_awaiting_task_kills_the_running_job(pool_factory) -> Non
     else:
         pytest.fail("the abandoned job's worker is still running")
     assert pool.run(helpers.echo, "next") == "next"
+
+
+def test_a_worker_left_holding_memory_is_replaced(pool_factory) -> None:
+    pool = pool_factory(memory_bytes=128 << 20)
+    small = pool.run(helpers.leak, 8)
+    assert pool.run(helpers.pid) == small  # a little kept memory: the worker stays
+    big = pool.run(helpers.leak, 96)  # most of an allowance kept: the next job gets a fresh worker
+    assert big == small
+    assert pool.run(helpers.pid) != big

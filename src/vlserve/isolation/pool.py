@@ -146,6 +146,19 @@ class _Worker:
         if not (isinstance(ready, tuple) and ready[:1] == ("ready",)):
             self.kill()
             raise WorkerCrashed("the worker did not start")
+        self.baseline = self.address_space()
+
+    def address_space(self) -> int:
+        """The worker's virtual size in bytes (Linux; 0 where unknown)."""
+        try:
+            with open(f"/proc/{self.process.pid}/statm", encoding="ascii") as fh:
+                return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def bloated(self, memory_bytes: int) -> bool:
+        """Whether jobs left the worker holding more than half a job's allowance beyond its start."""
+        return memory_bytes > 0 and self.address_space() > self.baseline + memory_bytes // 2
 
     def send(self, request: tuple[Any, ...]) -> None:
         body = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
@@ -285,8 +298,9 @@ class WorkerPool:
             worker.send(request)
             wall = self.limits.wall_seconds
             answer = worker.receive(time.monotonic() + wall if wall > 0 else float("inf"), abandoned)
-            if answer[0] in ("memory", "failed"):
+            if answer[0] in ("memory", "failed") or worker.bloated(self.limits.memory_bytes):
                 # An allocation failed or a library raised midway: its state is not to be trusted.
+                # Or memory stayed mapped after the job: the next job's allowance starts from a fresh worker.
                 worker.kill()
                 worker = None
         except BaseException:
