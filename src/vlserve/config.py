@@ -47,21 +47,21 @@ class Limits(BaseModel):
     max_pdf_pages: int = 8
     pdf_policy: Literal["reject", "truncate"] = "reject"
     # Decoding bounds and isolation of untrusted parsers (docs/inputs.md, docs/media.md).
-    image_decode_pixels: int = Field(4096 * 4096, ge=1, description="JPEGs above this many pixels are decoded "
+    image_decode_pixels: int = Field(default=4096 * 4096, ge=1, description="JPEGs above this many pixels are decoded "
                                      "at 1/2, 1/4 or 1/8 scale (draft mode) to at most this many (1001 beyond).")
-    max_image_frames: int = Field(1000, ge=1, description="Frames (GIF/WEBP/TIFF pages) an image may declare (1001).")
-    pdf_max_page_pixels: int = Field(4096 * 4096, ge=1, description="Pixels of one rendered PDF page.")
-    pdf_max_document_pixels: int = Field(8 * 2048 * 2048, ge=1, description="Pixels of all rendered pages of one "
+    max_image_frames: int = Field(default=1000, ge=1, description="Frames (GIF/WEBP/TIFF pages) an image may declare (1001).")
+    pdf_max_page_pixels: int = Field(default=4096 * 4096, ge=1, description="Pixels of one rendered PDF page.")
+    pdf_max_document_pixels: int = Field(default=8 * 2048 * 2048, ge=1, description="Pixels of all rendered pages of one "
                                          "document together: pages render smaller to fit.")
-    pdf_workers: int = Field(2, ge=1, description="Worker processes rendering PDFs (separate from image decoding).")
-    pdf_timeout_seconds: float = Field(15.0, gt=0, description="Wall-clock and CPU seconds one PDF may take (1004).")
-    pdf_memory_bytes: int = Field(1 << 30, ge=64 << 20, description="Memory one PDF render may use (1004).")
+    pdf_workers: int = Field(default=2, ge=1, description="Worker processes rendering PDFs (separate from image decoding).")
+    pdf_timeout_seconds: float = Field(default=15.0, gt=0, description="Wall-clock and CPU seconds one PDF may take (1004).")
+    pdf_memory_bytes: int = Field(default=1 << 30, ge=64 << 20, description="Memory one PDF render may use (1004).")
     video_containers: list[Literal["mp4", "matroska", "avi"]] = Field(
         default_factory=lambda: ["mp4", "matroska", "avi"],
         description="Video containers accepted, recognised from the bytes before FFmpeg sees them (1003).")
-    video_workers: int = Field(2, ge=1, description="Worker processes probing and decoding videos.")
-    video_timeout_seconds: float = Field(60.0, gt=0, description="Wall-clock seconds one video may take (1003).")
-    video_memory_bytes: int = Field(2 << 30, ge=64 << 20, description="Memory one video decode may use (1003).")
+    video_workers: int = Field(default=2, ge=1, description="Worker processes probing and decoding videos.")
+    video_timeout_seconds: float = Field(default=60.0, gt=0, description="Wall-clock seconds one video may take (1003).")
+    video_memory_bytes: int = Field(default=2 << 30, ge=64 << 20, description="Memory one video decode may use (1003).")
 
 
 class Fetching(BaseModel):
@@ -70,13 +70,13 @@ class Fetching(BaseModel):
     connect_timeout: float = 5.0
     total_timeout: float = 20.0
     max_redirects: int = 3
-    read_timeout: float = Field(10.0, gt=0, description="Seconds a fetch may wait for its next bytes (1007).")
-    min_bytes_per_second: int = Field(16 * 1024, ge=0, description="A fetch slower than this on average after "
+    read_timeout: float = Field(default=10.0, gt=0, description="Seconds a fetch may wait for its next bytes (1007).")
+    min_bytes_per_second: int = Field(default=16 * 1024, ge=0, description="A fetch slower than this on average after "
                                       "its first read_timeout seconds is cut off (1007); 0: no minimum.")
-    max_per_host: int = Field(4, ge=1, description="Fetches to one host at once, server-wide; more wait their turn.")
-    max_fetches_per_request: int = Field(16, ge=1, description="URLs one request may fetch, redirects "
+    max_per_host: int = Field(default=4, ge=1, description="Fetches to one host at once, server-wide; more wait their turn.")
+    max_fetches_per_request: int = Field(default=16, ge=1, description="URLs one request may fetch, redirects "
                                          "included (1006).")
-    max_bytes_per_request: int = Field(64 * 1024 * 1024, ge=1, description="Bytes all fetches of one request "
+    max_bytes_per_request: int = Field(default=64 * 1024 * 1024, ge=1, description="Bytes all fetches of one request "
                                        "may download together (1005).")
     local_root: Path | None = Field(None, description="Server-local files are readable only under this root.")
 
@@ -116,6 +116,13 @@ class LaneSettings(BaseModel):
     fallback: str | None = Field(None, description="Engine answering with code 2001 when the lane is full.")
     fallback_capacity: int = Field(16, ge=0, description="Degraded requests in flight at once on the fallback; "
                                    "beyond them a full lane refuses with 2001 and Retry-After.")
+    media_memory_bytes: int | None = Field(
+        None, ge=1, description="Bytes this lane's requests may hold at once preparing media (estimated from "
+        "headers before decoding); None: only the global scheduling.media_memory_bytes. One request above it: "
+        "1005; room taken by others: wait up to queue_timeout, then 2001.")
+    visual_tokens: int | None = Field(
+        None, ge=1, description="Visual tokens (images, pages, video frames) of this lane's requests in flight; "
+        "None: only the global scheduling.visual_tokens.")
 
 
 class ModelSettings(BaseModel):
@@ -147,6 +154,12 @@ class Scheduling(BaseModel):
         131072, ge=1, description="KV-cache budget of a running batch in token slots: rows x (longest prompt + "
         "most tokens a row may still generate). A request that would exceed it waits for rows to finish.")
     prepare_workers: int = Field(4, ge=1, description="Threads decoding media off the event loop.")
+    media_memory_bytes: int = Field(
+        1 << 30, ge=1 << 20, description="Bytes all requests together may hold preparing media (fetched bytes, "
+        "decoded and resized images, rendered pages, decoded video frames, vision tensors), estimated from headers "
+        "before anything is decoded and reserved until the request ends.")
+    visual_tokens: int = Field(
+        262_144, ge=1, description="Visual tokens of all requests in flight together (their prefill cost).")
 
     @field_validator("lanes", mode="before")
     @classmethod
