@@ -90,6 +90,18 @@ def test_ask_prints_only_the_answer(tiny_dir: Path) -> None:
     assert out.stdout == json.loads(as_json.stdout)["answer"] + "\n"
 
 
+def test_ask_model_tiny_prints_only_the_answer_even_when_it_builds_tiny(tmp_path: Path) -> None:
+    """`--model tiny` builds the checkpoint on first use: quietly too."""
+    exe = Path(sys.executable).with_name("vlserve")
+    env = {**os.environ, "PYTHONWARNINGS": "default", "VLSERVE_CACHE": str(tmp_path / "cache"),
+           "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    out = subprocess.run([str(exe), "ask", "--model", "tiny", "--max-tokens", "3", "Hi"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "" and out.stdout.strip()
+    assert list(tmp_path.rglob("tiny/config.json"))  # it was built here, during this command
+
+
 def test_ask_prepares_images_as_the_server_does(tiny_dir: Path, tmp_path: Path) -> None:
     """The CLI's media settings are the server's: config.Limits, or the file given with --config."""
     from vlserve.config import Limits

@@ -107,6 +107,9 @@ def make_tiny(out_dir: str | os.PathLike[str], *, moe: bool = False, seed: int =
     model.generation_config.eos_token_id = [151645, 151643]
     model.generation_config.pad_token_id = 151643
     model.generation_config.do_sample = False
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no progress bar on stderr (it lands beside `vlserve ask`'s answer)
     model.save_pretrained(out, safe_serialization=True)
     _write_processor_files(out)
     return out
