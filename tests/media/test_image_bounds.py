@@ -154,3 +154,11 @@ def test_gif_frame_walk_stops_at_the_cap() -> None:
     probe_settings = VisionSettings(max_image_frames=10)
     with pytest.raises(ImageError, match="more than 10 frames"):
         probe_image(hostile, probe_settings)
+
+
+def test_multi_picture_jpeg_is_drafted_like_a_jpeg(mt) -> None:
+    first = Image.fromarray(mt.noise_image(400, 300, 5))
+    data = _encode(first, "MPO", save_all=True, append_images=[first.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    probe = probe_image(data, VisionSettings(image_decode_pixels=50_000))
+    assert (probe.format, probe.frames, probe.decode_width, probe.decode_height) == ("MPO", 2, 200, 150)
+    assert load_image(data, VisionSettings(image_decode_pixels=50_000)).size == (200, 150)

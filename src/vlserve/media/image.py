@@ -183,7 +183,7 @@ def _checked_probe(image: Image.Image, data: bytes, settings: VisionSettings) ->
             f"{settings.max_image_frames:,}. Send a single frame."
         )
     decode_width, decode_height = width, height
-    if fmt == "JPEG" and width * height > settings.image_decode_pixels:
+    if fmt in ("JPEG", "MPO") and width * height > settings.image_decode_pixels:  # MPO: phones' multi-picture JPEG
         scale = next(
             (s for s in (2, 4, 8) if math.ceil(width / s) * math.ceil(height / s) <= settings.image_decode_pixels),
             None,
