@@ -79,3 +79,15 @@ def test_media_limits_have_one_source() -> None:
     vision = VisionSettings.from_limits(configured)
     assert (vision.max_pixels, vision.video_max_frames, vision.video_policy) == (200_000, 8, "truncate")
     assert vision.max_image_bytes == vision.max_video_bytes == 1000
+
+
+@pytest.mark.parametrize(("limits", "named"), [
+    ({"min_pixels": 5000, "max_pixels": 4000}, "limits.max_pixels (4000) must not be below limits.min_pixels"),
+    ({"video_fps": 0}, "limits.video_fps"),
+    ({"video_max_frames": 2}, "limits.video_max_frames"),
+    ({"default_max_tokens": 9000}, "limits.default_max_tokens (9000) must not exceed limits.max_tokens"),
+])
+def test_limits_that_contradict_each_other_are_refused_at_load(limits: dict[str, object], named: str) -> None:
+    """Caught with the config, not when the model loads (media settings) or at every request (4000)."""
+    with pytest.raises(ValueError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        Settings.model_validate({"limits": limits})

@@ -63,6 +63,22 @@ class Limits(BaseModel):
     video_timeout_seconds: float = Field(default=60.0, gt=0, description="Wall-clock seconds one video may take (1003).")
     video_memory_bytes: int = Field(default=2 << 30, ge=64 << 20, description="Memory one video decode may use (1003).")
 
+    @model_validator(mode="after")
+    def _check_relations(self) -> Limits:
+        # Found here, when the config loads, rather than when the model loads or the first request comes.
+        bad = [text for wrong, text in (
+            (self.min_pixels < 1, "limits.min_pixels must be at least 1"),
+            (self.max_pixels < self.min_pixels, f"limits.max_pixels ({self.max_pixels}) must not be below "
+                                                f"limits.min_pixels ({self.min_pixels})"),
+            (not 0 < self.video_fps < float("inf"), "limits.video_fps must be a positive number"),
+            (self.video_max_frames < 4, "limits.video_max_frames must be at least 4 (Qwen3-VL's fewest frames)"),
+            (self.default_max_tokens > self.max_tokens, f"limits.default_max_tokens ({self.default_max_tokens}) "
+                                                        f"must not exceed limits.max_tokens ({self.max_tokens})"),
+        ) if wrong]
+        if bad:
+            raise ValueError("\n".join(bad))
+        return self
+
 
 class Fetching(BaseModel):
     allow_hosts: list[str] = Field(default_factory=list, description="Hosts or CIDRs allowed though private.")
