@@ -162,3 +162,13 @@ def test_multi_picture_jpeg_is_drafted_like_a_jpeg(mt) -> None:
     probe = probe_image(data, VisionSettings(image_decode_pixels=50_000))
     assert (probe.format, probe.frames, probe.decode_width, probe.decode_height) == ("MPO", 2, 200, 150)
     assert load_image(data, VisionSettings(image_decode_pixels=50_000)).size == (200, 150)
+
+
+def test_jpeg_with_thousands_of_scans_is_refused_from_its_markers(mt) -> None:
+    data = _encode(Image.fromarray(mt.noise_image(64, 48, 9)), "JPEG", progressive=True)
+    assert load_image(data, VisionSettings()).size == (64, 48)  # an ordinary progressive JPEG (~10 scans)
+    last_scan = data.rindex(b"\xff\xda")
+    hostile = data[:last_scan] + data[last_scan:-2] * 2000 + b"\xff\xd9"
+    for call in (probe_image, load_image):
+        with pytest.raises(ImageError, match="more than 100 scans"):
+            call(hostile, VisionSettings())

@@ -8,6 +8,8 @@ header is checked:
   20000x20000 pixels costs nothing;
 * a PNG too small to hold the pixels it declares (deflate cannot compress more
   than 1032:1) is refused, so a 100-byte PNG "of" 8000x8000 allocates nothing;
+* a JPEG with more than 100 scans per picture (progressive files use about 10)
+  is refused: every scan is another pass of libjpeg over the whole image;
 * frames (GIF, WEBP, TIFF pages) are counted up to ``max_image_frames`` by
   walking headers only; only the first frame is ever decoded;
 * a JPEG larger than ``image_decode_pixels`` is decoded at 1/2, 1/4 or 1/8
@@ -46,6 +48,7 @@ SUPPORTED_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 _SUPPORTED_TEXT = "JPEG, PNG, WEBP, BMP, GIF (first frame) and TIFF"
 _EXIF_ORIENTATION = 0x0112
 
+_MAX_JPEG_SCANS = 100  # progressive JPEGs use about 10; the format allows any number
 _PNG_MAX_RATIO = 1032  # deflate's best case: a 258-byte match in at most 2 bits
 _HIGH_DEPTH_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 _BLOCK_PIXELS = 1 << 20  # high-depth greyscale is scaled this many pixels at a time
@@ -181,6 +184,12 @@ def _checked_probe(image: Image.Image, data: bytes, settings: VisionSettings) ->
         raise ImageError(
             f"The image declares more than {settings.max_image_frames:,} frames or pages; the limit is "
             f"{settings.max_image_frames:,}. Send a single frame."
+        )
+    if fmt in ("JPEG", "MPO") and data.count(b"\xff\xda") > _MAX_JPEG_SCANS * frames:
+        # Each progressive scan makes libjpeg pass over the whole image again: thousands of scans in a
+        # small file are minutes of CPU. SOS markers cannot occur inside entropy-coded data.
+        raise ImageError(
+            f"The JPEG has more than {_MAX_JPEG_SCANS} scans per picture; it is malformed. Re-encode it."
         )
     decode_width, decode_height = width, height
     if fmt in ("JPEG", "MPO") and width * height > settings.image_decode_pixels:  # MPO: phones' multi-picture JPEG
