@@ -142,7 +142,11 @@ class _Worker:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._fd, selectors.EVENT_READ)
         self.jobs = 0
-        ready = self.receive(time.monotonic() + _START_TIMEOUT)
+        try:
+            ready = self.receive(time.monotonic() + _START_TIMEOUT)
+        except BaseException:
+            self.kill()  # never leave a half-started process behind
+            raise
         if not (isinstance(ready, tuple) and ready[:1] == ("ready",)):
             self.kill()
             raise WorkerCrashed("the worker did not start")
@@ -316,7 +320,7 @@ class WorkerPool:
         return _unpack(answer)
 
     def close(self) -> None:
-        """Stop accepting jobs and kill every worker (running jobs fail with WorkerCrashed)."""
+        """Stop accepting jobs and kill every worker (running jobs fail with an IsolationError)."""
         self._closed = True
         for worker in list(self._all):
             worker.kill()
