@@ -21,6 +21,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import logging
 import os
 import pickle
 import queue
@@ -53,6 +54,7 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
+_log = logging.getLogger("vlserve.isolation")
 _START_TIMEOUT = 30.0  # seconds for a fresh worker to import its preloads and say "ready"
 _PIPE_BYTES = 1 << 20
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding the vlserve package
@@ -307,10 +309,12 @@ class WorkerPool:
                 # Or memory stayed mapped after the job: the next job's allowance starts from a fresh worker.
                 worker.kill()
                 worker = None
-        except BaseException:
+        except BaseException as err:
             if worker is not None:
                 worker.kill()
             worker = None
+            if isinstance(err, IsolationError):
+                _log.warning("%s worker stopped: %s (%s)", self.name, err.reason, err)
             raise
         finally:
             if worker is not None and (worker.jobs >= self.limits.max_jobs or self._closed):
