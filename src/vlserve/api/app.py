@@ -28,12 +28,15 @@ from vlserve.service.jobs import open_store, start_worker
 from vlserve.service.retention import purge_forever
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from vlserve.runtime.local import LocalEngine
 
 log = logging.getLogger("vlserve")
 
 
-def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name: str) -> LocalEngine:
+def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name: str,
+                adapter: Path | None = None) -> LocalEngine:
     """An embedded engine, warmed up with one short generation."""
     from vlserve.media import VisionSettings
     from vlserve.runtime.loading import resolve_checkpoint
@@ -41,7 +44,8 @@ def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name
 
     ckpt = resolve_checkpoint(model)
     vision = VisionSettings.from_limits(settings.limits, checkpoint=ckpt.path)
-    engine = LocalEngine(ckpt.path, device=device, dtype=dtype, vision=vision, name=name)  # type: ignore[arg-type]
+    engine = LocalEngine(ckpt.path, device=device, dtype=dtype, vision=vision, name=name,  # type: ignore[arg-type]
+                         adapter=adapter)
     engine.generate_sync(GenerationRequest([Message("user", "warm up")], SamplingParams(max_tokens=1)))
     engine.grammar  # noqa: B018 - build the grammar tables now, not on the first structured request
     return engine
@@ -50,9 +54,10 @@ def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name
 def build_engines(settings: Settings) -> dict[str, LocalEngine]:
     """``main`` from ``settings.model`` plus every engine named in ``scheduling.models``."""
     engines = {"main": load_engine(settings, settings.model, device=settings.device, dtype=settings.dtype,
-                                   name=settings.model_name or settings.model)}
+                                   name=settings.model_name or settings.model, adapter=settings.adapter)}
     for name, extra in settings.scheduling.models.items():
-        engines[name] = load_engine(settings, extra.model, device=extra.device, dtype=extra.dtype, name=name)
+        engines[name] = load_engine(settings, extra.model, device=extra.device, dtype=extra.dtype, name=name,
+                                    adapter=extra.adapter)
     return engines
 
 

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from vlserve.cli.config import app as config_app
 from vlserve.cli.demo import demo as demo_command
+from vlserve.cli.finetune import app as finetune_app
 from vlserve.cli.purge import purge_command
 from vlserve.cli.recon3d import app as recon3d_app
 from vlserve.errors import VlserveError
@@ -22,6 +23,7 @@ models_app = typer.Typer(no_args_is_help=True, help="Build and inspect model che
 app.add_typer(models_app, name="models")
 app.add_typer(recon3d_app, name="recon3d")
 app.add_typer(config_app, name="config")
+app.add_typer(finetune_app, name="finetune")
 app.command("purge")(purge_command)
 app.command("demo")(demo_command)
 
@@ -150,6 +152,8 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(
         help="Where all state lives (jobs, artifacts, audit log); env VLSERVE_DATA_DIR; default "
         "~/.local/share/vlserve.")] = None,
+    adapter: Annotated[Path | None, typer.Option(
+        help="LoRA adapter folder from `vlserve finetune` (for --model; merged into it at load).")] = None,
 ) -> None:
     """Run the task API (/infer, /infer_stream, /v1/chat/completions) on uvicorn."""
     import uvicorn
@@ -160,7 +164,8 @@ def serve(
 
     # Everything that can be wrong before a model loads is checked first: the settings (with every
     # lane's engine names) and the port.
-    settings = load_or_exit(config, model=model, host=host, port=port, device=device, data_dir=data_dir)
+    settings = load_or_exit(config, model=model, host=host, port=port, device=device, data_dir=data_dir,
+                            adapter=adapter)
     try:
         listener = bind_listener(settings.host, settings.port)
     except PortUnavailableError as err:
