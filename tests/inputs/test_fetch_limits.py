@@ -114,3 +114,24 @@ def test_request_budget_counts_bytes_across_fetches(server: LoopbackServer) -> N
                 assert info.value.code == 1005
 
     asyncio.run(main())
+
+
+def test_many_names_for_one_slow_server_share_its_slots(server: LoopbackServer, other_host: LoopbackServer) -> None:
+    # Three names resolving to the one slow server count as one host: the third waits, so the
+    # pool's last connection stays free for another server.
+    names = {f"slow{k}.example": ["127.0.0.1"] for k in range(3)}
+    resolver = StubResolver({**names, "images.example": ["127.0.0.2"]})
+    policy = FetchPolicy(allow_hosts=("127.0.0.1", "127.0.0.2"), total_timeout=8, read_timeout=6, max_per_host=2)
+
+    async def main() -> None:
+        async with Fetcher(policy, resolver=resolver, network_backend=GuardBackend(), max_connections=3) as fetcher:
+            slow = [asyncio.ensure_future(fetcher.fetch(f"http://{name}:{server.port}/stall?seconds=6"))
+                    for name in names]
+            await asyncio.sleep(0.3)
+            image = await asyncio.wait_for(fetcher.fetch(f"http://images.example:{other_host.port}/image"), 3)
+            assert image.content_type == "image/png"
+            for task in slow:
+                task.cancel()
+            await asyncio.gather(*slow, return_exceptions=True)
+
+    asyncio.run(main())

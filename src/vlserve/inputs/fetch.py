@@ -14,9 +14,10 @@ within it, each read may wait ``read_timeout`` seconds at most, and a body
 slower than ``min_bytes_per_second`` on average after its first
 ``read_timeout`` seconds is cut off early.
 
-Sharing: at most ``max_per_host`` fetches talk to one host at once, server-wide
-(more wait their turn, inside their deadline), so one slow host cannot occupy
-the whole connection pool. A ``FetchBudget`` caps what one request may fetch
+Sharing: at most ``max_per_host`` fetches talk to one host (its address, so
+many names for one server count together) at once, server-wide (more wait
+their turn, inside their deadline), so one slow host cannot occupy the whole
+connection pool. A ``FetchBudget`` caps what one request may fetch
 in all: URLs (redirect hops included; 1006) and bytes (1005).
 
 All httpx failures become ``FetchError`` in ``_translated`` and nowhere else;
@@ -236,7 +237,9 @@ class Fetcher:
             if budget is not None:
                 budget.take_fetch()
             addresses = await self._vet(target)
-            async with self._hosts.hold(target.host):
+            # Keyed by the address connected to (the first vetted one): many names for one
+            # slow server share its slots.
+            async with self._hosts.hold(str(addresses[0])):
                 with pinned(target.host, addresses), self._translated(target):
                     request = self._client.build_request("GET", target.url)
                     response = await self._client.send(request, stream=True)
