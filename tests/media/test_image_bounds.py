@@ -172,3 +172,16 @@ def test_jpeg_with_thousands_of_scans_is_refused_from_its_markers(mt) -> None:
     for call in (probe_image, load_image):
         with pytest.raises(ImageError, match="more than 100 scans"):
             call(hostile, VisionSettings())
+
+
+def test_webp_canvas_is_checked_before_pillow_allocates_it(small_pool: WorkerPool) -> None:
+    # An animated WebP whose VP8X header declares a 12000x12000 canvas: Pillow's reader would
+    # allocate two 576 MB canvases while opening it; the header check refuses it first.
+    frames = [Image.new("RGB", (16, 16), (k * 60, 0, 0)) for k in range(2)]
+    data = bytearray(_encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True))
+    assert data[12:16] == b"VP8X"
+    data[24:27] = (12000 - 1).to_bytes(3, "little")
+    data[27:30] = (12000 - 1).to_bytes(3, "little")
+    for call in (probe_image, load_image):
+        with pytest.raises(ImageError, match="the limit is 64,000,000 pixels"):
+            small_pool.run(call, bytes(data), VisionSettings())

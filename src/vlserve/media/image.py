@@ -108,6 +108,7 @@ def probe_image(data: bytes, settings: VisionSettings) -> ImageProbe:
     """
     fp = _open_source(data, settings)
     try:
+        _check_webp_canvas(fp.getvalue(), settings)
         image = Image.open(fp, formats=_PILLOW_FORMATS)
         return _checked_probe(image, data, settings)
     except UnidentifiedImageError as err:
@@ -145,6 +146,7 @@ def load_image(source: ImageSource, settings: VisionSettings) -> Image.Image:
     try:
         # Lazy: only the header is read here, so the checks below precede any decoding.
         # Animated GIF/WEBP and multi-page TIFF open on their first frame.
+        _check_webp_canvas(fp.getvalue(), settings)
         image = Image.open(fp, formats=_PILLOW_FORMATS)
         probe = _checked_probe(image, fp.getvalue(), settings)
         if (probe.decode_width, probe.decode_height) != image.size:
@@ -170,6 +172,24 @@ def _bomb_error(settings: VisionSettings) -> ImageError:
         f"The image declares more pixels than it is safe to decode; the limit is "
         f"{settings.max_image_pixels:,} pixels. Downscale it and try again."
     )
+
+
+def _check_webp_canvas(data: bytes, settings: VisionSettings) -> None:
+    """Refuse an oversized WebP canvas from its first bytes: Pillow's WebP reader allocates the
+    canvas (twice) as it opens the file, before any size check of ours could run."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        size = (int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1)
+    elif chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        size = (int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF)
+    elif chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        size = ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+    else:
+        return
+    _check_pixels(size, settings)
 
 
 def _checked_probe(image: Image.Image, data: bytes, settings: VisionSettings) -> ImageProbe:
