@@ -44,7 +44,8 @@ def demo_without_key(keyed_server: str) -> Iterator[str]:
 def test_page_and_config(demo_with_key: str, keyed_server: str) -> None:
     page = httpx.get(demo_with_key + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and 'src="app.js"' in page.text
-    assert httpx.get(demo_with_key + "/vendor/model-viewer.min.js").headers["content-type"].startswith("text/javascript")
+    viewer = httpx.get(demo_with_key + "/vendor/model-viewer.min.js")
+    assert viewer.headers["content-type"].startswith("text/javascript")
     config = httpx.get(demo_with_key + "/config.json").json()
     assert config == {"api": "api/", "server": keyed_server, "key_configured": True}
     assert KEY not in httpx.get(demo_with_key + "/config.json").text

@@ -163,7 +163,7 @@ async function addFiles(files) {
       if (state.video) URL.revokeObjectURL(state.video.objectUrl);
       state.video = { name: file.name, dataUrl, objectUrl: URL.createObjectURL(file), start: "", end: "" };
     } else {
-      state.documents.push({ name: file.name, dataUrl });
+      state.documents.push({ name: file.name, dataUrl, pages: "" });
     }
   }
   state.note = notes.join(" ");
@@ -210,15 +210,16 @@ function renderAttachments() {
       removeButton(() => { URL.revokeObjectURL(video.objectUrl); state.video = null; renderAttachments(); })));
   }
   state.documents.forEach((doc, i) => {
-    // The task API has no page selection for documents yet: the field says so instead of pretending.
-    const pages = el("input", { type: "text", class: "pages", placeholder: "1-3", disabled: "",
-                                title: t("pages_unsupported") });
+    const pages = el("input", { type: "text", class: "pages", placeholder: t("all_pages"), title: t("pages_hint"),
+                                maxlength: "16" });
+    pages.value = doc.pages;
+    pages.addEventListener("input", () => { doc.pages = pages.value; });
     items.push(el("li", { class: "document" }, el("span", { class: "name", text: `📄 ${doc.name}`, title: doc.name }),
-      el("label", { title: t("pages_unsupported") }, `${t("pages")} `, pages),
+      el("label", { title: t("pages_hint") }, `${t("pages")} `, pages),
       removeButton(() => { state.documents.splice(i, 1); renderAttachments(); })));
   });
   list.replaceChildren(...items);
-  $("input-note").textContent = [state.note, state.documents.length ? t("pages_unsupported") : ""].join(" ").trim();
+  $("input-note").textContent = [state.note, state.documents.length ? t("pages_hint") : ""].join(" ").trim();
 }
 
 // ---------------------------------------------------------------- requests
@@ -248,8 +249,23 @@ function requestBody() {
     if (state.video.end !== "") video.end = Number(state.video.end);
     body.videos = [video];
   }
-  if (state.documents.length) body.documents = state.documents.map((doc) => doc.dataUrl);
+  if (state.documents.length) body.documents = state.documents.map(documentInput);
   return body;
+}
+
+// "3" → page 3, "2-5" → pages 2 to 5, "4-" → page 4 to the end, "" → every page (a bare URL).
+function parsePages(text) {
+  const m = /^\s*(\d+)\s*(?:([-–~])\s*(\d+)?)?\s*$/.exec(text ?? "");
+  if (!m) return null;
+  const first = Number(m[1]);
+  const last = m[3] !== undefined ? Number(m[3]) : m[2] ? null : first;
+  if (first < 1 || (last !== null && last < first)) return null;
+  return last === null ? { first_page: first } : { first_page: first, last_page: last };
+}
+
+function documentInput(doc) {
+  if (!doc.pages.trim()) return doc.dataUrl;
+  return { url: doc.dataUrl, ...parsePages(doc.pages) };
 }
 
 // Mistakes the page can name before sending anything; the server checks everything else.
@@ -257,6 +273,9 @@ function precheck(task) {
   const missing = [];
   const visual = state.images.length + (state.video ? 1 : 0) + state.documents.length;
   if (task.inputs.text_required && !$("text").value.trim()) missing.push(t("rules_text"));
+  for (const doc of state.documents) {
+    if (doc.pages.trim() && !parsePages(doc.pages)) return t("bad_pages", doc.name, doc.pages);
+  }
   if (visual === 0 && (task.inputs.images[1] + task.inputs.videos[1] + task.inputs.documents[1]) > 0) {
     missing.push(describeRules(task));
   }

@@ -32,7 +32,8 @@ function loadImage(src) {
 export async function drawBoxes(container, imageSrc, answer) {
   const img = await loadImage(imageSrc);
   const [w, h] = answer.image_size ?? [img.naturalWidth, img.naturalHeight];
-  const scale = Math.min(1, 720 / img.naturalWidth);
+  // Small images are enlarged (up to 2x) so the boxes and labels stay legible.
+  const scale = Math.min(2, 720 / img.naturalWidth, 540 / img.naturalHeight);
   const canvas = el("canvas", { class: "grounding", width: Math.round(img.naturalWidth * scale),
                                height: Math.round(img.naturalHeight * scale) });
   const ctx = canvas.getContext("2d");
@@ -48,12 +49,13 @@ export async function drawBoxes(container, imageSrc, answer) {
     ctx.strokeStyle = BOX_COLOR;
     ctx.strokeRect(bx, by, bw, bh);
     const label = String(obj.label ?? "").slice(0, 64);
-    const tw = ctx.measureText(label).width + 8;
+    const tw = Math.min(ctx.measureText(label).width + 8, canvas.width);
+    const lx = Math.max(0, Math.min(bx, canvas.width - tw)); // keep the label inside the picture
     const ly = by >= 18 ? by - 18 : by;
     ctx.fillStyle = BOX_COLOR;
-    ctx.fillRect(bx, ly, tw, 18);
+    ctx.fillRect(lx, ly, tw, 18);
     ctx.fillStyle = "#ffffff";
-    ctx.fillText(label, bx + 4, ly + 2);
+    ctx.fillText(label, lx + 4, ly + 2, tw - 8);
   }
   container.append(canvas);
   return canvas;
