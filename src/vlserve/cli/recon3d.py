@@ -118,12 +118,19 @@ def from_text(
         )
         for line in draft.assumptions:
             table.add_row("•", escape(line))
+        numbers = Table(title="numbers in the description", title_justify="left")
+        numbers.add_column("as written")
+        numbers.add_column("used for")
+        for number in draft.numbers:
+            numbers.add_row(escape(number.text), escape(", ".join(number.uses) or f"ignored: {number.ignored}"))
         if out is None:
             typer.echo(spec_json)
+            err_console.print(numbers)
             err_console.print(table)
             return
         out.mkdir(parents=True, exist_ok=True)
         (out / "spec.json").write_text(spec_json + "\n", encoding="utf-8")
+        console.print(numbers)
         console.print(table)
         _build_and_report(draft.spec.model_dump(mode="json", exclude_none=True), out, formats, segments, basename)
         console.print(f"draft spec written to [bold]{out / 'spec.json'}[/]")

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vlserve.recon3d.errors import SpecError
 from vlserve.recon3d.spec import ObjectSpec, TemplateBase
 from vlserve.recon3d.templates import ParamError, expand
-from vlserve.recon3d.text.reading import APPROXIMATE, CONFIDENT, Reading
+from vlserve.recon3d.text.reading import APPROXIMATE, CONFIDENT, Group, Number, Reading, Value
+from vlserve.recon3d.text.shapes import STANDARD, primitives, standard_parts
 from vlserve.recon3d.validation import load_spec
 
-Value = tuple[float, bool]
 CATEGORIES = {
     "flange": "mechanical",
     "impeller": "mechanical",
@@ -41,6 +41,8 @@ class TextDraft:
     template: str
     assumptions: list[str]
     reading: Reading
+    numbers: list[Number] = field(default_factory=list)
+    """every number of the text: what it set (``uses``) or why it was ignored"""
 
 
 class _Draft:
@@ -54,8 +56,9 @@ class _Draft:
     def put(self, name: str, value: Value | None, transform: Callable[[float], float] = lambda v: v) -> bool:
         if value is None or name in self.params:
             return False
-        self.params[name] = round(transform(value[0]), 6)
-        self.confidence[name] = APPROXIMATE if value[1] else CONFIDENT
+        self.params[name] = round(transform(value.value), 6)
+        self.confidence[name] = APPROXIMATE if value.approx else CONFIDENT
+        self.r.use(value.source, f"{name} = {self.params[name]:g}")
         return True
 
     def put_plain(self, name: str, value: Any, why: str | None = None) -> None:
@@ -65,10 +68,10 @@ class _Draft:
 
     def count(self, name: str, key: str) -> None:
         if key in self.r.counts:
-            self.params[name] = self.r.counts[key]
+            self.params[name] = self.r.count(key, f"{name} = {self.r.counts[key]}")
             self.confidence[name] = CONFIDENT
 
-    def group(self) -> tuple[list[float], bool] | None:
+    def group(self) -> Group | None:
         return self.r.groups[0] if self.r.groups else None
 
     def bore_shape(self) -> None:
@@ -90,7 +93,7 @@ def _flange(d: _Draft) -> None:
     r = d.r
     d.put("diameter", r.first("diameter", "outer_diameter", "main"))
     d.put("thickness", r.first("thickness", "height"))
-    holes = r.counts.get("bolt", r.counts.get("hole"))
+    holes = r.count("bolt", "bolt_count") if "bolt" in r.counts else r.count("hole", "bolt_count")
     d.put(
         "bore_size", r.first("bore") or (r.first("hole") if holes is None and "bolt" not in r.dims else None)
     )
@@ -142,14 +145,14 @@ def _bracket(d: _Draft) -> None:
         for name, value in zip(
             ("length", "width", "thickness"), sorted(group[0], reverse=True), strict=False
         ):
-            d.put(name, (value, group[1]))
+            d.put(name, Value(value, group.approx, group.source))
         r.assumptions.append("the size group was read as length × width × thickness")
     d.put("length", r.first("length", "main"))
     d.put("height", r.first("height"))
     d.put("width", r.first("width"))
     d.put("thickness", r.first("thickness"))
     d.put("hole_diameter", r.first("hole", "bolt"))
-    holes = r.counts.get("hole", r.counts.get("bolt"))
+    holes = r.count("hole", "holes_per_leg") if "hole" in r.counts else r.count("bolt", "holes_per_leg")
     if holes is not None:
         d.params["holes_per_leg"] = max(1, math.ceil(holes / 2))
         r.assumptions.append(f"{holes} holes split over the two legs: {d.params['holes_per_leg']} per leg")
@@ -162,7 +165,7 @@ def _enclosure(d: _Draft) -> None:
     group = d.group()
     if group:
         for name, value in zip(("length", "width", "height"), group[0], strict=False):
-            d.put(name, (value, group[1]))
+            d.put(name, Value(value, group.approx, group.source))
     d.put("length", r.first("length", "main"))
     d.put("width", r.first("width", "depth"))
     d.put("height", r.first("height"))
@@ -178,10 +181,11 @@ def _table(d: _Draft) -> None:
     if group:
         values = group[0]
         top = sorted(values[:2], reverse=True)
-        d.put("length", (top[0], group[1]))
-        d.put("width", (top[1], group[1]))
+        d.put("length", Value(top[0], group.approx, group.source))
+        if len(top) > 1:
+            d.put("width", Value(top[1], group.approx, group.source))
         if len(values) > 2:
-            d.put("height", (values[2], group[1]))
+            d.put("height", Value(values[2], group.approx, group.source))
     d.put("length", r.first("length", "main", "diameter"))
     d.put("width", r.first("width", "depth"))
     d.put("height", r.first("height"))
@@ -196,20 +200,20 @@ def _chair(d: _Draft) -> None:
     group = d.group()
     if group:
         for name, value in zip(("seat_width", "seat_depth"), group[0][:2], strict=False):
-            d.put(name, (value, group[1]))
+            d.put(name, Value(value, group.approx, group.source))
         if len(group[0]) > 2:
-            r.dims.setdefault("height", []).insert(0, (group[0][2], group[1]))
+            r.dims.setdefault("height", []).insert(0, Value(group[0][2], group.approx, group.source))
     d.put("seat_width", r.first("width", "main"))
     d.put("seat_depth", r.first("depth"))
     d.put("seat_height", r.first("seat"))
     d.put("back_height", r.first("back"))
     total = r.first("height")
     if total and "back_height" not in d.params:
-        seat = d.params.get("seat_height", min(450.0, 0.5 * total[0]))
-        if total[0] > seat:
+        seat = d.params.get("seat_height", min(450.0, 0.5 * total.value))
+        if total.value > seat:
             d.put("back_height", total, lambda v: v - seat)
-            r.assumptions.append(f"overall height {total[0]:g} mm read as seat height {seat:g} + backrest")
-    d.put("seat_thickness", r.first("thickness"))
+            r.assumptions.append(f"overall height {total.value:g} mm read as seat height {seat:g} + backrest")
+    d.put("seat_thickness", r.first("seat_thickness", "thickness"))
     d.put("leg_size", r.first("leg"))
     if "round_legs" in r.flags:
         d.params["leg_shape"] = "round"
@@ -220,7 +224,7 @@ def _shelf(d: _Draft) -> None:
     group = d.group()
     if group:
         for name, value in zip(("width", "depth", "height"), group[0], strict=False):
-            d.put(name, (value, group[1]))
+            d.put(name, Value(value, group.approx, group.source))
     d.put("width", r.first("width", "length"))
     d.put("depth", r.first("depth"))
     d.put("height", r.first("height", "main"))
@@ -242,71 +246,6 @@ TEMPLATE_MAPPERS: dict[str, Callable[[_Draft], None]] = {
 }
 
 
-def _primitive_parts(r: Reading) -> list[dict[str, Any]]:
-    """Parts for the plain shapes: cylinder, tube, sphere, cube, cone (defaults noted)."""
-    group = r.groups[0][0] if r.groups else []
-
-    def get(value: tuple[float, bool] | None, default: float, name: str) -> float:
-        if value is not None:
-            return value[0]
-        r.assumptions.append(f"{name} = {default:g} mm (default)")
-        return default
-
-    name = r.template
-    if name == "sphere":
-        return [
-            {
-                "id": "sphere",
-                "shape": "sphere",
-                "size": {"diameter": get(r.first("diameter", "main", "outer_diameter"), 50, "diameter")},
-            }
-        ]
-    if name == "cube":
-        xyz = (group + [0, 0, 0])[:3] if group else []
-        if not xyz:
-            edge = get(r.first("main", "length", "width"), 50, "edge")
-            y_val, z_val = r.first("width"), r.first("height")
-            xyz = [edge, y_val[0] if y_val else edge, z_val[0] if z_val else edge]
-        xyz = [v if v else xyz[0] for v in xyz]
-        return [{"id": "block", "shape": "box", "size": {"x": xyz[0], "y": xyz[1], "z": xyz[2]}}]
-    diameter = get(
-        r.first("diameter", "outer_diameter", "main") or ((group[0], False) if group else None),
-        50,
-        "diameter",
-    )
-    height = get(
-        r.first("height", "length", "thickness") or ((group[1], False) if len(group) > 1 else None),
-        diameter,
-        "height",
-    )
-    if name == "cone":
-        return [
-            {
-                "id": "cone",
-                "shape": "cone",
-                "size": {"bottom_diameter": diameter, "top_diameter": 0, "height": height},
-            }
-        ]
-    parts: list[dict[str, Any]] = [
-        {"id": "body", "shape": "cylinder", "size": {"diameter": diameter, "height": height}}
-    ]
-    if name == "tube":
-        inner = r.first("bore", "hole")
-        wall = r.first("wall", "thickness") if inner is None else None
-        inner_d = inner[0] if inner else diameter - 2 * wall[0] if wall else 0.8 * diameter
-        if inner is None and wall is None:
-            r.assumptions.append(f"inner diameter = {inner_d:g} mm (80 % of the outer diameter)")
-        parts.append(
-            {
-                "id": "inner",
-                "shape": "cylinder",
-                "size": {"diameter": inner_d, "height": height * 1.04},
-                "op": "subtract",
-            }
-        )
-    return parts
-
-
 def build_draft(r: Reading) -> TextDraft:
     """Assemble, validate and annotate the spec draft for ``r``."""
     template = str(r.template)
@@ -317,8 +256,10 @@ def build_draft(r: Reading) -> TextDraft:
         if d.confidence:
             part["confidence"] = d.confidence
         parts = [part]
+    elif template in STANDARD:
+        parts = standard_parts(r)
     else:
-        parts = _primitive_parts(r)
+        parts = primitives(r)
     spec_data = {
         "spec_version": "1.0",
         "name": template.replace("_", " "),
@@ -332,7 +273,24 @@ def build_draft(r: Reading) -> TextDraft:
     except SpecError as err:
         raise SpecError(f"the description gives an invalid {template}: {err.message}", path=err.path) from err
     _add_template_notes(spec, r)
-    return TextDraft(spec=spec, template=template, assumptions=r.assumptions, reading=r)
+    _report_numbers(r)
+    return TextDraft(spec=spec, template=template, assumptions=r.assumptions, reading=r, numbers=r.numbers)
+
+
+def _report_numbers(r: Reading) -> None:
+    """Every number the text states is used (``uses``) or listed as ignored, with the reason."""
+    for number in r.numbers:
+        if number.uses:
+            continue
+        if number.kind == "count" and number.role is None and number.text in ("1", "一", "one", "a", "an"):
+            number.uses.append("one object")  # 一个法兰, one flange: an article, not a dimension
+            continue
+        what = f"read as {number.role}" if number.role else "no keyword says what it measures"
+        if number.role:
+            number.ignored = f"the {str(r.template).replace('_', ' ')} has no use for it ({what}, or already set)"
+        else:
+            number.ignored = what
+        r.assumptions.append(f"ignored {number.text!r}: {number.ignored}")
 
 
 def _add_template_notes(spec: ObjectSpec, r: Reading) -> None:

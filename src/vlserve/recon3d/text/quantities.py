@@ -3,7 +3,7 @@
 ``scan("一个直径80毫米、厚10毫米的法兰，六个8毫米螺栓孔")`` finds 一 (count, classifier 个),
 80 mm, 10 mm, 六 (count), 8 mm, each with its character span, so the parser can relate it to the
 keywords around it. Handles Arabic numerals, Chinese numerals (五, 十二, 两, 一百二十, 三点五),
-English number words (five, twenty-four), units (mm, cm, m, in/inch/", ft, 毫米, 厘米, 公分, 米,
+English number words (five, twenty-four), fractions (1/2, 1 1/2), units (mm, cm, m, in/inch/", ft, 毫米, 厘米, 公分, 米,
 英寸), "about / approx / ~ / 约 / 大约 / 左右" and ``A x B x C`` groups (x, ×, *, by, 乘).
 """
 
@@ -14,6 +14,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 MM_PER: dict[str, float] = {"mm": 1.0, "cm": 10.0, "m": 1000.0, "in": 25.4, "ft": 304.8}
+ANGLE_UNITS = ("deg",)
+"""units of angles: such a quantity is an angle (role ``angle``), never a length"""
 
 UNIT_WORDS: dict[str, str] = {
     "millimeters": "mm",
@@ -44,6 +46,11 @@ UNIT_WORDS: dict[str, str] = {
     "公分": "cm",
     "英寸": "in",
     "米": "m",
+    "°": "deg",
+    "deg": "deg",
+    "degree": "deg",
+    "degrees": "deg",
+    "度": "deg",
 }
 EN_NUMBERS: dict[str, int] = {
     "zero": 0,
@@ -111,13 +118,14 @@ SHAPE_WORDS = (
 
 _EN_WORD = "|".join(sorted(EN_NUMBERS, key=len, reverse=True))
 _NUMBER = re.compile(
-    r"(?P<num>\d+(?:\.\d+)?|\.\d+)"
+    r"(?P<frac>(?:(?P<whole>\d+)[ -])?(?P<top>\d+)/(?P<bottom>[1-9]\d*))(?![\d.])"
+    r"|(?P<num>\d+(?:\.\d+)?|\.\d+)"
     r"|(?P<zh>[零〇一二两三四五六七八九十百千万]+(?:点[零〇一二三四五六七八九]+)?)"
     rf"|(?<![a-z])(?P<en>(?:{_EN_WORD})(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?)(?![a-z])"
 )
 _UNIT = re.compile(
-    r"\s*(?P<unit>millimet(?:er|re)s?|centimet(?:er|re)s?|met(?:er|re)s?|inch(?:es)?|feet|foot|mm|cm|ft|in|m|\"|''"
-    r"|毫米|厘米|公分|英寸|米)(?![a-z0-9])"
+    r"\s*(?P<unit>millimet(?:er|re)s?|centimet(?:er|re)s?|met(?:er|re)s?|inch(?:es)?|feet|foot|degrees?|deg|°"
+    r"|mm|cm|ft|in|m|\"|''|毫米|厘米|公分|英寸|米|度)(?![a-z0-9])"
 )
 _TIMES = re.compile(r"\s*(?:x|×|\*|by|乘以?)\s*")
 #: after "in" only these make it a unit, so "6 holes in a row" keeps "in" a preposition
@@ -142,6 +150,8 @@ class Quantity:
     bolt_size: bool = False
     """written as a metric thread size (M8): a bolt diameter in mm"""
     notes: list[str] = field(default_factory=list)
+    index: int = -1
+    """position among the text's numbers (set by the reader)"""
 
     @property
     def is_group(self) -> bool:
@@ -215,8 +225,11 @@ def scan(text: str) -> list[Quantity]:
     """All quantities in normalised ``text``, dimension groups merged, in order."""
     singles: list[Quantity] = []
     for m in _NUMBER.finditer(text):
-        if m.group("num") is not None:
-            value: float | None = float(m.group("num"))
+        if m.group("frac") is not None:  # 1/2, 1 1/2, 1-1/2 (inch sizes)
+            value: float | None = int(m.group("whole") or 0) + int(m.group("top")) / int(m.group("bottom"))
+            word = False
+        elif m.group("num") is not None:
+            value = float(m.group("num"))
             word = False
         elif m.group("zh") is not None:
             value, word = parse_zh_number(m.group("zh")), True

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from vlserve.recon3d.text.quantities import MM_PER, Quantity, normalize, scan
+from vlserve.recon3d.text.quantities import ANGLE_UNITS, MM_PER, Quantity, normalize, scan
 
 CONFIDENT, APPROXIMATE = 0.9, 0.6
 MAX_GAP = 10
@@ -48,7 +49,23 @@ KEYWORDS: list[tuple[str, str, tuple[str, ...]]] = [
     ("template", "sphere", ("sphere", "ball", "球")),
     ("template", "cube", ("cube", "cuboid", "block", "立方体", "长方体", "方块")),
     ("template", "cone", ("cone", "圆锥", "锥")),
+    ("template", "hex_nut", ("hex nut", "hexagon nut", "nut", "hex 螺母", "螺母", "螺帽")),
+    ("template", "hex_bolt", ("hex bolt", "hex head bolt", "hexagon bolt", "hex cap screw", "hex 螺栓")),
+    ("template", "washer", ("flat washer", "plain washer", "washer", "垫圈", "平垫圈", "垫片")),
+    ("template", "pipe_elbow", ("pipe elbow", "elbow", "弯头")),
+    ("template", "pipe_tee", ("pipe tee", "tee piece", "t-piece", "tee", "三通")),
+    ("template", "pulley", ("v-belt pulley", "belt pulley", "pulley", "sheave", "皮带轮", "带轮")),
+    ("template", "keyed_shaft", ("shaft with a keyway", "shaft with keyway", "keyed shaft", "shaft", "带键槽的轴",
+                                 "传动轴", "轴")),
+    ("template", "bearing_housing", ("bearing housing", "pillow block", "plummer block", "轴承座")),
     ("role", "blade_thickness", ("blade thickness", "thick blades", "thick blade", "叶片厚度", "叶片厚")),
+    ("role", "hub", ("hub diameter", "hub dia", "轮毂直径", "轮毂外径")),
+    ("role", "bore", ("bore diameter", "bore dia", "inner diameter", "inside diameter", "i.d.", "id", "内径")),
+    ("role", "bolt", ("bolt hole diameter", "bolt diameter", "螺栓孔直径", "螺栓孔径")),
+    ("role", "leg", ("leg thickness", "leg size", "leg width", "腿粗", "腿宽")),
+    ("role", "seat_thickness", ("seat thickness", "座面厚度", "座板厚")),
+    ("role", "bend_radius", ("bend radius", "centerline radius", "centreline radius", "弯曲半径")),
+    ("role", "key", ("keyway length", "key length", "keyway", "键槽长度", "键槽")),
     (
         "role",
         "outer_diameter",
@@ -118,6 +135,7 @@ KEYWORDS: list[tuple[str, str, tuple[str, ...]]] = [
     ("count", "blade", ("blades", "blade", "vanes", "vane", "叶片", "叶")),
     ("count", "teeth", ("teeth", "tooth", "齿数", "齿")),
     ("count", "shelves", ("shelves", "tiers", "levels", "boards", "层", "隔板", "格")),
+    ("count", "groove", ("grooves", "groove", "belts", "槽")),
     ("flag", "hex", ("hexagonal", "hexagon", "hex")),
     ("flag", "square", ("square",)),
     ("flag", "round_legs", ("round legs", "round leg", "圆腿")),
@@ -132,7 +150,6 @@ KEYWORDS: list[tuple[str, str, tuple[str, ...]]] = [
 ]
 #: English adjectives follow their number ("75 cm high"): they never take the number after them
 POSTFIX = {"high", "tall", "thick", "wide", "long", "deep"}
-QUALIFIERS = {"seat", "back"}
 COUNT_ROLES = {
     "blade": "blade",
     "teeth": "teeth",
@@ -140,6 +157,21 @@ COUNT_ROLES = {
     "bolt": "bolt",
     "hole": "hole",
     "leg": "leg",
+    "groove": "groove",
+}
+#: (noun before the number, role of the adjective after it) → the role meant: "legs 4 cm thick"
+QUALIFIED: dict[tuple[str, str], str] = {
+    ("seat", "height"): "seat",
+    ("back", "height"): "back",
+    ("seat", "thickness"): "seat_thickness",
+    ("leg", "thickness"): "leg",
+    ("leg", "width"): "leg",
+    ("hub", "diameter"): "hub",
+    ("blade", "thickness"): "blade_thickness",
+    ("bore", "diameter"): "bore",
+    ("hole", "diameter"): "hole",
+    ("bolt", "diameter"): "bolt",
+    ("wall", "thickness"): "wall",
 }
 
 
@@ -153,27 +185,76 @@ class Mention:
     end: int
 
 
+class Value(NamedTuple):
+    """One value read from the text (mm for lengths) and where it came from."""
+
+    value: float
+    approx: bool
+    source: int = -1
+    """index into :attr:`Reading.numbers` (-1: derived, not written in the text)"""
+
+
+class Group(NamedTuple):
+    """An ``A x B x C`` group, in mm."""
+
+    values: list[float]
+    approx: bool
+    source: int = -1
+
+
+@dataclass
+class Number:
+    """A number as written in the text, and what became of it: used for a parameter, or ignored."""
+
+    text: str
+    kind: str
+    """dimension, count or group"""
+    role: str | None = None
+    """the keyword it was paired with (None: none)"""
+    uses: list[str] = field(default_factory=list)
+    """the parameters it set, ``"diameter = 80"``"""
+    ignored: str = ""
+    """why it set nothing (filled in after mapping)"""
+
+
 @dataclass
 class Reading:
     """What the text says, before it is mapped onto a template."""
 
     text: str
     template: str | None
-    dims: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
-    """role → [(value in mm, approximate?), ...] in text order"""
-    groups: list[tuple[list[float], bool]] = field(default_factory=list)
+    dims: dict[str, list[Value]] = field(default_factory=dict)
+    """role → values in mm, in text order"""
+    groups: list[Group] = field(default_factory=list)
     """``A x B x C`` groups in mm"""
     counts: dict[str, int] = field(default_factory=dict)
+    count_sources: dict[str, int] = field(default_factory=dict)
+    """count role → index into :attr:`numbers`"""
     flags: set[str] = field(default_factory=set)
     unitless: list[float] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
+    numbers: list[Number] = field(default_factory=list)
+    """every number in the text, in order"""
 
-    def first(self, *roles: str) -> tuple[float, bool] | None:
+    def first(self, *roles: str) -> Value | None:
         """The first value found for any of ``roles`` (in the order given)."""
         for role in roles:
             if self.dims.get(role):
                 return self.dims[role][0]
         return None
+
+    def use(self, source: int, what: str) -> None:
+        """Record that number ``source`` set ``what`` (``"diameter = 80"``)."""
+        if 0 <= source < len(self.numbers) and what not in self.numbers[source].uses:
+            self.numbers[source].uses.append(what)
+
+    def count(self, role: str, what: str | None = None) -> int | None:
+        """The count stated for ``role`` (marked as used for ``what`` when given)."""
+        if role not in self.counts:
+            return None
+        if what:
+            self.use(self.count_sources.get(role, -1), what)
+        return self.counts[role]
 
 
 def _keyword_regex() -> tuple[re.Pattern[str], list[tuple[str, str]]]:
@@ -226,6 +307,10 @@ def read(text: str) -> Reading:
     reading.flags = {m.name for m in mentions if m.kind == "flag"}
     counts = [q for q in quantities if _is_count(norm, q, mentions, quantities)]
     dims = [q for q in quantities if q not in counts]
+    for q in quantities:
+        q.index = len(reading.numbers)
+        kind = "count" if q in counts else "group" if q.is_group else "dimension"
+        reading.numbers.append(Number(norm[q.start : q.end].strip(), kind))
     _pair_counts(norm, counts, dims, mentions, reading)
     _pair_dims(norm, dims, mentions, reading)
     return reading
@@ -280,10 +365,17 @@ def _pair_counts(
     for q in counts:
         m = _nearest(text, q, nouns, counts + dims, skip_dims=True)
         if m is not None and m.name in COUNT_ROLES:
-            r.counts.setdefault(COUNT_ROLES[m.name], int(q.values[0]))
+            role = COUNT_ROLES[m.name]
+            r.numbers[q.index].role = role
+            if role not in r.counts:
+                r.counts[role], r.count_sources[role] = int(q.values[0]), q.index
 
 
 def _pair_dims(text: str, dims: list[Quantity], mentions: list[Mention], r: Reading) -> None:
+    for q in [q for q in dims if q.units[0] in ANGLE_UNITS]:  # "90°": an angle, whatever is near it
+        r.numbers[q.index].role = "angle"
+        r.dims.setdefault("angle", []).append(Value(q.values[0], q.approx, q.index))
+    dims = [q for q in dims if q.units[0] not in ANGLE_UNITS]
     targets = [m for m in mentions if m.kind in ("role", "template", "count")]
     candidates = []
     for qi, q in enumerate(dims):
@@ -314,35 +406,30 @@ def _pair_dims(text: str, dims: list[Quantity], mentions: list[Mention], r: Read
         used_m.add(mi)
         m = targets[mi]
         roles[qi] = "main" if m.kind == "template" else ("blade_thickness" if m.name == "blade" else m.name)
-    # "seat 45 cm high", "backrest 40 cm tall": the noun before qualifies the adjective after
+    # "seat 45 cm high", "legs 4 cm thick": the noun before qualifies the adjective after
     for gap, _raw, _pref, qi, mi in candidates:
         m = targets[mi]
-        if (
-            mi not in used_m
-            and gap == 0
-            and m.name in QUALIFIERS
-            and roles.get(qi) == "height"
-            and m.end <= dims[qi].start
-        ):
-            roles[qi] = m.name
+        meant = QUALIFIED.get((m.name, roles.get(qi, "")))
+        if mi not in used_m and gap == 0 and meant and m.end <= dims[qi].start:
+            roles[qi] = meant
             used_m.add(mi)
     explicit: list[str | None] = [u for q in dims for u in q.units if u]
     for qi, q in enumerate(dims):
         role = "bolt" if q.bolt_size else roles.get(qi, "unknown")
         values = [_to_mm(v, u, q, role, explicit, r) for v, u in zip(q.values, q.units, strict=True)]
+        r.numbers[q.index].role = None if role == "unknown" else role
         if q.is_group:
-            r.groups.append((values, q.approx))
-            if role not in ("main", "unknown"):
+            r.groups.append(Group(values, q.approx, q.index))
+            if role not in ("main", "unknown", "bolt"):
                 r.assumptions.append(
                     f"the group {q.values} was linked to {role!r}; used as overall dimensions"
                 )
             continue
         if role == "unknown":
-            r.assumptions.append(f"ignored {text[q.start : q.end]!r}: no keyword says what it measures")
-            continue
+            continue  # reported with the other unused numbers once the draft is mapped
         if role == "radius":
             role, values = "diameter", [2 * values[0]]
-        r.dims.setdefault(role, []).append((values[0], q.approx))
+        r.dims.setdefault(role, []).append(Value(values[0], q.approx, q.index))
 
 
 def _to_mm(
