@@ -165,3 +165,50 @@ def test_state_goes_to_the_data_dir_and_nothing_to_the_working_dir(live: ServerP
         time.sleep(0.1)
     assert list(dirs["cwd"].iterdir()) == []
     assert (dirs["data"] / "jobs.sqlite3").is_file()
+
+
+async def _hello(scope: dict[str, object], receive: object, send: object) -> None:
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+    await send({"type": "http.response.body", "body": b"hello"})  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_the_head_guard_works_with_either_parser(parser: str) -> None:
+    """uvicorn picks httptools when installed, else h11: the guard holds with both."""
+    import threading
+
+    import uvicorn
+
+    from vlserve.api.connection import protocol_class
+    from vlserve.config import Http
+
+    if parser == "h11":
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    else:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    http = Http(header_timeout=1.0, max_header_bytes=2048)
+    config = uvicorn.Config(_hello, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+                            http=protocol_class(http, base), h11_max_incomplete_event_size=2048 + 256 * 1024)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a second request that never ends its head
+            response, elapsed = read_until_closed(sock, 5)
+            assert b"HTTP/1.1 408" in response and elapsed < 2.5  # after the rest of the first answer
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * 5000 + b"\r\n")
+            response, _ = read_until_closed(sock, 5)
+            assert response.startswith(b"HTTP/1.1 431") and envelope(response)["code"] == 4031
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -116,6 +116,7 @@ def protocol_class(http: Http, base: type[asyncio.Protocol] | None = None) -> ty
 
 
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
+_MAX_READ = 256 * 1024  # the most bytes asyncio hands a protocol in one data_received call
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -124,6 +125,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "http": protocol_class(http),
         "timeout_keep_alive": http.keepalive_timeout,
-        # Used when the h11 parser runs; the guard above bounds httptools' buffering the same way.
-        "h11_max_incomplete_event_size": http.max_header_bytes,
+        # h11's own cap (a 400 without our envelope) sits one socket read above the guard's, so that
+        # the guard answers first, with 431 and code 4031, whichever parser runs.
+        "h11_max_incomplete_event_size": http.max_header_bytes + _MAX_READ,
     }
