@@ -1,0 +1,560 @@
+"""Fit a spec to the object's points: pose (and scale) first, then every numeric parameter.
+
+Unknowns, all solved by ``scipy.optimize.least_squares`` (trust region, soft-L1 robust loss):
+
+* the pose of the model in the world: a rotation vector, a translation, and — when the points
+  are not metric (no marker) — a log scale;
+* the spec's parameters (:mod:`.params`) with its topology fixed: lengths as log factors
+  (``value = start · e^u``, bounded to ``[1/(1+c), 1+c]`` times the start), positions as offsets
+  in units of the object's size, outline scales as log factors.
+
+Each residual evaluation rebuilds the mesh with the compiler (cached per parameter vector, so
+the pose columns of the finite-difference Jacobian reuse it) and measures the exact distance of
+every point to the surface (:mod:`.distance`). When the ground is known, one more residual
+pulls the model's lowest point onto it (the underside is never seen, the contact is).
+
+Start: the model stands upright on the ground, centred under the points, at ``yaw_starts``
+headings; a pose-only fit from each, and the best one starts the full fit. Bounded: at most
+``max_points`` points, ``max_evaluations`` evaluations and ``seconds`` seconds (the best vector
+found so far is kept when a limit stops the fit).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vlserve.recon3d.compiler import compile_spec
+from vlserve.recon3d.errors import SpecError
+from vlserve.recon3d.refine._deps import require
+from vlserve.recon3d.refine.distance import MeshDistance, surface_samples
+from vlserve.recon3d.refine.params import Param, apply_values, describe, spec_parameters
+from vlserve.recon3d.spec import MM_PER_UNIT, ObjectSpec
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Bounds and knobs of the fit."""
+
+    segments: int = 64
+    """circle segments while fitting (the refined spec is compiled at full resolution afterwards)"""
+    max_points: int = 1000
+    seconds: float = 90.0
+    max_evaluations: int = 600
+    yaw_starts: int = 8
+    max_change: float = 0.6
+    """a length may become at most (1 + max_change) times larger or smaller"""
+    positions: bool = True
+    ground_contact: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Pose:
+    """``x_world = scale · R x_model + translation`` (model in mm)."""
+
+    rotation: NDArray[np.float64]
+    translation: NDArray[np.float64]
+    scale: float
+
+    def apply(self, model_points: NDArray[np.float64]) -> NDArray[np.float64]:
+        """(n, 3) model points (mm) → world."""
+        return np.asarray(self.scale * model_points @ self.rotation.T + self.translation)
+
+    def inverse(self, world_points: NDArray[np.float64]) -> NDArray[np.float64]:
+        """(n, 3) world points → model frame (mm)."""
+        return np.asarray((world_points - self.translation) @ self.rotation / self.scale)
+
+
+@dataclass(frozen=True)
+class FittedParam:
+    """One parameter before and after the fit (spec units)."""
+
+    name: str
+    place: str
+    before: float
+    after: float
+    kind: str
+    assumed: bool
+    fixed: bool
+    observed: bool
+
+    @property
+    def change(self) -> float:
+        """Relative change (lengths and scales) or absolute change (offsets)."""
+        if self.kind == "offset" or self.before == 0:
+            return self.after - self.before
+        return self.after / self.before - 1.0
+
+
+@dataclass
+class FitResult:
+    """The refined spec (dict), its parameters before/after, the pose and the residuals."""
+
+    spec: dict[str, Any]
+    params: list[FittedParam]
+    pose: Pose
+    residuals_before: dict[str, float]
+    residuals_after: dict[str, float]
+    evaluations: int
+    seconds: float
+    stopped: str
+    notes: list[str] = field(default_factory=list)
+
+
+class _Stop(Exception):
+    pass
+
+
+def residual_stats(d: NDArray[np.float64], inlier: float) -> dict[str, float]:
+    """Median, mean, RMS, 90th percentile of distances and the share below ``inlier``."""
+    return {
+        "median": float(np.median(d)),
+        "mean": float(d.mean()),
+        "rms": float(np.sqrt((d**2).mean())),
+        "p90": float(np.percentile(d, 90)),
+        "inlier_share": float((d < inlier).mean()),
+    }
+
+
+@dataclass(frozen=True)
+class _Built:
+    """One compiled parameter vector: what the residuals need of its mesh (model frame, mm)."""
+
+    vertices: NDArray[np.float64]
+    distance: MeshDistance
+    samples: NDArray[np.float64]
+    """(s, 3) area samples of the upward-facing surfaces"""
+    weights: NDArray[np.float64]
+    """(s,) area of each sample / total visible area"""
+    bins: NDArray[np.int64]
+    """(s,) coverage residual each sample belongs to (plan leaf × facing direction)"""
+
+
+class _Problem:
+    """The residual function over ``[pose..., u...]`` with a mesh cache and limits.
+
+    Residuals: (1) every point's distance to the surface; (2) coverage: per plan leaf, the
+    area-weighted distance from the model's upward faces to the nearest observed point,
+    less a tolerance of the points' spacing — without it a model too large would not shrink
+    (points inside it are close to *some* face); (3) ground contact.
+    """
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        params: list[Param],
+        free: list[Param],
+        fixed: dict[str, float],
+        points: NDArray[np.float64],
+        all_points: NDArray[np.float64],
+        support: NDArray[np.float64],
+        *,
+        metric: bool,
+        ground: bool,
+        options: FitOptions,
+    ) -> None:
+        spatial = require("scipy.spatial")
+        self.data, self.params, self.free, self.fixed = data, params, free, fixed
+        self.points = points
+        spacing = spatial.cKDTree(all_points).query(all_points, k=min(4, len(all_points)))[0][:, -1]
+        self.tolerance = 2.0 * float(np.median(spacing))
+        self.tree = spatial.cKDTree(np.vstack([all_points, support]) if len(support) else all_points)
+        self.metric, self.ground, self.options = metric, ground, options
+        self.units_mm = MM_PER_UNIT[data.get("units", "mm")]
+        self.cache: dict[bytes, _Built | None] = {}
+        self.evaluations = 0
+        self.deadline = time.monotonic() + options.seconds
+        self.size_mm = 100.0  # replaced below, once the start mesh is known
+        self.leaves = 1
+        start = self.mesh(np.zeros(len(free)))
+        if start is None:
+            raise SpecError("the spec does not compile")
+        vertices = start.vertices
+        self.size_mm = float(np.linalg.norm(vertices.max(axis=0) - vertices.min(axis=0)))
+        self.scale0 = 1.0 if metric else _initial_scale(vertices, points)
+        self.size_world = self.size_mm * self.scale0
+        self.f_scale = 0.004 * self.size_world
+        self.ground_weight = np.sqrt(len(points))
+        self.best: tuple[float, NDArray[np.float64]] | None = None
+        self.pose_dims = 6 if metric else 7
+        self.n_bins = self.leaves * 6
+
+    # --- parameters ------------------------------------------------------------------------
+
+    def values(self, u: NDArray[np.float64]) -> list[float]:
+        free = dict(zip((p.name for p in self.free), u, strict=True))
+        out = []
+        for p in self.params:
+            if p.name in self.fixed:
+                out.append(self.fixed[p.name])
+            elif p.kind == "offset":
+                out.append(p.value + free[p.name] * self.size_mm / self.units_mm)
+            else:
+                out.append(p.value * float(np.exp(free[p.name])))
+        return out
+
+    @property
+    def upper(self) -> list[float]:
+        c = float(np.log1p(self.options.max_change))
+        return [0.5 if p.kind == "offset" else c for p in self.free]
+
+    def bounds(self) -> tuple[list[float], list[float]]:
+        lo = [-np.inf] * self.pose_dims + [-u for u in self.upper]
+        return lo, [np.inf] * self.pose_dims + self.upper
+
+    def mesh(self, u: NDArray[np.float64]) -> _Built | None:
+        key = np.round(u, 12).tobytes()
+        if key not in self.cache:
+            try:
+                model = compile_spec(
+                    apply_values(self.data, self.params, self.values(u)), segments=self.options.segments
+                )
+            except SpecError:
+                self.cache[key] = None
+            else:
+                self.cache[key] = self._build(model)
+            if len(self.cache) > 64:
+                self.cache.pop(next(iter(self.cache)))
+        return self.cache[key]
+
+    def _build(self, model: Any) -> _Built:
+        size = float(np.linalg.norm(model.extents))
+        self.leaves = len(model.leaves) + 1
+        samples, owner, weights = surface_samples(model.vertices, model.faces, 0.02 * size)
+        tri = model.vertices[model.faces]
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-300)
+        n = normals[owner]
+        # coverage is asked of upward faces only: photos taken from above see them best, and a
+        # too-large part shows as an upward face reaching past the points; side walls and holes
+        # are often thin strips in the photos with few points, so they are left to the points'
+        # own distances
+        visible = n[:, 2] > 0.5
+        direction = np.argmax(np.abs(n), axis=1) * 2 + (n[np.arange(len(n)), np.argmax(np.abs(n), axis=1)] > 0)
+        leaf = np.where(model.face_leaf[owner] >= 0, model.face_leaf[owner], len(model.leaves))
+        weights = weights[visible] / max(float(weights[visible].sum()), 1e-300)
+        return _Built(
+            model.vertices,
+            MeshDistance(model.vertices, model.faces, h=0.025 * size),
+            samples[visible],
+            weights,
+            (leaf * 6 + direction)[visible].astype(np.int64),
+        )
+
+    # --- pose ----------------------------------------------------------------------------------
+
+    def pose(self, x: NDArray[np.float64], base: tuple[NDArray[np.float64], NDArray[np.float64]]) -> Pose:
+        """Pose of ``x``: a small rotation ``x[:3]`` applied after the start rotation, translation
+        offset ``x[3:6]`` in object sizes, log scale ``x[6]`` (non-metric only)."""
+        rotation_cls = require("scipy.spatial.transform").Rotation
+        rotation = rotation_cls.from_rotvec(x[:3]).as_matrix() @ base[0]
+        scale = self.scale0 * (1.0 if self.metric else float(np.exp(x[6])))
+        return Pose(rotation, base[1] + self.size_world * x[3:6], scale)
+
+    def start(self, yaw: float, vertices: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Start rotation (``yaw`` about z) and translation standing the model on the ground
+        under the points."""
+        c, s = np.cos(yaw), np.sin(yaw)
+        rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+        moved = self.scale0 * vertices @ rotation.T
+        lo, hi = np.percentile(self.points, 2, axis=0), np.percentile(self.points, 98, axis=0)
+        centre = (moved.min(axis=0) + moved.max(axis=0)) / 2
+        t = np.zeros(3)
+        t[:2] = (lo[:2] + hi[:2]) / 2 - centre[:2]
+        t[2] = -moved[:, 2].min() if self.ground else (lo[2] + hi[2]) / 2 - centre[2]
+        return rotation, t
+
+    # --- residuals and Jacobian ----------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if time.monotonic() > self.deadline or self.evaluations >= self.options.max_evaluations:
+            raise _Stop
+        self.evaluations += 1
+
+    @property
+    def size(self) -> int:
+        return len(self.points) + self.n_bins + (1 if self.ground else 0)
+
+    def _evaluate(self, x: NDArray[np.float64], base: Any) -> dict[str, Any] | None:
+        """Residuals and what the Jacobian needs, or None for a vector that does not compile."""
+        built = self.mesh(x[self.pose_dims :])
+        if built is None:
+            return None
+        pose = self.pose(x, base)
+        closest, d = built.distance.closest(pose.inverse(self.points))
+        # coverage: model surface → nearest point, beyond the tolerance, capped
+        world_samples = pose.apply(built.samples)
+        gap, nearest = self.tree.query(world_samples)
+        cap = 0.05 * self.size_world
+        excess = np.clip(gap - self.tolerance, 0.0, cap)
+        mass = len(self.points) * built.weights
+        per_bin = np.bincount(built.bins, weights=mass * excess**2, minlength=self.n_bins)[: self.n_bins]
+        coverage = np.sqrt(per_bin)
+        world = pose.apply(built.vertices)
+        lowest = world[int(world[:, 2].argmin())]
+        parts = [d * pose.scale, coverage]
+        if self.ground:
+            parts.append(np.array([self.ground_weight * lowest[2]]))
+        return {
+            "r": np.concatenate(parts),
+            "pose": pose,
+            "closest": pose.apply(closest),
+            "built": built,
+            "samples": world_samples,
+            "nearest": self.tree.data[nearest],
+            "gap": gap,
+            "excess": excess,
+            "mass": mass,
+            "coverage": coverage,
+            "lowest": lowest,
+        }
+
+    def distances(self, x: NDArray[np.float64], base: Any) -> NDArray[np.float64] | None:
+        out = self._evaluate(x, base)
+        return None if out is None else out["r"][: len(self.points)]
+
+    def residuals(self, x: NDArray[np.float64], base: Any) -> NDArray[np.float64]:
+        self._tick()
+        out = self._evaluate(x, base)
+        if out is None:
+            # an impossible parameter vector (e.g. bolt holes through the rim): a wall of cost
+            return np.full(self.size, 50.0 * self.f_scale)
+        r: NDArray[np.float64] = out["r"]
+        z = (r / self.f_scale) ** 2
+        cost = float((2 * (np.sqrt(1 + z) - 1)).sum())
+        if self.best is None or cost < self.best[0]:
+            self.best = (cost, x.copy())
+        return r
+
+    def jacobian(self, x: NDArray[np.float64], base: Any, with_params: bool = True) -> NDArray[np.float64]:
+        """Analytic pose columns (closest and nearest points held fixed), finite-difference
+        parameter columns (one rebuild of the mesh each)."""
+        self._tick()
+        out = self._evaluate(x, base)
+        jac = np.zeros((self.size, len(x)))
+        if out is None:
+            return jac
+        r, pose = out["r"], out["pose"]
+        m = len(self.points)
+        # (1) points: d = |p - P(c)|, dd/dθ = -w · dP/dθ
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(r[:m, None] > 1e-12, (self.points - out["closest"]) / r[:m, None], 0.0)
+        self._pose_columns(jac[:m], -w, out["closest"] - pose.translation)
+        # (2) coverage: r_b = sqrt(Σ mass·e²), dr_b/dθ = Σ mass·e·(u · dP/dθ) / r_b
+        gap = np.maximum(out["gap"], 1e-12)
+        active = (out["excess"] > 0) & (out["excess"] < 0.05 * self.size_world)
+        u = (out["samples"] - out["nearest"]) / gap[:, None]
+        coef = np.where(active, out["mass"] * out["excess"], 0.0)
+        sample_cols = np.zeros((len(u), self.pose_dims))
+        self._pose_columns(sample_cols, u, out["samples"] - pose.translation)
+        bins = out["built"].bins
+        for k in range(self.pose_dims):
+            summed = np.bincount(bins, weights=coef * sample_cols[:, k], minlength=self.n_bins)[: self.n_bins]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                jac[m : m + self.n_bins, k] = np.where(out["coverage"] > 1e-12, summed / out["coverage"], 0.0)
+        # (3) ground contact: the lowest vertex's height
+        if self.ground:
+            self._pose_columns(
+                jac[-1:], np.array([[0.0, 0.0, self.ground_weight]]), (out["lowest"] - pose.translation)[None]
+            )
+        if with_params:
+            step = 1e-3
+            for j in range(self.pose_dims, len(x)):
+                self._tick()
+                shifted = x.copy()
+                shifted[j] += step if shifted[j] + step <= self.upper[j - self.pose_dims] else -step
+                moved = self._evaluate(shifted, base)
+                if moved is not None:
+                    jac[:, j] = (moved["r"] - r) / (shifted[j] - x[j])
+        return jac
+
+    def _pose_columns(self, out: NDArray[np.float64], g: NDArray[np.float64], arm: NDArray[np.float64]) -> None:
+        """out[:, :pose_dims] = g · dP/dθ for world points P = s·R·x + t with ``arm`` = s·R·x."""
+        for k in range(3):
+            out[:, k] = np.einsum("ij,ij->i", g, np.cross(np.eye(3)[k], arm))
+            out[:, 3 + k] = g[:, k] * self.size_world
+        if not self.metric:
+            out[:, 6] = np.einsum("ij,ij->i", g, arm)
+
+
+def fit_spec(
+    spec: ObjectSpec | dict[str, Any],
+    points: NDArray[np.float64],
+    *,
+    metric: bool,
+    known: tuple[Param, float] | None = None,
+    ground: bool = True,
+    support: NDArray[np.float64] | None = None,
+    options: FitOptions | None = None,
+) -> FitResult:
+    """Fit ``spec`` to the object's world ``points`` (mm when ``metric``); see the module doc.
+
+    ``support``: other observed surface points (the table around the object); the model's
+    visible surface must lie near an observed point, but only ``points`` are fitted.
+    """
+    optimize = require("scipy.optimize")
+    options = options or FitOptions()
+    started = time.monotonic()
+    data, params = spec_parameters(spec, positions=options.positions)
+    fixed = {known[0].name: known[1]} if known else {}
+    if not metric and not fixed:
+        raise ValueError("points without metric scale need a known dimension")
+    free = [p for p in params if p.name not in fixed]
+    subset = points
+    if len(points) > options.max_points:
+        subset = points[np.random.default_rng(options.seed).choice(len(points), options.max_points, replace=False)]
+    problem = _Problem(
+        data,
+        params,
+        free,
+        fixed,
+        subset,
+        points,
+        np.zeros((0, 3)) if support is None else support,
+        metric=metric,
+        ground=ground and options.ground_contact,
+        options=options,
+    )
+    start = problem.mesh(np.zeros(len(free)))
+    assert start is not None
+    vertices = start.vertices
+    notes: list[str] = []
+
+    # 1. pose only (the mesh is fixed: no rebuilds, analytic Jacobian): a short fit from each
+    #    heading, then the best one fitted to convergence
+    u0 = np.zeros(len(free))
+    starts: list[tuple[float, NDArray[np.float64], Any]] = []
+    try:
+        for k in range(options.yaw_starts):
+            base = problem.start(2 * np.pi * k / options.yaw_starts, vertices)
+            res = _pose_fit(optimize, problem, base, np.zeros(problem.pose_dims), u0, 6)
+            starts.append((float(res.cost), res.x, base))
+        _, x_pose, base = min(starts, key=lambda s: s[0])
+        x_pose = _pose_fit(optimize, problem, base, x_pose, u0, 40).x
+    except _Stop:
+        raise _limit_error(options) from None
+    x_start = np.concatenate([x_pose, u0])
+    before = problem.distances(x_start, base)
+    assert before is not None
+
+    # 2. pose and parameters together; a wide robust scale first (far points still pull), then
+    #    the noise scale (far points are outliers)
+    lo, hi = problem.bounds()
+    stopped = "converged"
+    jac = None
+    x_final = x_start
+    noise = problem.f_scale
+    try:
+        for f_scale in (10 * noise, 3 * noise, noise):
+            problem.f_scale = f_scale
+            problem.best = None
+            res = optimize.least_squares(
+                lambda x: problem.residuals(x, base),
+                np.clip(x_final, lo, hi),
+                jac=lambda x: problem.jacobian(x, base),
+                bounds=(lo, hi),
+                loss="soft_l1",
+                f_scale=f_scale,
+                x_scale="jac",
+                max_nfev=options.max_evaluations,
+                xtol=1e-5,
+                ftol=1e-6,
+            )
+            x_final, jac = res.x, res.jac
+    except _Stop:
+        stopped = "time limit" if time.monotonic() > problem.deadline else "evaluation limit"
+        if problem.best is not None:
+            x_final = problem.best[1]
+        jac = None
+        notes.append(f"the fit stopped at its {stopped}; the best parameters found so far are kept")
+    problem.f_scale = noise
+
+    observed = _observed(jac, problem)
+    u_final = x_final[problem.pose_dims :].copy()
+    for j, seen in enumerate(observed):
+        if not seen:
+            u_final[j] = 0.0  # nothing in the points constrains it: keep the spec's value
+    x_final = np.concatenate([x_final[: problem.pose_dims], u_final])
+    after = problem.distances(x_final, base)
+    if after is None:  # cannot happen for a vector the fit accepted; keep the start then
+        x_final, after = x_start, before
+    values = problem.values(x_final[problem.pose_dims :])
+    refined = apply_values(data, params, [_round(v) for v in values])
+    free_index = {p.name: j for j, p in enumerate(free)}
+    fitted = [
+        FittedParam(
+            p.name,
+            describe(p, data),
+            p.value,
+            _round(v),
+            p.kind,
+            p.assumed,
+            p.name in fixed,
+            p.name in fixed or observed[free_index[p.name]],
+        )
+        for p, v in zip(params, values, strict=True)
+    ]
+    inlier = 3 * problem.f_scale
+    return FitResult(
+        refined,
+        fitted,
+        problem.pose(x_final, base),
+        residual_stats(before, inlier),
+        residual_stats(after, inlier),
+        problem.evaluations,
+        time.monotonic() - started,
+        stopped,
+        notes,
+    )
+
+
+def _pose_fit(
+    optimize: Any, problem: _Problem, base: Any, x0: NDArray[np.float64], u: NDArray[np.float64], evaluations: int
+) -> Any:
+    return optimize.least_squares(
+        lambda xp: problem.residuals(np.concatenate([xp, u]), base),
+        x0,
+        jac=lambda xp: problem.jacobian(np.concatenate([xp, u]), base, False)[:, : problem.pose_dims],
+        loss="soft_l1",
+        f_scale=5 * problem.f_scale,
+        max_nfev=evaluations,
+    )
+
+
+def _observed(jac: Any, problem: _Problem) -> list[bool]:
+    """Which free parameters the points constrain: a 10 % change must move the residuals by
+    more than the noise scale (from the final Jacobian; all of them when it is unknown)."""
+    n = len(problem.free)
+    if jac is None:
+        return [True] * n
+    columns = np.asarray(jac)[:, problem.pose_dims :]
+    norms = np.linalg.norm(columns, axis=0)
+    return [bool(0.1 * norms[j] > 0.5 * problem.f_scale) for j in range(n)]
+
+
+def _initial_scale(vertices: NDArray[np.float64], points: NDArray[np.float64]) -> float:
+    """World units per model mm from the height and horizontal spread of points and model."""
+    model_h = float(np.ptp(vertices[:, 2]))
+    pts_h = float(np.percentile(points[:, 2], 99) - max(0.0, float(np.percentile(points[:, 2], 1))))
+    model_r = float(np.linalg.norm(np.ptp(vertices[:, :2], axis=0)))
+    pts_r = float(np.linalg.norm(np.percentile(points[:, :2], 99, axis=0) - np.percentile(points[:, :2], 1, axis=0)))
+    ratios = [r for r in (pts_h / model_h if model_h > 0 else 0, pts_r / model_r if model_r > 0 else 0) if r > 0]
+    return float(np.mean(ratios)) if ratios else 1.0
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def _limit_error(options: FitOptions) -> Exception:
+    from vlserve.recon3d.refine.errors import RefineError
+
+    return RefineError(
+        f"the fit did not finish its first stage within {options.seconds:.0f} s / {options.max_evaluations} "
+        "evaluations: the spec is too heavy to fit; simplify it or raise the limits"
+    )

@@ -1,0 +1,160 @@
+"""Photos + a coarse spec → a refined spec and a report: the whole "fine fitting" stage.
+
+    photos ──run_sfm──▶ points, cameras ──marker_frame / plane_frame──▶ world (mm, z up)
+           ──object_points──▶ the object's points ──fit_spec(spec)──▶ refined spec + report
+
+The model (or a person) supplies the topology and rough numbers; the photos supply the
+measurements. Scale comes from a printed ArUco marker (``marker_size_mm``) or from one known
+dimension of the spec (``known_dimension="f.diameter=80"``); one of the two is required.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlserve.recon3d.refine.errors import ScaleError
+from vlserve.recon3d.refine.fit import FitOptions, FitResult, fit_spec
+from vlserve.recon3d.refine.params import parse_known_dimension, spec_parameters
+from vlserve.recon3d.refine.points import object_points
+from vlserve.recon3d.refine.scale import marker_frame, plane_frame
+from vlserve.recon3d.refine.sfm import SfmOptions, SfmResult, run_sfm
+from vlserve.recon3d.spec import ObjectSpec
+from vlserve.recon3d.validation import load_spec
+
+FEW_VIEWS = 8
+"""fewer registered views than this add a warning: expect larger errors"""
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """Everything bounded about one refinement (see :class:`SfmOptions`, :class:`FitOptions`)."""
+
+    sfm: SfmOptions = field(default_factory=SfmOptions)
+    fit: FitOptions = field(default_factory=FitOptions)
+    max_reprojection_error_px: float = 2.0
+
+
+@dataclass
+class RefineResult:
+    """The refined spec (a dict that validates as an :class:`ObjectSpec`) and the report."""
+
+    spec: dict[str, Any]
+    report: dict[str, Any]
+    fit: FitResult
+    sfm: SfmResult
+
+
+def refine(
+    spec: ObjectSpec | dict[str, Any] | str | bytes | Path,
+    photos: list[Path],
+    *,
+    marker_size_mm: float | None = None,
+    known_dimension: str | None = None,
+    options: RefineOptions | None = None,
+    workdir: Path | None = None,
+) -> RefineResult:
+    """Refine ``spec`` against ``photos`` (raises RefineError / SpecError, code 4000)."""
+    options = options or RefineOptions()
+    started = time.monotonic()
+    model = load_spec(spec)
+    if (marker_size_mm is None) == (known_dimension is None):
+        raise ScaleError("give exactly one source of scale: a marker size (mm) or a known dimension PARAM=VALUE")
+    known = None
+    if known_dimension is not None:
+        # checked before the slow SfM: a typo in the name fails at once
+        known = parse_known_dimension(known_dimension, spec_parameters(model)[1], model.units)
+    sfm = run_sfm(photos, options=options.sfm, workdir=workdir)
+    frame = marker_frame(sfm, marker_size_mm) if marker_size_mm is not None else plane_frame(sfm)
+    selected = object_points(sfm.points, sfm.errors, frame, max_error_px=options.max_reprojection_error_px)
+    fitted = fit_spec(
+        model, selected.points, metric=frame.metric, known=known, support=selected.ground, options=options.fit
+    )
+    refined = load_spec(fitted.spec).model_dump(mode="json", exclude_none=True)
+    warnings = list(fitted.notes)
+    if len(sfm.views) < FEW_VIEWS:
+        warnings.append(f"only {len(sfm.views)} photos registered: dimensions may be off by several per cent")
+    if frame.metric and frame.marker_side_spread > 0.03:
+        warnings.append(
+            f"the marker's measured sides differ by {100 * frame.marker_side_spread:.1f} %: "
+            "is it printed square and lying flat?"
+        )
+    if fitted.residuals_after["inlier_share"] < 0.6:
+        warnings.append("the refined spec explains less than 60 % of the points: its parts may not match the object")
+    mm = 1.0 / fitted.pose.scale  # world units → mm
+    report = {
+        "name": model.name,
+        "units": model.units,
+        "views": sfm.summary(),
+        "scale": {
+            "source": _scale_source(frame.source, frame.metric, known, model.units),
+            "ground": frame.source,
+            "metric_marker": frame.metric,
+            "marker_views": list(frame.marker_views),
+            "marker_side_spread": round(frame.marker_side_spread, 4),
+        },
+        "object_points": int(len(selected.points)),
+        "parameters": [
+            {
+                "name": p.name,
+                "place": p.place,
+                "before": p.before,
+                "after": p.after,
+                "change": round(p.change, 5),
+                "kind": p.kind,
+                "assumed": p.assumed,
+                "fixed": p.fixed,
+                "observed": p.observed,
+            }
+            for p in fitted.params
+        ],
+        "residuals_mm": {
+            "before": {k: _mm(v, k, mm) for k, v in fitted.residuals_before.items()},
+            "after": {k: _mm(v, k, mm) for k, v in fitted.residuals_after.items()},
+        },
+        "fit": {"evaluations": fitted.evaluations, "seconds": round(fitted.seconds, 2), "stopped": fitted.stopped},
+        "warnings": warnings,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    return RefineResult(refined, report, fitted, sfm)
+
+
+def _scale_source(source: str, metric: bool, known: tuple[Any, float] | None, units: str) -> str:
+    if metric or known is None:
+        return source
+    return f"known dimension {known[0].name} = {known[1]:g} {units}"
+
+
+def _mm(value: float, key: str, mm: float) -> float:
+    return round(value if key == "inlier_share" else value * mm, 4)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as plain text: views, scale, each dimension before/after, residuals, warnings."""
+    views = report["views"]
+    lines = [
+        f"{report['name']}: {len(views['registered'])}/{views['photos']} photos registered, "
+        f"{views['points']} points ({report['object_points']} on the object), {report['seconds']:.1f} s",
+    ]
+    if views["unregistered"]:
+        lines.append(f"not registered: {', '.join(views['unregistered'])}")
+    lines.append(f"scale: {report['scale']['source']}")
+    lines.append(f"{'parameter':<36} {'before':>10} {'after':>10} {'change':>9}  note")
+    for p in report["parameters"]:
+        change = f"{p['change']:+.3f}" if p["kind"] == "offset" else f"{100 * p['change']:+.1f} %"
+        note = ", ".join(
+            n
+            for n, on in (("fixed", p["fixed"]), ("assumed", p["assumed"]), ("not seen: kept", not p["observed"]))
+            if on
+        )
+        lines.append(f"{p['name']:<36} {p['before']:>10.4g} {p['after']:>10.4g} {change:>9}  {note}")
+    before, after = report["residuals_mm"]["before"], report["residuals_mm"]["after"]
+    lines.append(
+        f"point-to-surface distance (mm): median {before['median']:.3f} -> {after['median']:.3f}, "
+        f"p90 {before['p90']:.3f} -> {after['p90']:.3f}; inliers {100 * before['inlier_share']:.0f} % -> "
+        f"{100 * after['inlier_share']:.0f} %"
+    )
+    lines.extend(f"warning: {w}" for w in report["warnings"])
+    return "\n".join(lines)
