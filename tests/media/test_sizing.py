@@ -51,7 +51,8 @@ def test_video_smart_resize_matches_transformers() -> None:
 
 def test_video_token_count_matches_transformers_capped_rule() -> None:
     qwen3 = pytest.importorskip("transformers.models.qwen3_vl.video_processing_qwen3_vl")
-    settings = VisionSettings()
+    # The processor's own per-frame cap (768 tokens); the server's configured default is lower.
+    settings = VisionSettings(video_max_pixels=768 * 32 * 32)
     proc = qwen3.Qwen3VLVideoProcessor(
         size={"shortest_edge": settings.video_min_pixels, "longest_edge": settings.video_total_pixels}
     )
