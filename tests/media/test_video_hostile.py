@@ -7,6 +7,7 @@ whose limits end a video that would take too long.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from vlserve.errors import VideoError
 from vlserve.isolation import WorkerLimits, WorkerPool
-from vlserve.media import VisionSettings, load_video, probe_video
+from vlserve.media import VisionSettings, load_video, probe_video, probe_video_async
 from vlserve.media.decode import REFUSED
 from vlserve.media.video import TOO_COMPLEX
 
@@ -112,3 +113,10 @@ def test_a_decode_past_the_worker_deadline_is_1003_every_time(mt: SimpleNamespac
             assert _refusal(load_video, data, VisionSettings(), pool=pool) == TOO_COMPLEX
     finally:
         pool.close()
+
+
+def test_async_probe_matches_and_refuses_alike(mt: SimpleNamespace) -> None:
+    data = mt.encode_video("mp4", "libx264", frames=20, fps=10)
+    assert asyncio.run(probe_video_async(data, VisionSettings())) == probe_video(data, VisionSettings())
+    with pytest.raises(VideoError, match="not a video this server accepts"):
+        asyncio.run(probe_video_async(b"#EXTM3U\n", VisionSettings()))

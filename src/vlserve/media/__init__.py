@@ -24,7 +24,7 @@ from vlserve.media.sizing import (
     smart_resize,
     video_smart_resize,
 )
-from vlserve.media.video import VideoFeatures, VideoProbe, load_video, probe_video
+from vlserve.media.video import VideoFeatures, VideoProbe, load_video, probe_video, probe_video_async
 from vlserve.media.vision import ImageFeatures, preprocess_image
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "preprocess_image",
     "probe_image",
     "probe_video",
+    "probe_video_async",
     "smart_resize",
     "video_smart_resize",
 ]

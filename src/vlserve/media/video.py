@@ -61,7 +61,7 @@ from vlserve.media.settings import VisionSettings
 from vlserve.media.sizing import video_target_size
 from vlserve.media.threads import media_pool, pool_size
 
-__all__ = ["VideoFeatures", "VideoProbe", "load_video", "probe_video"]
+__all__ = ["VideoFeatures", "VideoProbe", "load_video", "probe_video", "probe_video_async"]
 
 TOO_COMPLEX = (
     "The video is too large or too complex to decode within this server's limits (time or memory); "
@@ -226,6 +226,18 @@ def probe_video(
         return _probe_encoded(data, settings)
     try:
         return (pool or video_pool()).run(_probe_encoded, data, settings)
+    except IsolationError as err:
+        raise VideoError(TOO_COMPLEX, reason=err.reason) from err
+
+
+async def probe_video_async(
+    source: bytes | str | os.PathLike[str], settings: VisionSettings, *, pool: WorkerPool | None = None
+) -> VideoProbe:
+    """``probe_video`` awaited on the video pool: no thread of the event loop's executor waits for it."""
+    data = read_video_bytes(source, settings)
+    check_signature(data, settings)
+    try:
+        return await (pool or video_pool()).arun(_probe_encoded, data, settings)
     except IsolationError as err:
         raise VideoError(TOO_COMPLEX, reason=err.reason) from err
 
