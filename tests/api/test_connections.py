@@ -147,7 +147,7 @@ def test_generation_stops_when_a_non_streaming_client_leaves(live: ServerProcess
     sock.close()
     left = time.monotonic()
     while live.metric("vlserve_batch_rows", engine="main") != 0.0:
-        assert time.monotonic() - left < 3.0, "the row kept generating after its client left"
+        assert time.monotonic() - left < 5.0, "the row kept generating after its client left"
         time.sleep(0.05)
     steps_after = live.metric("vlserve_decode_steps_total", engine="main") or 0.0
     time.sleep(0.5)
