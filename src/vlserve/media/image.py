@@ -110,7 +110,7 @@ def probe_image(data: bytes, settings: VisionSettings) -> ImageProbe:
     try:
         _check_webp_canvas(fp.getvalue(), settings)
         image = Image.open(fp, formats=_PILLOW_FORMATS)
-        return _checked_probe(image, data, settings)
+        return _checked_probe(image, fp.getvalue(), settings)
     except UnidentifiedImageError as err:
         raise ImageError(f"Unsupported image format. Supported formats: {_SUPPORTED_TEXT}.") from err
     except Image.DecompressionBombError as err:
