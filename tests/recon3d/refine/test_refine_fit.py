@@ -1,0 +1,63 @@
+"""The parameter fit on synthetic points (no SfM): it recovers perturbed dimensions and pose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("manifold3d")
+pytest.importorskip("scipy")
+
+from tests.recon3d.refine.helpers import BLOCK, perturbed, size_of, surface_points  # noqa: E402
+from vlserve.recon3d import compile_spec  # noqa: E402
+from vlserve.recon3d.refine.fit import FitOptions, fit_spec  # noqa: E402
+from vlserve.recon3d.refine.params import parse_known_dimension, spec_parameters  # noqa: E402
+
+FAST = FitOptions(yaw_starts=4, max_points=250, seconds=60)
+GUESS = perturbed(BLOCK, {"base.x": 1.2, "base.y": 0.85, "base.z": 1.15, "boss.diameter": 0.8, "boss.height": 1.25})
+
+
+def boss_top(spec: dict) -> float:
+    """The boss's top: what the points see (its bottom is hidden inside the block)."""
+    return size_of(spec, "boss.position.z") + size_of(spec, "boss.height") / 2
+
+
+def test_metric_fit_recovers_every_visible_dimension() -> None:
+    points = surface_points(BLOCK, 400, noise=0.15, yaw=0.6, shift=(5.0, -3.0))
+    result = fit_spec(GUESS, points, metric=True, options=FAST)
+    for name in ("base.x", "base.y", "base.z", "boss.diameter"):
+        before = abs(size_of(GUESS, name) / size_of(BLOCK, name) - 1)
+        after = abs(size_of(result.spec, name) / size_of(BLOCK, name) - 1)
+        assert before >= 0.14
+        assert after < 0.015, (name, size_of(result.spec, name))
+    assert abs(boss_top(result.spec) - boss_top(BLOCK)) < 0.5
+    assert abs(size_of(result.spec, "boss.position.x") - 8.0) < 0.6
+    assert result.residuals_after["median"] < 0.5 * result.residuals_before["median"]
+    assert result.residuals_after["inlier_share"] > 0.95
+    # the pose: the block's +x axis turned by the yaw we applied (or the symmetric opposite)
+    x_axis = result.pose.rotation[:, 0]
+    assert abs(abs(x_axis @ [np.cos(0.6), np.sin(0.6), 0.0]) - 1) < 1e-3
+    by_name = {p.name: p for p in result.params}
+    assert by_name["base.x"].before == 72.0 and by_name["base.x"].observed
+
+
+def test_known_dimension_fixes_scale_of_unscaled_points() -> None:
+    # points in arbitrary units (as SfM gives them without a marker): 1 unit = 37 mm
+    points = surface_points(BLOCK, 400, noise=0.15, yaw=-1.1, shift=(0.0, 0.0)) / 37.0
+    data, params = spec_parameters(GUESS)
+    known = parse_known_dimension("base.x=60", params, "mm")
+    result = fit_spec(GUESS, points, metric=False, known=known, options=FAST)
+    assert size_of(result.spec, "base.x") == 60.0
+    assert abs(result.pose.scale * 37.0 - 1) < 0.01
+    for name in ("base.y", "base.z", "boss.diameter"):
+        assert abs(size_of(result.spec, name) / size_of(BLOCK, name) - 1) < 0.015, name
+    assert next(p for p in result.params if p.name == "base.x").fixed
+
+
+def test_refined_spec_compiles_and_keeps_topology() -> None:
+    points = surface_points(BLOCK, 300, noise=0.1, yaw=0.2, shift=(0.0, 0.0))
+    result = fit_spec(GUESS, points, metric=True, options=FAST)
+    model = compile_spec(result.spec)
+    assert [p["shape"] for p in result.spec["parts"]] == ["box", "cylinder"]
+    assert model.watertight and model.bodies == 1
+    assert abs(model.volume / compile_spec(BLOCK).volume - 1) < 0.03
