@@ -224,6 +224,21 @@ class Jobs(BaseModel):
                               "(0: no count limit).")
 
 
+class Recon3DRefine(BaseModel):
+    """Bounds of one photo refinement (`vlserve recon3d refine`; docs/recon3d.md#refinement)."""
+
+    max_photos: int = Field(64, ge=3, le=500, description="Photos one refinement may use; more: refused (4000).")
+    max_image_size: int = Field(1600, ge=320, description="Long side (px) photos are scaled to for SfM features.")
+    max_features: int = Field(4096, ge=256, description="SIFT features per photo.")
+    min_registered: int = Field(3, ge=2, description="Photos that must register in SfM; fewer: refused (4000).")
+    mapping_seconds: float = Field(120.0, gt=0, description="Time limit of SfM's incremental mapping.")
+    fit_seconds: float = Field(90.0, gt=0, description="Time limit of the parameter fit (best result so far kept).")
+    fit_evaluations: int = Field(600, ge=10, description="Mesh rebuilds/evaluations the fit may spend.")
+    fit_points: int = Field(1000, ge=50, description="Object points the fit uses (a random subset beyond).")
+    max_change: float = Field(0.6, gt=0, le=4, description="A length may change by at most this factor "
+                              "(1 + max_change larger or smaller).")
+
+
 class Recon3D(BaseModel):
     artifacts_dir: Path = Field(Path("artifacts"), description="Files made by multiview_3d, per request "
                                 "(relative paths are under `data_dir`).")
@@ -247,6 +262,7 @@ class Recon3D(BaseModel):
     default_formats: list[str] = Field(["glb", "stl", "obj", "ply", "scad", "py", "png"], description="Files "
                                        "multiview_3d writes unless a request's options.formats says otherwise "
                                        "(add \"step\" for exact CAD).")
+    refine: Recon3DRefine = Field(default_factory=Recon3DRefine)
 
 
 class Http(BaseModel):

@@ -213,5 +213,11 @@ def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
 
 
+# photos → refined spec (SfM + fit) lives in its own module
+from vlserve.cli.refine import refine as _refine  # noqa: E402
+
+app.command("refine")(_refine)
+
+
 if __name__ == "__main__":
     app()

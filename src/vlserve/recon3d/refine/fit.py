@@ -51,6 +51,9 @@ class FitOptions:
     positions: bool = True
     ground_contact: bool = True
     seed: int = 0
+    max_primitives: int = 300
+    max_triangles: int = 150_000
+    """a spec bigger than this (at ``segments``) is refused: every evaluation rebuilds it"""
 
 
 @dataclass(frozen=True)
@@ -406,6 +409,7 @@ def fit_spec(
     optimize = require("scipy.optimize")
     options = options or FitOptions()
     started = time.monotonic()
+    _check_size(spec, options)
     data, params = spec_parameters(spec, positions=options.positions)
     fixed = {known[0].name: known[1]} if known else {}
     if not metric and not fixed:
@@ -551,6 +555,17 @@ def _initial_scale(vertices: NDArray[np.float64], points: NDArray[np.float64]) -
     pts_r = float(np.linalg.norm(np.percentile(points[:, :2], 99, axis=0) - np.percentile(points[:, :2], 1, axis=0)))
     ratios = [r for r in (pts_h / model_h if model_h > 0 else 0, pts_r / model_r if model_r > 0 else 0) if r > 0]
     return float(np.mean(ratios)) if ratios else 1.0
+
+
+def _check_size(spec: ObjectSpec | dict[str, Any], options: FitOptions) -> None:
+    from vlserve.recon3d.budget import BuildLimits, check_budget
+    from vlserve.recon3d.plan import build_plan
+    from vlserve.recon3d.validation import load_spec
+
+    limits = BuildLimits(
+        max_primitives=options.max_primitives, max_triangles=options.max_triangles, segments=options.segments
+    )
+    check_budget(build_plan(load_spec(spec)), limits)
 
 
 def _round(value: float) -> float:

@@ -43,6 +43,8 @@ class SfmOptions:
     single_camera: bool = True
     """all photos from one camera (same size): one shared intrinsics, a stronger bundle adjustment"""
     seed: int = 0
+    verbose: bool = False
+    """COLMAP's own progress log on stderr (process-wide glog setting)"""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def run_sfm(photos: list[Path], *, options: SfmOptions | None = None, workdir: P
         if p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
             raise RefineError(f"{p.name}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
     pycolmap = require("pycolmap")
+    pycolmap.logging.minloglevel = 0 if options.verbose else 2
     owned = workdir is None
     root = Path(tempfile.mkdtemp(prefix="vlserve-sfm-")) if workdir is None else workdir
     try:
