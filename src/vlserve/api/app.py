@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from vlserve import __version__
-from vlserve.api import artifacts, errors, health, infer, jobs, openai_compat
+from vlserve.api import artifacts, errors, health, infer, jobs, openai_compat, recon3d
 from vlserve.api.docs import make_app
 from vlserve.api.middleware import KeyRequired, RequestContext
 from vlserve.config import Settings
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.include_router(health.router)
     app.include_router(artifacts.router)
     app.include_router(jobs.router)
+    app.include_router(recon3d.router)
     if settings.expose_ui:
         # The web demo, from the same origin as the API it calls: no CORS, and a key typed into the
         # page goes only to this server. `vlserve demo` serves the same files for remote servers.

@@ -19,7 +19,6 @@ const state = {
   note: "", // what the page could not take from the last files added
   controller: null,
   jobs: new Map(), // id -> {li, job, body}
-  rebuild: null, // whether the server has POST /recon3d/build (null: not asked yet)
   lastError: null,
   lastMeta: null,
 };
@@ -406,10 +405,6 @@ async function show3D(view, answer) {
   spec.value = JSON.stringify(answer.spec, null, 2);
   const rebuild = el("button", { type: "button", id: "rebuild", text: t("rebuild") });
   const note = el("p", { class: "note", id: "rebuild-note" });
-  if (!(await canRebuild())) {
-    rebuild.disabled = true;
-    note.textContent = t("rebuild_unsupported");
-  }
   rebuild.addEventListener("click", async () => {
     let parsed;
     try {
@@ -420,11 +415,16 @@ async function show3D(view, answer) {
     }
     rebuild.disabled = true;
     hideError();
+    note.textContent = "";
     try {
       const built = await api.call("POST", "recon3d/build", { spec: parsed });
-      await showResult("multiview_3d", built, {});
+      const answer = built.result.answer;
+      $("answer").textContent = JSON.stringify(answer, null, 2);
+      await showResult("multiview_3d", answer, {});
     } catch (err) {
-      showError(err);
+      // An older server has no build endpoint: say what to do instead.
+      if (err instanceof ApiError && err.code === 4040) note.textContent = t("rebuild_unsupported");
+      else showError(err);
     } finally {
       rebuild.disabled = false;
     }
@@ -449,18 +449,6 @@ async function downloadWithKey(path) {
   document.body.append(a);
   a.click();
   a.remove();
-}
-
-async function canRebuild() {
-  if (state.rebuild === null) {
-    try {
-      const schema = await api.call("GET", "openapi.json");
-      state.rebuild = Boolean(schema.paths?.["/recon3d/build"]);
-    } catch {
-      state.rebuild = false;
-    }
-  }
-  return state.rebuild;
 }
 
 // ---------------------------------------------------------------- errors
