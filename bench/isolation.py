@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import logging
 import statistics
 import sys
 import time
@@ -176,6 +177,7 @@ def benefit(strokes: int, repeats: int) -> None:
 
 
 def main() -> None:
+    logging.getLogger("vlserve.isolation").setLevel(logging.ERROR)  # the slow PDFs are stopped on purpose
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs, a lighter slow PDF")
     args = parser.parse_args()
