@@ -5,6 +5,7 @@ from __future__ import annotations
 from vlserve.config import Scheduling
 from vlserve.errors import RequestError
 from vlserve.runtime.protocol import Engine
+from vlserve.scheduling.budget import Budget, Budgets, Cost
 from vlserve.scheduling.lanes import Lane, Ticket
 from vlserve.scheduling.metrics import Metrics
 
@@ -17,13 +18,18 @@ class Scheduler:
         self.engines = engines
         self.metrics.watch_engines(engines)
         self.lanes: dict[str, Lane] = {}
+        self.budgets = Budgets(
+            Budget("server", memory_bytes=settings.media_memory_bytes, visual_tokens=settings.visual_tokens),
+            {name: Budget(f"{name} lane", memory_bytes=lane.media_memory_bytes, visual_tokens=lane.visual_tokens)
+             for name, lane in settings.lanes.items()})
+        self.metrics.watch_budgets(self.budgets)
         for name, lane in settings.lanes.items():
             if lane.model not in engines:
                 raise RequestError(f"lane {name!r} names model {lane.model!r}, which is not configured")
             if lane.fallback is not None and lane.fallback not in engines:
                 raise RequestError(f"lane {name!r} names fallback {lane.fallback!r}, which is not configured")
             fallback = engines[lane.fallback] if lane.fallback else None
-            self.lanes[name] = Lane(name, lane, engines[lane.model], fallback, self.metrics)
+            self.lanes[name] = Lane(name, lane, engines[lane.model], fallback, self.metrics, self.budgets)
 
     def lane(self, name: str) -> Lane:
         # A task's lane that the operator removed falls back to the first configured lane.
@@ -38,4 +44,4 @@ class Scheduler:
         return any(lane.status()["accepting"] for lane in self.lanes.values())
 
 
-__all__ = ["Lane", "Metrics", "Scheduler", "Ticket"]
+__all__ = ["Budget", "Budgets", "Cost", "Lane", "Metrics", "Scheduler", "Ticket"]

@@ -23,6 +23,7 @@ from typing import Literal
 from vlserve.config import LaneSettings
 from vlserve.errors import OverloadedError
 from vlserve.runtime.protocol import Engine, GenerationRequest, StreamEvent
+from vlserve.scheduling.budget import Budget, Budgets, Cost, Reservation
 from vlserve.scheduling.metrics import Metrics
 
 Decision = Literal["run", "degrade"]
@@ -38,6 +39,15 @@ class Ticket:
     priority: int
     admitted_at: float
     released: bool = False
+    reservation: Reservation | None = None
+
+    async def reserve(self, cost: Cost) -> None:
+        """Take ``cost`` from the lane's and the server's budgets (1005 if it can never fit; waits
+        up to the lane's ``queue_timeout`` for room, then 2001); given back by :meth:`release`."""
+        lane = self.lane
+        self.reservation = await lane.budgets.reserve(lane.name, cost, timeout=lane.settings.queue_timeout)
+        if self.released:  # the request ended while it waited
+            self.reservation.release()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -68,13 +78,17 @@ class Ticket:
     def release(self) -> None:
         if not self.released:
             self.released = True
+            if self.reservation is not None:
+                self.reservation.release()
             self.lane.leave(self)
 
 
 class Lane:
     def __init__(self, name: str, settings: LaneSettings, engine: Engine, fallback: Engine | None,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, budgets: Budgets | None = None) -> None:
         self.name = name
+        self.budgets = budgets or Budgets(Budget("server", memory_bytes=None, visual_tokens=None),
+                                          {name: Budget(f"{name} lane", memory_bytes=None, visual_tokens=None)})
         self.settings = settings
         self.engine = engine
         self.fallback = fallback

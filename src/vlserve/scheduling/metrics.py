@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from vlserve.runtime.protocol import BatchStats, Engine
+
+if TYPE_CHECKING:
+    from vlserve.scheduling.budget import Budgets
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384)
@@ -31,6 +35,10 @@ class Metrics:
                                 registry=r)
         self.errors = Counter("vlserve_errors", "Requests that ended in an error, by code", ["code"], registry=r)
         self.jobs = Gauge("vlserve_jobs", "Async jobs by lane and status", ["lane", "status"], registry=r)
+
+    def watch_budgets(self, budgets: Budgets) -> None:
+        """Report what the cost budgets have reserved at every scrape."""
+        self.registry.register(_BudgetCollector(budgets))
 
     def watch_engines(self, engines: Mapping[str, Engine]) -> None:
         """Report the batches of ``engines`` (those that batch) at every scrape."""
@@ -55,3 +63,21 @@ class _BatchCollector(Collector):
             steps.add_metric([name], stats["steps"])
             joined.add_metric([name], stats["joined_running"])
         yield from (rows, waiting, steps, joined)
+
+
+class _BudgetCollector(Collector):
+    def __init__(self, budgets: Budgets) -> None:
+        self.budgets = budgets
+
+    def collect(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily("vlserve_budget_used", "Reserved by requests in flight (estimated from headers)",
+                                 labels=["budget", "kind"])
+        capacity = GaugeMetricFamily("vlserve_budget_capacity", "Budget size (absent: unbounded)",
+                                     labels=["budget", "kind"])
+        for budget in (self.budgets.global_budget, *self.budgets.lanes.values()):
+            for kind, value in budget.used.items():
+                used.add_metric([budget.name, kind], value)
+                cap = budget.capacity[kind]
+                if cap is not None:
+                    capacity.add_metric([budget.name, kind], cap)
+        yield from (used, capacity)

@@ -15,8 +15,8 @@ from typing import Any
 
 from vlserve.config import Settings
 from vlserve.errors import EngineError, OverloadedError, RequestError, TooManyInputsError, VlserveError
-from vlserve.inputs import Fetcher, FetchPolicy, load_source, render_pdf
-from vlserve.media import VisionSettings, load_image
+from vlserve.inputs import FetchBudget, Fetcher, FetchPolicy, load_source, render_pdf_isolated
+from vlserve.media import VisionSettings, load_image_async
 from vlserve.runtime.protocol import (
     Engine,
     GenerationRequest,
@@ -31,6 +31,7 @@ from vlserve.scheduling import Scheduler, Ticket
 from vlserve.schemas import InferRequest, InferResult, Metadata
 from vlserve.service.artifacts import record_owner
 from vlserve.service.call import Call
+from vlserve.service.costs import price
 from vlserve.service.moderation import Moderator
 from vlserve.tasks import Task, TaskInput
 
@@ -113,9 +114,11 @@ class InferenceService:
         await self.fetcher.aclose()
 
     # -- preparation -----------------------------------------------------------------------
-    async def prepare(self, request: InferRequest | Call, *, request_id: str, key_id: str | None) -> Prepared:
+    async def prepare(self, request: InferRequest | Call, *, request_id: str, key_id: str | None,
+                      ticket: Ticket | None = None) -> Prepared:
         """Check, fetch and decode everything; every failure is a typed, coded error. Counts, text
-        and options are checked before anything is fetched or decoded."""
+        and options are checked before anything is fetched; the media's cost, read from headers,
+        is reserved on ``ticket`` before anything is decoded."""
         started = time.perf_counter()
         call = Call.of(request)
         task = call.task
@@ -123,7 +126,7 @@ class InferenceService:
         task.rules.check(images=len(call.images), videos=len(call.videos),
                          documents=len(call.documents), text=call.text)
         params = self._params(call)
-        inp, hashes, warnings = await self._load_inputs(call)
+        inp, hashes, warnings = await self._load_inputs(call, ticket)
         inp.artifacts_dir = self.settings.recon3d.artifacts_dir / request_id
         inp.artifacts_url = f"/artifacts/{request_id}/"
         inp.recon3d, inp.formats = self.settings.recon3d, call.options.formats
@@ -169,26 +172,34 @@ class InferenceService:
                          max_tokens=merged["max_tokens"])
         return SamplingParams(**merged, json_schema=schema, logprobs=call.logprobs)
 
-    async def _load_inputs(self, call: Call) -> tuple[TaskInput, list[str], list[str]]:
-        lim = self.settings.limits
+    async def _load_inputs(self, call: Call, ticket: Ticket | None) -> tuple[TaskInput, list[str], list[str]]:
+        """Fetch, price from the headers, reserve the price (``ticket``), then decode."""
+        lim, fetching = self.settings.limits, self.settings.fetching
+        budget = FetchBudget(fetching.max_fetches_per_request, fetching.max_bytes_per_request)
         refs = [*call.images, *[v.url for v in call.videos], *[d.url for d in call.documents]]
         sources = await asyncio.gather(*(
-            load_source(ref, fetcher=self.fetcher, local_root=self.settings.fetching.local_root,
-                        max_bytes=lim.max_input_bytes) for ref in refs
+            load_source(ref, fetcher=self.fetcher, local_root=fetching.local_root, max_bytes=lim.max_input_bytes,
+                        budget=budget) for ref in refs
         ))
         hashes = [hashlib.sha256(s.data).hexdigest() for s in sources]
         n_img, n_vid = len(call.images), len(call.videos)
-        images = await asyncio.gather(*(
-            asyncio.to_thread(load_image, s.data, self.vision) for s in sources[:n_img]
-        ))
-        videos = []
-        for spec, source in zip(call.videos, sources[n_img : n_img + n_vid], strict=True):
-            videos.append(VideoPart(source.data, fps=call.options.fps, start=spec.start, end=spec.end))
+        image_sources, video_sources = sources[:n_img], sources[n_img : n_img + n_vid]
+        documents = list(zip(call.documents, sources[n_img + n_vid :], strict=True))
+        priced = await price(image_sources, list(zip(call.videos, video_sources, strict=True)), documents,
+                             vision=self.vision, limits=lim, fps=call.options.fps)
+        if ticket is not None:
+            await ticket.reserve(priced.cost)
+        images = await asyncio.gather(*(load_image_async(s.data, self.vision) for s in image_sources))
+        videos = [VideoPart(source.data, fps=call.options.fps, start=spec.start, end=spec.end)
+                  for spec, source in zip(call.videos, video_sources, strict=True)]
+        rendered = await asyncio.gather(*(
+            render_pdf_isolated(source.data, dpi=lim.pdf_dpi, max_pages=lim.max_pdf_pages, policy=lim.pdf_policy,
+                                first_page=spec.first_page, last_page=spec.last_page,
+                                max_page_pixels=lim.pdf_max_page_pixels,
+                                max_document_pixels=lim.pdf_max_document_pixels)
+            for spec, source in documents))
         pages, warnings = [], []
-        for number, (chosen, source) in enumerate(zip(call.documents, sources[n_img + n_vid :], strict=True), 1):
-            doc = await asyncio.to_thread(render_pdf, source.data, dpi=lim.pdf_dpi, max_pages=lim.max_pdf_pages,
-                                          policy=lim.pdf_policy, first_page=chosen.first_page,
-                                          last_page=chosen.last_page)
+        for number, doc in enumerate(rendered, 1):
             pages.extend(doc.pages)
             if doc.truncated:
                 warnings.append(f"document {number} has {doc.page_count} pages: only the first "
@@ -229,7 +240,7 @@ class InferenceService:
         call = Call.of(request)
         ticket = self.scheduler.lane(call.task.lane).admit(call.options.priority)
         try:
-            prepared = await self.prepare(call, request_id=request_id, key_id=key_id)
+            prepared = await self.prepare(call, request_id=request_id, key_id=key_id, ticket=ticket)
         except BaseException:
             ticket.release()
             raise
