@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.demo.helpers import CHROMIUM, run_server, server_settings
+from tests.demo.helpers import CHROMIUM, KEY, run_server, server_settings
 
 LOOPBACK = {"127.0.0.1", "::1", "[::1]"}
 
@@ -26,14 +26,27 @@ def vl_server(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture(scope="session")
+def keyed_server(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same model behind one API key (``helpers.KEY``)."""
+    from vlserve.api.app import create_app
+    from vlserve.service.auth import hash_key
+
+    tmp = tmp_path_factory.mktemp("keyed")
+    settings = server_settings(tmp, auth={"keys": [{"id": "demo", "sha256": hash_key(KEY)}]})
+    yield from run_server(create_app(settings, engine=engine))
+
+
+@pytest.fixture(scope="session")
 def demo_url(vl_server: str) -> Iterator[str]:
     from vlserve.demo import create_demo_app
 
     yield from run_server(create_demo_app(vl_server))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: while Playwright's sync API is started, its event loop counts as
+    # running in this thread, and every later test that calls asyncio.run() would fail.
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the 'demo' extra)")

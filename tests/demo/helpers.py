@@ -14,6 +14,7 @@ import uvicorn
 from PIL import Image, ImageDraw
 
 CHROMIUM = Path("/usr/bin/chromium")
+KEY = "vls-demo-test-key"  # the one key of the `keyed_server` fixture
 
 
 def run_server(app: Any) -> Iterator[str]:

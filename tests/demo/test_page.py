@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.demo.helpers import broken_png, magenta_pixels, non_background_pixels, photo, run_server, scene_png
+from tests.demo.helpers import KEY, broken_png, magenta_pixels, non_background_pixels, photo, run_server, scene_png
+from vlserve.demo import STATIC_DIR
 
 ENDED = "#answer[data-state='done'], #answer[data-state='error']"
 
@@ -100,7 +101,7 @@ def test_multiview_3d_viewer_and_downloads(page: Any, demo_url: str, tmp_path: P
     labels = page.locator("#attachments input.view-label")
     assert labels.count() == 2 and labels.nth(0).input_value() == "front"
     labels.nth(1).fill("top")
-    page.fill("#opt-max-tokens", "700")
+    page.fill("#opt-max-tokens", "250")
     page.click("#run")
     wait_for_answer(page, 600)  # ~40 s on an idle 2-core machine; minutes when it is shared
     page.wait_for_function("document.querySelector('#viewer') && document.querySelector('#viewer').loaded",
@@ -119,6 +120,18 @@ def test_multiview_3d_viewer_and_downloads(page: Any, demo_url: str, tmp_path: P
     spec = json.loads(page.input_value("#spec"))
     assert spec["parts"]
     save(page, shots, "demo-3d.png", full_page=True)
+    # Edit the spec into a plain cylinder and rebuild it on the server: a new model loads.
+    before = page.get_attribute("#viewer", "src")
+    edited = {"name": "edited", "parts": [{"id": "c", "shape": "cylinder", "op": "union",
+                                           "size": {"diameter": 40, "height": 20}}]}
+    page.fill("#spec", json.dumps(edited))
+    page.click("#rebuild")
+    page.wait_for_function("""(before) => {
+        const viewer = document.querySelector('#viewer');
+        return viewer && viewer.getAttribute('src') !== before && viewer.loaded;
+    }""", arg=before, timeout=120_000)
+    assert json.loads(page.input_value("#spec"))["name"] == "edited"
+    assert page.text_content("#rebuild-note") == ""
 
 
 def test_bad_image_shows_the_1001_message(page: Any, demo_url: str, tmp_path: Path, shots: Path | None) -> None:
@@ -218,6 +231,21 @@ def test_markdown_is_rendered_and_escaped(page: Any, demo_url: str) -> None:
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
 
 
+def test_both_languages_have_every_text(page: Any, demo_url: str) -> None:
+    open_demo(page, demo_url, "vqa")
+    keys = page.evaluate("""async () => {
+        const {TEXT, TASK_HINTS} = await import('./i18n.js');
+        return {en: Object.keys(TEXT.en).sort(), zh: Object.keys(TEXT.zh).sort(),
+                hints_en: Object.keys(TASK_HINTS.en).sort(), hints_zh: Object.keys(TASK_HINTS.zh).sort()};
+    }""")
+    assert keys["en"] == keys["zh"] and keys["hints_en"] == keys["hints_zh"]
+    # Our own hints for the first tasks; a task added later shows the server's summary until it has one.
+    assert {"vqa", "captioning", "chart_parse", "video_qa", "doc_analyze", "ocr", "grounding",
+            "multiview_3d"} <= set(keys["hints_en"])
+    codes = {int(k[4:]) for k in keys["en"] if k.startswith("err_") and k[4:].isdigit()}
+    assert {1001, 1002, 2001, 3001} <= codes
+
+
 def test_chart_and_timestamps(page: Any, demo_url: str, shots: Path | None) -> None:
     open_demo(page, demo_url, "chart_parse")
     result = page.evaluate("""async () => {
@@ -267,10 +295,33 @@ def test_served_by_the_server_itself_at_ui(page: Any, vl_server: str) -> None:
     page.wait_for_selector("#server-status.ok")
 
 
-@pytest.mark.parametrize("name", ["index.html", "app.js", "api.js", "render.js", "markdown.js", "i18n.js", "style.css"])
-def test_page_files_reference_nothing_remote(name: str) -> None:
-    from vlserve.demo import STATIC_DIR
+PAGE_FILES = sorted(p.name for p in STATIC_DIR.iterdir() if p.suffix in (".html", ".js", ".css"))
 
+
+def test_the_page_has_its_files() -> None:
+    assert {"index.html", "app.js", "api.js", "i18n.js", "jobs.js", "markdown.js", "render.js", "viewer3d.js",
+            "style.css"} <= set(PAGE_FILES)
+
+
+def test_ui_on_a_server_with_keys_asks_for_one(page: Any, keyed_server: str, tmp_path: Path) -> None:
+    page.goto(keyed_server + "/ui/?task=vqa")
+    page.wait_for_selector("body[data-ready='1']")
+    upload(page, scene_png(tmp_path / "scene.png"))
+    page.fill("#text", "What is it?")
+    page.fill("#opt-max-tokens", "4")
+    page.click("#run")
+    page.wait_for_selector("#error[data-code='4001']")
+    assert "Enter a valid key under Connection" in page.text_content("#error")
+    assert page.evaluate("document.getElementById('connection').open")
+    page.fill("#api-key", KEY)
+    page.press("#api-key", "Enter")  # a change event: the page keeps the key for this tab
+    page.click("#run")
+    wait_for_answer(page, 120)
+    assert "/ 4" in page.text_content("#metadata")
+
+
+@pytest.mark.parametrize("name", PAGE_FILES)
+def test_page_files_reference_nothing_remote(name: str) -> None:
     text = (STATIC_DIR / name).read_text()
     assert not re.search(r"https?://|(^|[\s\"'(=])//[\w.-]+\.[a-z]{2,}/", text)  # no absolute or protocol-relative URL
     if name.endswith(".css"):

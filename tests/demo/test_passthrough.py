@@ -12,19 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.demo.helpers import run_server, scene_png, server_settings
-
-KEY = "vls-demo-test-key"
-
-
-@pytest.fixture(scope="module")
-def keyed_server(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from vlserve.api.app import create_app
-    from vlserve.service.auth import hash_key
-
-    tmp = tmp_path_factory.mktemp("keyed")
-    settings = server_settings(tmp, auth={"keys": [{"id": "demo", "sha256": hash_key(KEY)}]})
-    yield from run_server(create_app(settings, engine=engine))
+from tests.demo.helpers import KEY, run_server, scene_png
 
 
 @pytest.fixture(scope="module")

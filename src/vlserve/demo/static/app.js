@@ -4,12 +4,14 @@
 
 import { Api, ApiError } from "./api.js";
 import { getLang, setLang, t, taskHint, VIEW_LABELS } from "./i18n.js";
+import { JobList } from "./jobs.js";
 import { renderMarkdown } from "./markdown.js";
 import { chartTable, drawBoxes, el, plotChart, timestampedAnswer } from "./render.js";
+import { show3D } from "./viewer3d.js";
 
 const $ = (id) => document.getElementById(id);
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const MAX_RETRIES = 3;
+const ALL_FORMATS = ["glb", "stl", "obj", "ply", "step", "scad", "py", "png"];
 
 const state = {
   tasks: [],
@@ -18,11 +20,11 @@ const state = {
   documents: [], // {name, dataUrl}
   note: "", // what the page could not take from the last files added
   controller: null,
-  jobs: new Map(), // id -> {li, job, body}
   lastError: null,
   lastMeta: null,
 };
 let api;
+let jobs;
 
 // ---------------------------------------------------------------- start-up
 
@@ -32,6 +34,7 @@ async function init() {
   $("lang").textContent = getLang() === "zh" ? "English" : "中文";
   api = new Api(await apiBase());
   api.key = sessionStorage.getItem("vlserve-demo-key") || "";
+  jobs = new JobList(api, $("jobs"), { onShow: showJob, onError: showError });
   $("api-key").value = api.key;
   wire();
   fillViewLabels();
@@ -121,6 +124,7 @@ function onTaskChange() {
   $("opt-max-tokens").value = defaults.max_tokens ?? "";
   $("opt-temperature").value = defaults.temperature ?? "";
   $("opt-top-p").value = defaults.top_p ?? "";
+  $("opt-step-row").hidden = task.name !== "multiview_3d";
   renderAttachments();
 }
 
@@ -232,6 +236,7 @@ function options() {
   set("temperature", num("opt-temperature"));
   set("top_p", num("opt-top-p"));
   set("seed", int("opt-seed"));
+  if (currentTask()?.name === "multiview_3d" && $("opt-step").checked) out.formats = ALL_FORMATS;
   return out;
 }
 
@@ -384,71 +389,26 @@ async function showResult(taskName, answer, snapshot) {
     const video = el("video", { src: snapshot.videoUrl, controls: "", muted: "" });
     view.append(el("div", { class: "video-result" }, video, timestampedAnswer(answer, video)));
   } else if (taskName === "multiview_3d" && answer?.files) {
-    await show3D(view, answer);
+    await show3D(view, answer, api, rebuildSpec);
   }
   view.dataset.rendered = "1";
 }
 
-async function show3D(view, answer) {
-  await import("./vendor/model-viewer.min.js"); // 1 MB: loaded only when a 3D result arrives
-  const viewer = el("model-viewer", { "camera-controls": "", "touch-action": "pan-y", "shadow-intensity": "0.6",
-                                      exposure: "1.1", alt: answer.description || "3D model", id: "viewer" });
-  viewer.setAttribute("src", await fetchable(answer.files.glb));
-  const downloads = el("ul", { class: "downloads" });
-  for (const [format, path] of Object.entries(answer.files)) {
-    const link = el("a", { href: api.artifactUrl(path), download: path.split("/").pop(), "data-format": format,
-                           text: format.toUpperCase() });
-    if (api.key) link.addEventListener("click", (event) => { event.preventDefault(); downloadWithKey(path); });
-    downloads.append(el("li", {}, link));
+async function rebuildSpec(spec) {
+  hideError();
+  try {
+    const formats = $("opt-step").checked ? ALL_FORMATS : undefined;
+    const built = await api.call("POST", "recon3d/build", { spec, formats });
+    const answer = built.result.answer;
+    $("answer").textContent = JSON.stringify(answer, null, 2);
+    await showResult("multiview_3d", answer, {});
+    return "";
+  } catch (err) {
+    // An older server has no build endpoint: say what to do instead.
+    if (err instanceof ApiError && err.code === 4040) return t("rebuild_unsupported");
+    showError(err);
+    return "";
   }
-  const spec = el("textarea", { class: "spec", id: "spec", spellcheck: "false", "aria-label": t("spec") });
-  spec.value = JSON.stringify(answer.spec, null, 2);
-  const rebuild = el("button", { type: "button", id: "rebuild", text: t("rebuild") });
-  const note = el("p", { class: "note", id: "rebuild-note" });
-  rebuild.addEventListener("click", async () => {
-    let parsed;
-    try {
-      parsed = JSON.parse(spec.value);
-    } catch (err) {
-      note.textContent = t("invalid_json", err.message);
-      return;
-    }
-    rebuild.disabled = true;
-    hideError();
-    note.textContent = "";
-    try {
-      const built = await api.call("POST", "recon3d/build", { spec: parsed });
-      const answer = built.result.answer;
-      $("answer").textContent = JSON.stringify(answer, null, 2);
-      await showResult("multiview_3d", answer, {});
-    } catch (err) {
-      // An older server has no build endpoint: say what to do instead.
-      if (err instanceof ApiError && err.code === 4040) note.textContent = t("rebuild_unsupported");
-      else showError(err);
-    } finally {
-      rebuild.disabled = false;
-    }
-  });
-  view.append(viewer, el("p", { class: "note", text: t("viewer_hint") }),
-    el("h3", { text: t("downloads") }), downloads);
-  if (answer.warnings?.length) view.append(el("p", { class: "warnings", text: answer.warnings.join("; ") }));
-  view.append(el("h3", { text: t("spec") }), spec, el("div", { class: "actions" }, rebuild), note);
-}
-
-// model-viewer fetches by URL with no headers; with a key typed into the page we fetch it ourselves.
-async function fetchable(path) {
-  if (!api.key) return api.artifactUrl(path);
-  const response = await fetch(api.artifactUrl(path), { headers: api.headers() });
-  if (!response.ok) throw new ApiError(response.status === 404 ? 4040 : 5000, response.statusText);
-  return URL.createObjectURL(await response.blob());
-}
-
-async function downloadWithKey(path) {
-  const url = await fetchable(path);
-  const a = el("a", { href: url, download: path.split("/").pop() });
-  document.body.append(a);
-  a.click();
-  a.remove();
 }
 
 // ---------------------------------------------------------------- errors
@@ -481,6 +441,10 @@ function showError(err, retry = null) {
   if (known) box.append(el("p", { class: "fix", text: `${t("what_to_do")}: ${t(`fix_${code}`)}` }));
   const detail = [code ? `[${code}]` : "", err.message, err.requestId ? `(${t("request_id")} ${err.requestId})` : ""];
   box.append(el("p", { class: "detail", text: detail.filter(Boolean).join(" ") }));
+  if (code === 4001) {
+    $("connection").open = true; // where the key goes
+    $("api-key").focus();
+  }
   if (retry && (code === 2001 || code === 4029)) {
     let left = Math.max(1, Math.ceil(err.retryAfter ?? 2));
     const countdown = el("p", { class: "countdown", text: t("retrying_in", left) });
@@ -519,55 +483,7 @@ async function submitJobs() {
     return;
   }
   $("no-jobs").hidden = true;
-  reply.jobs.forEach((job, i) => addJob(job, bodies[i], split ? [state.images[i].dataUrl] : state.images.map((x) => x.dataUrl)));
-}
-
-function addJob(job, body, images) {
-  const status = el("span", { class: "job-status" });
-  const bar = el("progress", { max: "1", value: "0" });
-  const show = el("button", { type: "button", class: "job-show", text: t("job_show"), hidden: "" });
-  const cancel = el("button", { type: "button", class: "job-cancel", text: t("job_cancel") });
-  const li = el("li", { "data-job": job.id }, el("code", { text: job.id.slice(0, 14), title: job.id }), status, bar,
-    el("span", {}, show, cancel));
-  $("jobs").prepend(li);
-  const entry = { li, job, body, images, status, bar, show, cancel };
-  state.jobs.set(job.id, entry);
-  show.addEventListener("click", () => showJob(entry));
-  cancel.addEventListener("click", async () => {
-    try {
-      updateJob(entry, await api.call("DELETE", `jobs/${job.id}`));
-    } catch (err) {
-      showError(err);
-    }
-  });
-  updateJob(entry, job);
-  pollJob(entry);
-}
-
-function updateJob(entry, job) {
-  entry.job = { ...entry.job, ...job };
-  const status = entry.job.status;
-  entry.li.dataset.status = status;
-  entry.status.textContent = t(`status_${status}`);
-  entry.show.textContent = t("job_show");
-  entry.cancel.textContent = t("job_cancel");
-  entry.bar.value = status === "succeeded" ? 1 : Number(entry.job.progress ?? 0);
-  entry.show.hidden = !TERMINAL.has(status) || status === "cancelled";
-  entry.cancel.hidden = TERMINAL.has(status);
-}
-
-async function pollJob(entry) {
-  while (!TERMINAL.has(entry.job.status)) {
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    try {
-      updateJob(entry, await api.call("GET", `jobs/${entry.job.id}`));
-    } catch (err) {
-      if (!(err instanceof ApiError && err.code === 2001)) {
-        showError(err);
-        return;
-      }
-    }
-  }
+  reply.jobs.forEach((job, i) => jobs.add(job, split ? [state.images[i].dataUrl] : state.images.map((x) => x.dataUrl)));
 }
 
 async function showJob(entry) {
@@ -626,7 +542,7 @@ function wire() {
   $("api-key").addEventListener("change", () => {
     api.key = $("api-key").value.trim();
     sessionStorage.setItem("vlserve-demo-key", api.key);
-    loadTasks();
+    if (!state.tasks.length) loadTasks(); // the list failed before: try again with the key
   });
   $("lang").addEventListener("click", () => {
     setLang(getLang() === "zh" ? "en" : "zh");
@@ -636,7 +552,7 @@ function wire() {
     renderMeta();
     const badge = $("server-status");
     if (badge.dataset.key) badge.textContent = t(badge.dataset.key);
-    for (const entry of state.jobs.values()) updateJob(entry, {});
+    jobs.refresh();
     if (state.lastError) showError(state.lastError.err, state.lastError.retry);
   });
   $("text").addEventListener("keydown", (event) => {
