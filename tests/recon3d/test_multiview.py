@@ -104,3 +104,51 @@ def open_server_3d(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Any
     tmp = tmp_path_factory.mktemp("r3d-api")
     settings = make_settings(tmp, recon3d={"artifacts_dir": str(tmp / "artifacts")})
     yield from run_server(create_app(settings, engine=engine))
+
+
+def test_cut_off_answers_are_completed_or_refused_with_4000(tmp_path: Path) -> None:
+    from tests.recon3d.helpers import MIXED
+    from vlserve.errors import RequestError
+    from vlserve.tasks import TaskInput
+    from vlserve.tasks.multiview_3d import Multiview3D
+
+    text = json.dumps(MIXED)
+    task, built, refused = Multiview3D(), 0, 0
+    for cut in (10, 40, 90, 160, 260, 420, 700, len(text) - 30, len(text)):
+        inp = TaskInput(artifacts_dir=tmp_path / str(cut), artifacts_url="/a/", formats=["stl"])
+        try:
+            answer = task.answer(text[:cut], inp)
+        except RequestError as err:  # a clear refusal, never a traceback or a 5000
+            assert err.code == 4000 and "max_tokens" in err.message, err.message
+            refused += 1
+            continue
+        built += 1
+        assert answer["files"]["stl"] == "/a/model.stl" and answer["summary"]["watertight"]
+        assert (cut == len(text)) != any("cut off at max_tokens" in w for w in answer["warnings"])
+    assert refused >= 1 and built >= 5
+    with pytest.raises(RequestError, match="no object spec"):
+        task.answer("I cannot see any object in these photos.", TaskInput(artifacts_dir=tmp_path))
+
+
+def test_unknown_formats_are_refused_before_the_model_runs() -> None:
+    from vlserve.errors import RequestError
+    from vlserve.tasks import TaskInput
+    from vlserve.tasks.multiview_3d import Multiview3D
+
+    with pytest.raises(RequestError, match="unknown export format"):
+        Multiview3D().prepare(TaskInput(images=[photo(64, 64)], formats=["fbx"]))
+
+
+def test_from_text_with_a_model_on_tiny(tiny_dir: Path, tmp_path: Path) -> None:
+    from vlserve.cli.main import app
+
+    out = tmp_path / "text"
+    result = CliRunner().invoke(app, ["recon3d", "from-text", "an 80 mm flange with six 8 mm bolt holes",
+                                      "--model", str(tiny_dir), "-o", str(out), "--max-tokens", "300",
+                                      "-f", "stl"])
+    assert "Traceback" not in result.output
+    if result.exit_code == 0:  # the random model's spec was built (possibly repaired)
+        answer = json.loads((out / "result.json").read_text())
+        assert (out / answer["files"]["stl"]).stat().st_size > 0
+    else:  # or refused with a message
+        assert result.exit_code == 2 and "error" in result.output, result.output

@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from vlserve.config import Recon3D
-from vlserve.errors import EngineError
+from vlserve.errors import EngineError, RequestError
 from vlserve.recon3d import spec_json_schema
+from vlserve.recon3d.budget import SpecTooLargeError
+from vlserve.recon3d.errors import SpecError
 from vlserve.recon3d.exporters import parse_formats
 from vlserve.tasks.base import InputRules, Task, TaskInput
-from vlserve.tasks.multiview_3d.answer import read_answer
+from vlserve.tasks.multiview_3d.answer import MIN_TOKENS_HINT, read_answer
 from vlserve.tasks.multiview_3d.building import build
 from vlserve.tasks.multiview_3d.photos import check_photos
 from vlserve.tasks.multiview_3d.prompts import INSTRUCTION, SYSTEM_PROMPT, instruction
@@ -47,7 +49,16 @@ class Multiview3D(Task):
         if inp.artifacts_dir is None:
             raise EngineError("multiview_3d needs an artefact directory (settings.recon3d.artifacts_dir)")
         read = read_answer(text)
-        built = build(read.document, inp.artifacts_dir, formats(inp), inp.recon3d or Recon3D())
+        try:
+            built = build(read.document, inp.artifacts_dir, formats(inp), inp.recon3d or Recon3D())
+        except SpecError as err:
+            if not read.completed or isinstance(err, SpecTooLargeError):
+                raise
+            raise RequestError(
+                f"the model's answer was cut off at max_tokens before it described a buildable object "
+                f"({err.message}); raise max_tokens (at least {MIN_TOKENS_HINT}) or ask for a simpler object",
+                min_max_tokens=MIN_TOKENS_HINT,
+            ) from err
         warnings = list(built.warnings)
         if read.completed:
             warnings.insert(0, "the model's answer was cut off at max_tokens: the object is built from the parts "
