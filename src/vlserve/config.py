@@ -275,6 +275,10 @@ class Http(BaseModel):
     body_timeout: float = Field(10.0, gt=0, description="Seconds to receive a request body, plus one second per "
                                 "body_min_rate bytes received; then 408 (4008) and closed.")
     body_min_rate: int = Field(16 * 1024, ge=1, description="Bytes per second a body upload must average.")
+    max_inflight_body_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="Bytes of request bodies all requests in flight may hold together "
+        "(bodies stay in memory until their request ends); a body that would exceed it gets 503 (2001) and "
+        "Retry-After before it is read.")
     keepalive_timeout: float = Field(5.0, gt=0, description="Idle seconds before a keep-alive connection closes.")
 
 

@@ -116,3 +116,41 @@ def test_room_held_by_another_lane_ends_in_2001_after_the_lane_timeout(budget_se
     finally:
         holder.join(600)
     assert outcome[-1] == "final" and _used(budget_server) == 0
+
+
+def test_request_bodies_held_in_flight_are_bounded_server_wide(engine: Any,
+                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Bodies stay in memory until their request ends: beyond http.max_inflight_body_bytes, 2001."""
+    tmp = tmp_path_factory.mktemp("bodies")
+    settings = make_settings(tmp, http={"max_inflight_body_bytes": 300_000})
+    noise = np.random.default_rng(3).integers(0, 256, (220, 220, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "PNG")
+    image = buf.getvalue()  # noise does not compress
+    assert 150_000 < len(data_uri(image)) < 300_000
+    body = {"task": "vqa", "text": "Talk.", "images": [data_uri(image)],
+            "options": {"max_tokens": 120, "temperature": 0.9, "seed": 2}}
+    for url in run_server(create_app(settings, engine=engine)):
+        _refuse_while_held(url, body)
+
+
+def _refuse_while_held(url: str, body: dict[str, Any]) -> None:
+    started, events = threading.Event(), []
+
+    def hold() -> None:
+        with httpx.stream("POST", url + "/infer_stream", json=body, timeout=300) as response:
+            for line in response.iter_lines():
+                started.set()
+                events.append(line)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert started.wait(120)
+        refused = httpx.post(url + "/infer", json=body, timeout=60)
+        assert refused.status_code == 503 and refused.json()["code"] == 2001
+        assert refused.headers["retry-after"]
+    finally:
+        holder.join(600)
+    assert any(line.startswith("event: final") for line in events)
+    assert httpx.post(url + "/infer", json={**body, "options": {"max_tokens": 2}}, timeout=60).json()["code"] == 0

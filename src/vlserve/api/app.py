@@ -130,7 +130,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
                  *(("/metrics",) if settings.auth.protect_metrics else ()))
     app.add_middleware(KeyRequired, keyring=app.state.keyring, paths=protected)
     app.add_middleware(RequestContext, max_body_bytes=settings.limits.max_body_bytes,
-                       body_timeout=settings.http.body_timeout, body_min_rate=settings.http.body_min_rate)
+                       body_timeout=settings.http.body_timeout, body_min_rate=settings.http.body_min_rate,
+                       max_inflight_body_bytes=settings.http.max_inflight_body_bytes)
     app.include_router(infer.router)
     app.include_router(openai_compat.router)
     app.include_router(health.router)

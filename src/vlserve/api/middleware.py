@@ -10,8 +10,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vlserve.api.errors import error_payload
-from vlserve.errors import PayloadTooLargeError, RequestTimeoutError
+from vlserve.api.errors import error_headers, error_payload, status_for
+from vlserve.errors import OverloadedError, PayloadTooLargeError, RequestTimeoutError, VlserveError
 
 
 def new_request_id() -> str:
@@ -33,9 +33,11 @@ class RequestContext:
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout: float = 10.0,
-                 body_min_rate: int = 16 * 1024) -> None:
+                 body_min_rate: int = 16 * 1024, max_inflight_body_bytes: int | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_inflight = max_inflight_body_bytes
+        self.inflight = 0  # body bytes held by all requests in flight
         self.body_timeout = body_timeout
         self.body_min_rate = body_min_rate
 
@@ -50,6 +52,11 @@ class RequestContext:
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await self._reject(send, request_id, too_large, scope["path"])
+            return
+        busy = OverloadedError("the server holds too many request bodies right now; retry shortly",
+                               retry_after=2.0)
+        if length is not None and length.isdigit() and not self._room(int(length)):
+            await self._reject(send, request_id, busy, scope["path"])
             return
 
         loop = asyncio.get_running_loop()
@@ -73,6 +80,9 @@ class RequestContext:
                     f"{self.body_min_rate} bytes)") from None
             if message["type"] == "http.request":
                 chunk = len(message.get("body", b""))
+                if not self._room(chunk):
+                    raise busy  # FastAPI wraps it; vlserve.api.errors unwraps it to 2001
+                self.inflight += chunk
                 received += chunk
                 deadline += chunk / self.body_min_rate
                 if received > self.max_body_bytes:
@@ -114,13 +124,18 @@ class RequestContext:
                 if not task.done():
                     task.cancel()
             await asyncio.gather(handler, watcher, return_exceptions=True)
+            self.inflight -= received
+
+    def _room(self, incoming: int) -> bool:
+        return self.max_inflight is None or self.inflight + incoming <= self.max_inflight
 
     @staticmethod
-    async def _reject(send: Send, request_id: str, err: PayloadTooLargeError, path: str) -> None:
+    async def _reject(send: Send, request_id: str, err: VlserveError, path: str) -> None:
         body = json.dumps(error_payload(err, request_id, path)).encode()
         headers: list[Any] = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
-                              (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+                              (b"content-length", str(len(body)).encode()),
+                              *((k.lower().encode(), v.encode()) for k, v in error_headers(err).items())]
+        await send({"type": "http.response.start", "status": status_for(err), "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

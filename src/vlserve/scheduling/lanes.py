@@ -43,8 +43,13 @@ class Ticket:
 
     async def reserve(self, cost: Cost) -> None:
         """Take ``cost`` from the lane's and the server's budgets (1005 if it can never fit; waits
-        up to the lane's ``queue_timeout`` for room, then 2001); given back by :meth:`release`."""
+        up to the lane's ``queue_timeout`` for room, then 2001); given back by :meth:`release`.
+        A second call replaces the first reservation (given back first, so that requests growing
+        their reservation never wait on each other)."""
         lane = self.lane
+        if self.reservation is not None:
+            self.reservation.release()
+            self.reservation = None
         self.reservation = await lane.budgets.reserve(lane.name, cost, timeout=lane.settings.queue_timeout)
         if self.released:  # the request ended while it waited
             self.reservation.release()

@@ -27,7 +27,7 @@ from vlserve.runtime.protocol import (
 )
 from vlserve.runtime.schema_limits import check_schema
 from vlserve.sampling import check_sampling
-from vlserve.scheduling import Scheduler, Ticket
+from vlserve.scheduling import Cost, Scheduler, Ticket
 from vlserve.schemas import InferRequest, InferResult, Metadata
 from vlserve.service.artifacts import record_owner
 from vlserve.service.call import Call
@@ -177,6 +177,9 @@ class InferenceService:
         lim, fetching = self.settings.limits, self.settings.fetching
         budget = FetchBudget(fetching.max_fetches_per_request, fetching.max_bytes_per_request)
         refs = [*call.images, *[v.url for v in call.videos], *[d.url for d in call.documents]]
+        urls = sum(ref.lstrip()[:8].lower().startswith(("http://", "https://")) for ref in refs)
+        if ticket is not None and urls:  # what the downloads may hold, until their real cost is known
+            await ticket.reserve(Cost(min(urls * lim.max_input_bytes, fetching.max_bytes_per_request)))
         sources = await asyncio.gather(*(
             load_source(ref, fetcher=self.fetcher, local_root=fetching.local_root, max_bytes=lim.max_input_bytes,
                         budget=budget) for ref in refs
