@@ -141,3 +141,14 @@ def test_a_worker_left_holding_memory_is_replaced(pool_factory) -> None:
     big = pool.run(helpers.leak, 96)  # most of an allowance kept: the next job gets a fresh worker
     assert big == small
     assert pool.run(helpers.pid) != big
+
+
+def test_warm_starts_the_workers_before_the_first_job(pool_factory) -> None:
+    pool = pool_factory(workers=2)
+    pool.warm()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(pool.pids()) < 2:
+        time.sleep(0.05)
+    started = set(pool.pids())
+    assert len(started) == 2
+    assert pool.run(helpers.pid) in started

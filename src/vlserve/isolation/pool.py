@@ -323,6 +323,26 @@ class WorkerPool:
             self._idle.put(worker)
         return _unpack(answer)
 
+    def pids(self) -> list[int]:
+        """Process ids of this pool's live workers (for metrics and tests)."""
+        return sorted(w.process.pid for w in list(self._all) if w.alive())
+
+    def warm(self) -> None:
+        """Start the worker processes now, in the background, so the first jobs do not wait for them."""
+        for _ in range(self.workers):
+            self._dispatch.submit(self._warm_one)
+
+    def _warm_one(self) -> None:
+        worker = self._idle.get()
+        try:
+            if worker is None and not self._closed:
+                worker = _Worker(self.limits)
+                self._all.add(worker)
+        except IsolationError as err:
+            _log.warning("%s worker did not start: %s", self.name, err)
+        finally:
+            self._idle.put(worker)
+
     def close(self) -> None:
         """Stop accepting jobs and kill every worker (running jobs fail with an IsolationError)."""
         self._closed = True

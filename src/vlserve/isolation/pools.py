@@ -24,8 +24,12 @@ _DOCUMENT_PRELOAD = ("pypdfium2", "PIL.Image", "vlserve.inputs.documents")
 _VIDEO_PRELOAD = ("av", "numpy", "PIL.Image", "vlserve.media.video")
 
 
-def configure(limits: Limits) -> None:
-    """Use ``limits`` for the pools from now on (running pools are closed and rebuilt lazily)."""
+def configure(limits: Limits, *, warm: bool = False) -> None:
+    """Use ``limits`` for the pools from now on (running pools are closed and rebuilt lazily).
+
+    ``warm=True`` (the server at start-up) starts the worker processes at once, in the background,
+    so the first PDF or video does not wait for a worker to import its libraries.
+    """
     global _limits, _documents, _videos
     with _lock:
         _limits = limits
@@ -33,6 +37,9 @@ def configure(limits: Limits) -> None:
         _documents = _videos = None
     for pool in old:
         pool.close()
+    if warm:
+        document_pool().warm()
+        video_pool().warm()
 
 
 def document_pool() -> WorkerPool:
