@@ -152,3 +152,21 @@ def test_warm_starts_the_workers_before_the_first_job(pool_factory) -> None:
     started = set(pool.pids())
     assert len(started) == 2
     assert pool.run(helpers.pid) in started
+
+
+def test_the_interpreter_exits_without_waiting_for_a_running_job() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import time\n"
+        "from tests.isolation import helpers\n"
+        "from vlserve.isolation import WorkerLimits, WorkerPool\n"
+        "pool = WorkerPool('exit', 1, WorkerLimits(wall_seconds=60, modules=('tests.isolation.',)))\n"
+        "pool.submit(helpers.sleep, 60)\n"
+        "time.sleep(1.0)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, timeout=50, check=True)
+    assert time.monotonic() - started < 20

@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -236,6 +236,50 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
 
 
+class _Dispatcher:
+    """``threads`` daemon threads running submitted calls in FIFO order.
+
+    Not a ThreadPoolExecutor: its threads are joined when the interpreter exits, so a job still
+    running then would hold the exit for its whole deadline. Daemon threads are not waited for, and
+    the pool's atexit hook kills the workers they wait on.
+    """
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [threading.Thread(target=self._serve, name=f"{name}-{k}", daemon=True) for k in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            try:
+                future.set_result(fn(*args))
+            except BaseException as err:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(err)
+
+    def shutdown(self) -> None:
+        """Cancel what is queued and let the threads end after their current call."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+
+
 class WorkerPool:
     """``workers`` isolated processes running jobs under ``limits``; jobs queue in FIFO order.
 
@@ -254,7 +298,7 @@ class WorkerPool:
         self._idle: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
         for _ in range(workers):
             self._idle.put(None)  # a slot whose process starts on first use
-        self._dispatch = ThreadPoolExecutor(workers, thread_name_prefix=f"vlserve-{name}")
+        self._dispatch = _Dispatcher(workers, f"vlserve-{name}")
         self._all: weakref.WeakSet[_Worker] = weakref.WeakSet()
         self._abandon: dict[Future[Any], threading.Event] = {}
         self._closed = False
@@ -348,7 +392,7 @@ class WorkerPool:
         self._closed = True
         for worker in list(self._all):
             worker.kill()
-        self._dispatch.shutdown(wait=False, cancel_futures=True)
+        self._dispatch.shutdown()
 
 
 def _unpack(answer: Any) -> Any:
