@@ -11,6 +11,7 @@ import time
 import tomllib
 from pathlib import Path
 
+import httpx
 from typer.testing import CliRunner
 
 from vlserve.cli.main import app
@@ -93,3 +94,27 @@ def test_serve_fails_fast_on_a_busy_port_without_loading_the_model(tiny_dir: Pat
     output = done.stdout + done.stderr
     assert not re.search(r"\bready\b", output) and "Traceback" not in output and "Uvicorn running" not in output
     assert elapsed < 15  # the interpreter starting, not a model loading
+
+
+def test_serve_on_port_0_says_the_port_it_listens_on(tmp_path: Path) -> None:
+    env = {**os.environ, "VLSERVE_DATA_DIR": str(tmp_path / "data")}
+    # A model that cannot load: the server stays up to say so on /readyz, which is all this needs.
+    proc = subprocess.Popen([VLSERVE, "serve", "--model", str(tmp_path / "no-model"), "--port", "0",
+                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, cwd=tmp_path, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+) ", line)
+        assert match and int(match[1]) > 0, line
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{match[1]}/healthz", timeout=2).status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -171,7 +171,8 @@ def serve(
     except PortUnavailableError as err:
         err_console.print(f"[bold red]error[/]: {escape(str(err))}", highlight=False)
         raise typer.Exit(code=2) from None
-    console.print(f"vlserve on http://{settings.host}:{settings.port} (model {settings.model}; docs at /docs)")
+    bound = listener.getsockname()[1]  # the real port when --port 0 let the system choose
+    console.print(f"vlserve on http://{settings.host}:{bound} (model {settings.model}; docs at /docs)")
     # Generation threads run Python between torch kernels; a shorter GIL switch interval (default
     # 5 ms) lets the event loop answer admissions and refusals sooner while a batch is running.
     sys.setswitchinterval(0.0005)
