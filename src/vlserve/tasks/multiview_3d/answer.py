@@ -100,6 +100,8 @@ def read_answer(text: str) -> ReadAnswer:
     try:
         data, _end = json.JSONDecoder().raw_decode(body)  # chatter after the object is ignored
         completed = False
+    except RecursionError:
+        raise RequestError("the model's answer nests too deeply to be an object spec") from None
     except ValueError:
         closed = complete_json(body)
         data = _loads(closed) if closed is not None else None
@@ -118,5 +120,5 @@ def read_answer(text: str) -> ReadAnswer:
 def _loads(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlserve.config import Recon3D
-from vlserve.errors import GeometryLimitError, VlserveError
+from vlserve.errors import EngineError, GeometryLimitError, VlserveError
 from vlserve.isolation.pool import (
     IsolationError,
     WorkerCrashed,
@@ -109,6 +109,10 @@ def build(document: str | bytes | dict[str, Any], outdir: Path, formats: list[st
                                  "(recon3d.memory_bytes) and was stopped; simplify the spec") from err
     except WorkerCrashed as err:
         raise GeometryError("the geometry kernel stopped on this spec; simplify the spec") from err
+    except (VlserveError, IsolationError):
+        raise
+    except Exception as err:  # the pool itself failed (not the spec): ours to fix, with a code
+        raise EngineError(f"the 3D build could not run in its worker ({type(err).__name__})") from err
     built = Built(spec=result["spec"], summary=result["summary"], files={},
                   warnings=warnings + [w for w in result["warnings"] if w not in warnings])
     for entry in result["files"]:
