@@ -13,6 +13,7 @@ from tests.api.helpers import BLOCKED_TERM, KEYS, LiveServer, make_settings, run
 from tests.api.samples import data_uri, mp4_bytes, pdf_bytes, png_bytes
 from tests.inputs.helpers import LoopbackServer
 from vlserve.api.app import create_app
+from vlserve.testing import FakeEngine
 
 GOOD = {"task": "vqa", "images": [data_uri(png_bytes())], "text": "ok?", "options": {"max_tokens": 2}}
 
@@ -106,9 +107,9 @@ def test_1007_fetch_failure_and_1008_refused_url(server: LiveServer, web: Loopba
     expect(call(server, vqa(images=["/etc/passwd"])), 1008, 403)  # outside the local root
 
 
-def test_url_guard_with_allow_list(web: LoopbackServer, engine: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_url_guard_with_allow_list(web: LoopbackServer, tmp_path_factory: pytest.TempPathFactory) -> None:
     settings = make_settings(tmp_path_factory.mktemp("allow"), fetching={"allow_hosts": ["127.0.0.1"]})
-    for url in run_server(create_app(settings, engine=engine)):
+    for url in run_server(create_app(settings, engine=FakeEngine())):  # about fetching: no model needed
         ok = httpx.post(url + "/infer", json=vqa(images=[web.url("/image")]), timeout=60)
         assert ok.status_code == 200, ok.text
         missing = httpx.post(url + "/infer", json=vqa(images=[web.url("/status/404")]), timeout=60)
