@@ -4,7 +4,7 @@
 
 For each object a true spec is compiled and ray-cast (``vlserve.recon3d.refine.render``: solid
 noise texture, textured table, a 40 mm ArUco marker beside it) from 16 cameras on two rings
-(28° and 48° elevation); fewer views are subsets of the ring (12: every fourth dropped, 8: every
+(30° and 40° elevation); fewer views are subsets of the ring (12: every fourth dropped, 8: every
 second, 4: every fourth). Every length of the spec is multiplied by 1 ± U(10 %, 30 %) (random
 sign, fixed seed), standing in for a model's guesses. :func:`refine` then runs the real path —
 pycolmap SfM, marker scale, fit — and the bench prints per object and view count:

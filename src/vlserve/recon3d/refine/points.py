@@ -79,7 +79,9 @@ def _largest_cluster(points: NDArray[np.float64], height: float) -> NDArray[np.f
     tree = spatial.cKDTree(points)
     # link radius: a few times the typical spacing of neighbouring points
     spacing = tree.query(points, k=min(5, len(points)))[0][:, -1]
-    radius = max(3.0 * float(np.median(spacing)), 0.04 * height)
+    # generous: walls seen at a grazing angle leave gaps between a part's top and what it stands
+    # on, and only other objects, well apart, should be cut off
+    radius = max(3.0 * float(np.median(spacing)), 0.3 * height)
     pairs = tree.query_pairs(radius, output_type="ndarray")
     graph = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(points),) * 2)
     _, labels = csgraph.connected_components(graph, directed=False)

@@ -113,7 +113,7 @@ def look_at(eye: NDArray[np.float64], target: NDArray[np.float64]) -> NDArray[np
 
 
 def ring_cameras(
-    n: int, target: NDArray[np.float64], distance: float, elevations: tuple[float, ...] = (28.0, 48.0)
+    n: int, target: NDArray[np.float64], distance: float, elevations: tuple[float, ...] = (30.0, 40.0)
 ) -> list[NDArray[np.float64]]:
     """``n`` cameras around ``target``, azimuths evenly spread, elevations (degrees) alternating."""
     cams = []
@@ -181,7 +181,8 @@ class Scene:
         colour = np.empty((len(points), 3))
         colour[is_object] = solid_texture(points[is_object], self.size * 0.025, self.seed)
         ground = ~is_object
-        colour[ground] = 0.3 + 0.6 * solid_texture(points[ground], self.size * 0.03, self.seed + 17)
+        # a quiet table (as most are): enough texture for SfM, but the features go to the object
+        colour[ground] = 0.5 + 0.25 * solid_texture(points[ground], self.size * 0.05, self.seed + 17)
         if self.marker is not None and self._marker_image is not None:
             colour[ground] = self._paint_marker(points[ground], colour[ground])
         normals = self.mesh.face_normals[tri]
@@ -242,7 +243,7 @@ def render_views(
     scene = Scene(vertices, faces, marker=marker, seed=seed)
     target = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] + 0.3 * extent[2]])
     if marker is not None:
-        target[0] += 0.35 * (marker.center[0] - target[0])
+        target[0] += 0.2 * (marker.center[0] - target[0])
     span = float(np.linalg.norm(extent)) + (marker_size if marker_size else 0.0)
     K = intrinsics(width, height)
     distance = closeness * span * K[0, 0] / width
