@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from vlserve.errors import VlserveError
-from vlserve.isolation.worker import _HEADER
+from vlserve.isolation.worker import _HEADER, _LENGTH, encode_frame
 
 __all__ = [
     "IsolationError",
@@ -144,6 +144,8 @@ class _Worker:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._fd, selectors.EVENT_READ)
         self.jobs = 0
+        # Answers are bounded by what the worker may hold (its allowance plus its idle footprint).
+        self.max_answer_bytes = limits.memory_bytes + (256 << 20) if limits.memory_bytes > 0 else 1 << 40
         try:
             ready = self.receive(time.monotonic() + _START_TIMEOUT)
         except BaseException:
@@ -167,23 +169,36 @@ class _Worker:
         return memory_bytes > 0 and self.address_space() > self.baseline + memory_bytes // 2
 
     def send(self, request: tuple[Any, ...]) -> None:
-        body = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            self._stdin.write(_HEADER.pack(len(body)))
-            self._stdin.write(body)
+            for part in encode_frame(request):
+                self._stdin.write(part)
             self._stdin.flush()
         except (BrokenPipeError, OSError) as err:
             raise WorkerCrashed("the worker is gone") from err
 
     def receive(self, deadline: float, abandoned: threading.Event | None = None) -> Any:
-        header = self._read(_HEADER.size, deadline, abandoned)
-        (size,) = _HEADER.unpack(header)
-        return pickle.loads(self._read(size, deadline, abandoned))
+        size, count = _HEADER.unpack(self._read(_HEADER.size, deadline, abandoned))
+        budget = self.max_answer_bytes - size
+        body = self._read(size, deadline, abandoned) if budget >= 0 else self._oversized()
+        buffers = []
+        for _ in range(count):
+            (length,) = _LENGTH.unpack(self._read(_LENGTH.size, deadline, abandoned))
+            budget -= length
+            buffers.append(self._read(length, deadline, abandoned) if budget >= 0 else self._oversized())
+        # The buffers become the arrays' memory as they are (bytearrays: writable, no copy).
+        return pickle.loads(body, buffers=buffers)
 
-    def _read(self, size: int, deadline: float, abandoned: threading.Event | None) -> bytes:
-        chunks: list[bytes] = []
-        remaining = size
-        while remaining:
+    def _oversized(self) -> bytearray:
+        # A worker cannot legitimately answer with more than it may hold; never allocate it here.
+        self.kill()
+        raise WorkerOutOfMemory("the worker's answer is larger than its memory allowance")
+
+    def _read(self, size: int, deadline: float, abandoned: threading.Event | None) -> bytearray:
+        """Exactly ``size`` bytes into one new buffer, by the deadline."""
+        data = bytearray(size)
+        view = memoryview(data)
+        filled = 0
+        while filled < size:
             left = deadline - time.monotonic()
             if left <= 0 or not self._selector.select(min(left, _POLL)):
                 if time.monotonic() >= deadline:
@@ -192,14 +207,13 @@ class _Worker:
                     raise WorkerAbandoned("the caller no longer waits for the job")
                 continue
             try:
-                chunk = os.read(self._fd, min(remaining, 1 << 20))
+                got = os.readv(self._fd, [view[filled:]])
             except BlockingIOError:
                 continue
-            if not chunk:
+            if not got:
                 raise self._death()
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+            filled += got
+        return data
 
     def _death(self) -> IsolationError:
         """Why the worker closed its pipe: the kernel's CPU limit, or a crash."""

@@ -30,28 +30,55 @@ import struct
 import sys
 from typing import Any, BinaryIO
 
-_HEADER = struct.Struct(">Q")
+_HEADER = struct.Struct(">QI")  # pickle length, number of out-of-band buffers
+_LENGTH = struct.Struct(">Q")
 _DEFAULT_MODULES = ("vlserve.",)
 # Descriptors a job may hold open beyond stdin/stdout/stderr and what the preloaded libraries use.
 _SPARE_DESCRIPTORS = 16
 
 
+def encode_frame(value: Any) -> list[bytes | memoryview]:
+    """``value`` as the parts of one frame: header, pickle, then each large buffer as raw bytes.
+
+    Pickle protocol 5 hands contiguous arrays and byte buffers over "out of band", so pages and
+    video tensors are written straight from their memory and read straight into theirs: no
+    copy into (or out of) one big pickle string, which would double the peak memory.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    body = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    try:
+        raws = [buffer.raw() for buffer in buffers]
+    except BufferError:  # a non-contiguous buffer: send everything in band
+        body, raws = pickle.dumps(value, protocol=5), []
+    parts: list[bytes | memoryview] = [_HEADER.pack(len(body), len(raws)), body]
+    for raw in raws:
+        parts += [_LENGTH.pack(raw.nbytes), raw]
+    return parts
+
+
 def read_frame(stream: BinaryIO) -> Any:
-    """One frame from ``stream``, or EOFError when the other side is gone."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        raise EOFError
-    (size,) = _HEADER.unpack(header)
-    body = stream.read(size)
-    if len(body) < size:
-        raise EOFError
-    return pickle.loads(body)
+    """One frame from ``stream`` (blocking), or EOFError when the other side is gone."""
+    size, count = _HEADER.unpack(_read_exact(stream, _HEADER.size))
+    body = _read_exact(stream, size)
+    buffers = [_read_exact(stream, _LENGTH.unpack(_read_exact(stream, _LENGTH.size))[0]) for _ in range(count)]
+    return pickle.loads(body, buffers=buffers)
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytearray:
+    data = bytearray(size)
+    view = memoryview(data)
+    filled = 0
+    while filled < size:
+        got = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not got:
+            raise EOFError
+        filled += got
+    return data
 
 
 def write_frame(stream: BinaryIO, value: Any) -> None:
-    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(body)))
-    stream.write(body)
+    for part in encode_frame(value):
+        stream.write(part)
     stream.flush()
 
 
