@@ -119,3 +119,14 @@ def test_delays_pace_the_stream() -> None:
     result = asyncio.run(engine.generate(ask("x")))
     assert time.perf_counter() - started >= 0.09
     assert result.timings["ttft_ms"] >= 45
+
+
+def test_logprobs_when_asked() -> None:
+    engine = FakeEngine(reply="red square")
+    events = asyncio.run(collect(engine, ask("x", logprobs=3)))
+    deltas, final = events[:-1], events[-1]
+    assert [d.logprobs[0].token for d in deltas] == ["red", " square"]  # type: ignore[union-attr]
+    assert isinstance(final, GenerationResult) and final.logprobs is not None
+    assert [(t.logprob, len(t.top)) for t in final.logprobs] == [(0.0, 3), (0.0, 3)]
+    assert final.logprobs[0].top[0] == ("red", 0.0) and final.logprobs[0].top[1][1] < -5
+    assert asyncio.run(engine.generate(ask("x"))).logprobs is None

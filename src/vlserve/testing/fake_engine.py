@@ -31,6 +31,7 @@ from vlserve.runtime.protocol import (
     StreamEvent,
     TextDelta,
     TextPart,
+    TokenLogprob,
     Usage,
     VideoPart,
 )
@@ -96,6 +97,7 @@ class FakeEngine:
         started = time.perf_counter()
         try:
             pieces, finish = self._pieces(request)
+            logprobs = _logprobs(pieces, request.params.logprobs)
             failure, fail_after = self._failure, self._fail_after
             await self._pause(self.first_token_delay)
             first = time.perf_counter()
@@ -104,7 +106,7 @@ class FakeEngine:
                     raise failure
                 if index:
                     await self._pause(self.token_delay)
-                yield TextDelta(piece, index)
+                yield TextDelta(piece, index, logprobs=[logprobs[index]] if logprobs else None)
             if failure is not None and len(pieces) <= fail_after:
                 raise failure
             done = time.perf_counter()
@@ -112,6 +114,7 @@ class FakeEngine:
                 text="".join(pieces), token_ids=list(range(len(pieces))), finish_reason=finish,
                 usage=self._usage(request, len(pieces)), confidence=1.0, model=self.model_name,
                 timings={"ttft_ms": (first - started) * 1000, "generate_ms": (done - started) * 1000},
+                logprobs=logprobs,
             )
         finally:
             with self._lock:
@@ -156,6 +159,14 @@ class FakeEngine:
         words = sum(len(p.text.split()) for p in parts if isinstance(p, TextPart))
         return Usage(input_tokens=words + images + videos, output_tokens=output_tokens, image_tokens=images,
                      video_tokens=videos)
+
+
+def _logprobs(pieces: list[str], top: int | None) -> list[TokenLogprob] | None:
+    """Each token certain (log-probability 0), then ``top - 1`` made-up alternatives far below it."""
+    if top is None:
+        return None
+    return [TokenLogprob(piece, 0.0, [(piece, 0.0), *((f"<alt{j}>", -10.0 - j) for j in range(1, top))][:top])
+            for piece in pieces]
 
 
 def _question(request: GenerationRequest) -> str:
