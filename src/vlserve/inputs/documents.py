@@ -145,7 +145,11 @@ def render_pdf(
 
 
 def _document(arrays: list[np.ndarray], page_count: int, truncated: bool) -> RenderedDocument:
-    return RenderedDocument(pages=[Image.fromarray(a) for a in arrays], page_count=page_count, truncated=truncated)
+    pages = []
+    arrays.reverse()
+    while arrays:  # each array is let go as its image is made: never all pages twice
+        pages.append(Image.fromarray(arrays.pop()))
+    return RenderedDocument(pages=pages, page_count=page_count, truncated=truncated)
 
 
 def _render_arrays(
