@@ -202,7 +202,7 @@ def main() -> None:
                 height=args.height,
                 marker_size=MARKER_MM,
                 seed=args.seed,
-                closeness=1.15,
+                closeness=1.25,
             )
             render_s = time.perf_counter() - started
             paths = save_views(rendered, root / name)
