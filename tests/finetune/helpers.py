@@ -22,19 +22,19 @@ QUESTIONS = {
     "shape": "What shape are they?",
     "count": "How many shapes are there?",
 }
-SIZE = 96  # pixels per side: 6 x 6 patches of 16 px, 9 vision tokens after the 2 x 2 merge
+SIZE = 64  # pixels per side: 4 x 4 patches of 16 px, 2 x 2 = 4 vision tokens after the merge
+CELL = SIZE // 2  # one shape per quadrant, which is also one vision token's 32 x 32 pixels
 
 
 def draw(colour: str, shape: str, count: int, rng: random.Random, size: int = SIZE) -> Image.Image:
-    """One picture: ``count`` non-overlapping shapes; positions and sizes vary."""
+    """One picture: ``count`` shapes in distinct quadrants; sizes, offsets and shades vary."""
     image = Image.new("RGB", (size, size), tuple(rng.randint(225, 255) for _ in range(3)))
     pen = ImageDraw.Draw(image)
     cell = size // 2
-    cells = rng.sample([(0, 0), (0, 1), (1, 0), (1, 1)], count)  # one shape per quadrant: no overlap
-    for row, col in cells:
-        side = rng.randint(cell * 5 // 10, cell * 8 // 10)
-        x = col * cell + rng.randint(2, cell - side - 2)
-        y = row * cell + rng.randint(2, cell - side - 2)
+    for row, col in rng.sample([(0, 0), (0, 1), (1, 0), (1, 1)], count):
+        side = rng.randint(cell * 7 // 10, cell * 9 // 10)
+        x = col * cell + rng.randint(1, cell - side - 1)
+        y = row * cell + rng.randint(1, cell - side - 1)
         box = (x, y, x + side, y + side)
         fill = tuple(min(255, max(0, c + rng.randint(-20, 20))) for c in COLOURS[colour])
         if shape == "circle":

@@ -223,7 +223,9 @@ def evaluate_command(
     except VlserveError as err:
         raise _fail(err) from None
     if json_output:
-        print(json.dumps(report.summary()))
+        answers = [{"index": i.index, "answer": i.answer, "reference": i.reference, "exact": i.exact}
+                   for i in report.items]
+        print(json.dumps({**report.summary(), "answers": answers}, ensure_ascii=False))
         return
     for item in report.items[:show]:
         mark = "[green]✓[/]" if item.exact else "[red]✗[/]"

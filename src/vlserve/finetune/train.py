@@ -36,7 +36,7 @@ from vlserve.finetune.adapters import (
 )
 from vlserve.finetune.collate import collate
 from vlserve.finetune.dataset import Dataset, Skipped, load_dataset
-from vlserve.finetune.plot import plot_losses
+from vlserve.finetune.plot import plot_losses, read_metrics
 from vlserve.finetune.samples import IGNORE, SampleEncoder
 from vlserve.media import VisionSettings
 from vlserve.runtime.loading import DType, load_model, resolve_checkpoint
@@ -148,8 +148,9 @@ def finetune(model: str, data: Path, outdir: Path, config: TrainConfig, *, visio
     if resume:
         step = _load_checkpoint(outdir / CHECKPOINT, model_t, optimizer, schedule, config)
     metrics_path = outdir / METRICS
-    if not resume or step == 0:
-        metrics_path.write_text("")
+    # Rows logged after the checkpoint (a run killed mid-epoch) are dropped: those steps run again.
+    kept = [r for r in read_metrics(metrics_path) if r.get("step", 0) <= step] if resume else []
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     trainable = sum(p.numel() for p in params)
     report({"event": "start", "total_steps": total, "done_steps": step, "samples": len(train),
             "skipped": len(train.skipped), "trainable_parameters": trainable,
