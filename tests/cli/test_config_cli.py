@@ -36,6 +36,14 @@ def test_show_prints_the_effective_configuration_as_loadable_toml(tmp_path: Path
     assert Settings.load(tmp_path / "out.toml") == Settings.load(config, limits={"max_images": 5})
 
 
+def test_commands_warn_about_names_that_are_no_setting(tmp_path: Path) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text("[scheduling.lanes.interactive]\nconcurency = 3\n")
+    result = runner.invoke(app, ["config", "show", "--config", str(config)])
+    assert result.exit_code == 0  # loads (the typo is ignored by the settings) but says so
+    assert "scheduling.lanes.interactive.concurency is not a setting" in " ".join(result.stderr.split())
+
+
 def test_check_accepts_a_valid_file(tmp_path: Path) -> None:
     config = tmp_path / "ok.toml"
     config.write_text('[scheduling.models.light]\nmodel = "tiny-moe"\n[scheduling.lanes.interactive]\n'

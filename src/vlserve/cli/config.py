@@ -31,15 +31,21 @@ def problems(err: Exception) -> list[str]:
 
 
 def load_or_exit(path: Path | None, **overrides: Any) -> Settings:
-    """``Settings.load``, or the problems printed on stderr and exit code 2 (for every command)."""
+    """``Settings.load``, or the problems printed on stderr and exit code 2 (for every command).
+    Names in the file that are no setting are ignored by the settings, so they are warned about."""
     try:
-        return Settings.load(path, **overrides)
+        settings = Settings.load(path, **overrides)
     except (OSError, ValueError) as err:
         source = f"{path}" if path else "the configuration"
         for line in problems(err):
             err_console.print(f"[bold red]error[/]: invalid settings in {escape(source)}: {escape(line)}",
                               highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
+    if path is not None:
+        for name in unknown_keys(read_file(path)):
+            err_console.print(f"[yellow]warning[/]: {escape(str(path))}: {escape(name)} is not a setting "
+                              "(ignored; misspelt?)", highlight=False, soft_wrap=True)
+    return settings
 
 
 def unknown_keys(data: Any, model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
