@@ -239,5 +239,6 @@ def _nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Ten
             break
         k *= 8
     keep = (top.cumsum(0) - top) < top_p
+    keep[0] = True  # the most likely token always stays (a top_p below float32's range keeps nothing else)
     top, order = top[keep], order[keep]
     return top / top.sum(), order

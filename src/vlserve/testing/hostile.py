@@ -241,7 +241,7 @@ CASES: list[Case] = [
         {"role": "user", "content": [{"type": "video_url", "video_url": {"url": data_uri(FFCONCAT)}}]}]), BAD_VIDEO),
     Case("PDF as an image", "parser", "/infer", lambda: _vqa(images=[data_uri(pdf(100, 100))]), BAD_IMAGE),
     Case("garbage base64", "parser", "/infer", lambda: _vqa(images=["!!!not base64!!!"]),
-         BAD_INPUT + BAD_IMAGE + ((403, 1008),)),
+         BAD_INPUT + BAD_IMAGE + ((403, 1008), (422, 1007))),
     Case("file:// outside the root", "parser", "/infer", lambda: _vqa(images=["file:///etc/passwd"]),
          ((403, 1008),)),
     Case("URL to a metadata address", "parser", "/infer", lambda: _vqa(images=["http://169.254.169.254/latest"]),
