@@ -154,6 +154,15 @@ def test_generation_stops_when_a_non_streaming_client_leaves(live: ServerProcess
     assert live.metric("vlserve_decode_steps_total", engine="main") == steps_after  # nothing runs any more
 
 
+def test_the_model_directory_is_never_shown(live: ServerProcess, tiny_dir: Path) -> None:
+    request = {"task": "captioning", "images": [data_uri(png_bytes(32, 32))], "options": {"max_tokens": 2}}
+    answers = [httpx.get(live.url + "/readyz"), httpx.get(live.url + "/v1/models"),
+               httpx.post(live.url + "/infer", json=request, timeout=60)]
+    for answer in answers:
+        assert answer.status_code == 200 and str(tiny_dir) not in answer.text, answer.url
+    assert answers[0].json()["model"] == tiny_dir.name
+
+
 def test_state_goes_to_the_data_dir_and_nothing_to_the_working_dir(live: ServerProcess,
                                                                     dirs: dict[str, Path]) -> None:
     request = {"task": "captioning", "images": [data_uri(png_bytes(32, 32))], "options": {"max_tokens": 3}}

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from vlserve import __version__
 from vlserve.api import artifacts, errors, health, infer, jobs, openai_compat, recon3d
 from vlserve.api.docs import make_app
+from vlserve.api.health import public_model_name
 from vlserve.api.middleware import KeyRequired, RequestContext
 from vlserve.config import Settings
 from vlserve.runtime.protocol import Engine, GenerationRequest, Message, SamplingParams
@@ -53,8 +54,10 @@ def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name
 
 def build_engines(settings: Settings) -> dict[str, LocalEngine]:
     """``main`` from ``settings.model`` plus every engine named in ``scheduling.models``."""
+    # Named without the directory it was loaded from: names reach responses, metrics and /v1/models.
+    name = settings.model_name or public_model_name(settings.model)
     engines = {"main": load_engine(settings, settings.model, device=settings.device, dtype=settings.dtype,
-                                   name=settings.model_name or settings.model, adapter=settings.adapter)}
+                                   name=name, adapter=settings.adapter)}
     for name, extra in settings.scheduling.models.items():
         engines[name] = load_engine(settings, extra.model, device=extra.device, dtype=extra.dtype, name=name,
                                     adapter=extra.adapter)
