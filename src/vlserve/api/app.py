@@ -55,9 +55,9 @@ def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name
 def build_engines(settings: Settings) -> dict[str, LocalEngine]:
     """``main`` from ``settings.model`` plus every engine named in ``scheduling.models``."""
     # Named without the directory it was loaded from: names reach responses, metrics and /v1/models.
-    name = settings.model_name or public_model_name(settings.model)
+    main_name = settings.model_name or public_model_name(settings.model)
     engines = {"main": load_engine(settings, settings.model, device=settings.device, dtype=settings.dtype,
-                                   name=name, adapter=settings.adapter)}
+                                   name=main_name, adapter=settings.adapter)}
     for name, extra in settings.scheduling.models.items():
         engines[name] = load_engine(settings, extra.model, device=extra.device, dtype=extra.dtype, name=name,
                                     adapter=extra.adapter)
