@@ -84,3 +84,17 @@ def non_background_pixels(png: bytes) -> int:
     values, counts = np.unique(flat, axis=0, return_counts=True)
     background = values[counts.argmax()]
     return int((np.abs(flat - background).sum(axis=1) > 60).sum())
+
+
+def long_video(path: Path, seconds: int = 31) -> Path:
+    """A tiny H.264 MP4 one frame a second, longer than the server's 30 s: the server answers 1002."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(seconds):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 8 % 256, dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path

@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.demo.helpers import KEY, broken_png, magenta_pixels, non_background_pixels, photo, run_server, scene_png
+from tests.demo.helpers import (
+    KEY,
+    broken_png,
+    long_video,
+    magenta_pixels,
+    non_background_pixels,
+    photo,
+    run_server,
+    scene_png,
+)
 from vlserve.demo import STATIC_DIR
 
 ENDED = "#answer[data-state='done'], #answer[data-state='error']"
@@ -68,6 +77,7 @@ def test_image_question_streams_token_by_token(page: Any, demo_url: str, tmp_pat
     assert page.text_content("#run") == "运行"
     assert "首 token" in page.text_content("#metadata")
     assert page.text_content("#task-hint") == "就一张或多张图片提问。"
+    assert page.input_value("#opt-max-tokens") == "12"  # switching language keeps what was typed
 
 
 def test_grounding_draws_boxes_on_the_image(page: Any, demo_url: str, tmp_path: Path, shots: Path | None) -> None:
@@ -146,6 +156,15 @@ def test_bad_image_shows_the_1001_message(page: Any, demo_url: str, tmp_path: Pa
     save(page, shots, "demo-error.png")
     page.click("#lang")
     assert "请转换为 JPG 或 PNG" in page.text_content("#error")
+
+
+def test_long_video_shows_the_1002_message(page: Any, demo_url: str, tmp_path: Path) -> None:
+    open_demo(page, demo_url, "video_qa")
+    upload(page, long_video(tmp_path / "long.mp4"))
+    page.fill("#text", "What happens?")
+    page.click("#run")
+    page.wait_for_selector("#error[data-code='1002']")
+    assert "pick a window of at most 30 s" in page.text_content("#error")
 
 
 def test_batch_job_progress_reaches_done(page: Any, demo_url: str, tmp_path: Path, shots: Path | None) -> None:
@@ -258,11 +277,19 @@ def test_chart_and_timestamps(page: Any, demo_url: str, shots: Path | None) -> N
         const table = chartTable(answer);
         document.getElementById('view').append(canvas, table);
         const stamps = findTimestamps('At <3.5 seconds> a cat, at 00:12 a dog, and 7s later 1:02:03.');
+        const {timestampedAnswer} = await import('./render.js');
+        const video = {currentTime: 0, play: () => Promise.resolve()};  // what the buttons need of a <video>
+        const stamped = timestampedAnswer('A cat at <3.5 seconds>, a dog at 00:12.', video);
+        const buttons = [...stamped.querySelectorAll('button.timestamp')];
+        buttons[1].click();
         return {rows: [...table.querySelectorAll('tr')].map(r => [...r.children].map(c => c.textContent)),
-                stamps: stamps.map(s => s.seconds)};
+                stamps: stamps.map(s => s.seconds), buttons: buttons.map(b => b.textContent),
+                text: stamped.textContent, seeked: video.currentTime};
     }""")
     assert result["rows"] == [["year", "A", "B"], ["2022", "3", "4"], ["2023", "5", ""], ["2024", "", "1"]]
     assert result["stamps"] == [3.5, 12, 7, 3723]
+    assert result["buttons"] == ["<3.5 seconds>", "00:12"] and result["seeked"] == 12
+    assert result["text"] == "A cat at <3.5 seconds>, a dog at 00:12."
     assert non_background_pixels(page.locator("#view canvas").screenshot()) > 1500
     save(page, shots, "demo-chart.png", clip={"x": 0, "y": 0, "width": 1280, "height": 1000})
 

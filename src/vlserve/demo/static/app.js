@@ -111,7 +111,8 @@ function describeRules(task) {
   return parts.join(" · ") || t("rules_none");
 }
 
-function onTaskChange() {
+// The task's words (hint, rules, labels), in the current language.
+function describeTask() {
   const task = currentTask();
   if (!task) return;
   $("task-hint").textContent = taskHint(task.name, task.summary);
@@ -120,12 +121,19 @@ function onTaskChange() {
   const required = task.inputs.text_required;
   $("text-label").dataset.i18n = required ? "question" : "question_optional";
   $("text-label").textContent = t($("text-label").dataset.i18n);
+  renderAttachments();
+}
+
+// Another task: its words, and its default options.
+function onTaskChange() {
+  const task = currentTask();
+  if (!task) return;
+  describeTask();
   const defaults = task.defaults || {};
   $("opt-max-tokens").value = defaults.max_tokens ?? "";
   $("opt-temperature").value = defaults.temperature ?? "";
   $("opt-top-p").value = defaults.top_p ?? "";
   $("opt-step-row").hidden = task.name !== "multiview_3d";
-  renderAttachments();
 }
 
 // ---------------------------------------------------------------- inputs
@@ -548,7 +556,7 @@ function wire() {
     setLang(getLang() === "zh" ? "en" : "zh");
     localStorage.setItem("vlserve-demo-lang", getLang());
     $("lang").textContent = getLang() === "zh" ? "English" : "中文";
-    onTaskChange();
+    describeTask();
     renderMeta();
     const badge = $("server-status");
     if (badge.dataset.key) badge.textContent = t(badge.dataset.key);
