@@ -44,6 +44,9 @@ def protocol_class(http: Http, base: type[asyncio.Protocol] | None = None) -> ty
     class GuardedHTTP(parent):  # type: ignore[misc, valid-type]
         _head_timeout = http.header_timeout
         _head_limit = http.max_header_bytes
+        # httptools reports where each message begins and where its head ends (also for a request
+        # pipelined behind one still running); with h11 a new request cycle marks a complete head.
+        _tracks_messages = hasattr(parent, "on_message_begin")
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -63,16 +66,32 @@ def protocol_class(http: Http, base: type[asyncio.Protocol] | None = None) -> ty
                     self._arm_head_timer()
             before = self.cycle
             super().data_received(data)
-            if self.cycle is not before:  # the parser made a new request cycle: its head is complete
-                self._head_done()
-            elif (self._awaiting_head and self._head_bytes > self._head_limit
-                  and not self.transport.is_closing()):
+            if not self._tracks_messages and self.cycle is not before:
+                self._head_done()  # h11 made a new request cycle: its head is complete
+            if not self._awaiting_head or self.transport.is_closing():
+                return
+            if self._head_timer is None:
+                self._arm_head_timer()  # a head that began inside this chunk
+            if self._head_bytes > self._head_limit:
                 self._refuse(HeadersTooLargeError(
                     f"the request line and headers are larger than {self._head_limit} bytes"))
 
+        if _tracks_messages:
+
+            def on_message_begin(self) -> None:
+                super().on_message_begin()
+                if not self._awaiting_head:  # a request pipelined behind a running one
+                    self._awaiting_head = True
+                    self._head_bytes = 0
+
+            def on_headers_complete(self) -> None:
+                super().on_headers_complete()
+                self._head_done()
+
         def on_response_complete(self) -> None:
-            self._awaiting_head = True
-            self._head_bytes = 0
+            if not self._awaiting_head:
+                self._awaiting_head = True
+                self._head_bytes = 0
             super().on_response_complete()
             if self.cycle is not None and not self.cycle.response_complete:
                 self._head_done()  # a pipelined request was already read and now runs
@@ -104,6 +123,9 @@ def protocol_class(http: Http, base: type[asyncio.Protocol] | None = None) -> ty
         def _refuse(self, err: VlserveError) -> None:
             """Answer with the error envelope and close: the rest of the request is never read."""
             self._disarm_head_timer()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.transport.close()  # an earlier request is still answering: no room for ours
+                return
             body = json.dumps(error_body(err, new_request_id())).encode()
             status = status_for(err)
             head = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\ncontent-type: application/json\r\n"
