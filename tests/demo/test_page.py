@@ -237,6 +237,21 @@ def test_inputs_by_drop_paste_video_and_pdf(page: Any, demo_url: str, tmp_path: 
     assert "Send an unencrypted PDF" in page.text_content("#error")
 
 
+def test_ocr_answer_is_shown_as_markdown(page: Any, demo_url: str, tmp_path: Path) -> None:
+    open_demo(page, demo_url, "ocr")
+    upload(page, scene_png(tmp_path / "page.png"))
+    page.fill("#opt-max-tokens", "8")
+    page.click("#run")
+    wait_for_answer(page, 180)
+    rendered = page.locator("#view .markdown")
+    assert rendered.count() == 1 and rendered.inner_text().strip()
+    # The model's words are text in our own tags, whatever they contain.
+    assert rendered.evaluate("box => [...box.querySelectorAll('*')].every(n => "
+                             "['P', 'BR', 'H1', 'H2', 'H3', 'H4', 'H5', 'H6', 'UL', 'OL', 'LI', 'TABLE', 'THEAD', "
+                             "'TBODY', 'TR', 'TH', 'TD', 'PRE', 'CODE', 'STRONG', 'EM', 'DEL', 'HR', "
+                             "'BLOCKQUOTE'].includes(n.tagName))")
+
+
 def test_markdown_is_rendered_and_escaped(page: Any, demo_url: str) -> None:
     open_demo(page, demo_url, "ocr")
     html = page.evaluate("""async () => {
