@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 
@@ -59,6 +59,8 @@ class Limits(BaseModel):
     video_containers: list[Literal["mp4", "matroska", "avi"]] = Field(
         default_factory=lambda: ["mp4", "matroska", "avi"],
         description="Video containers accepted, recognised from the bytes before FFmpeg sees them (1003).")
+    worker_nice: int = Field(default=10, ge=0, le=19, description="Niceness of the PDF and video worker "
+                             "processes: their CPU-heavy parsing yields the cores to the server's engine and HTTP.")
     video_workers: int = Field(default=2, ge=1, description="Worker processes probing and decoding videos.")
     video_timeout_seconds: float = Field(default=60.0, gt=0, description="Wall-clock seconds one video may take (1003).")
     video_memory_bytes: int = Field(default=2 << 30, ge=64 << 20, description="Memory one video decode may use (1003).")
@@ -141,13 +143,58 @@ class LaneSettings(BaseModel):
         "None: only the global scheduling.visual_tokens.")
 
 
-class ModelSettings(BaseModel):
-    """An extra engine: another checkpoint, or another instance of the same one."""
+class Upstream(BaseModel):
+    """Remote engines: OpenAI-compatible servers (vLLM, SGLang, another vlserve) serving one model,
+    used as a pool of replicas (docs/remote.md). Empty ``upstreams``: the embedded engine."""
 
-    model: str
+    upstreams: list[str] = Field(default_factory=list, description="Base URLs of the replicas "
+                                 "(http://host:port, with or without /v1).")
+    upstream_model: str | None = Field(None, description="The model name the upstreams serve; None: the first "
+                                       "one their GET /v1/models lists.")
+    dialect: Literal["vllm", "sglang", "vlserve", "openai"] = Field(
+        "vllm", description="Which request extensions the upstreams understand (continue_final_message, "
+        "mm_processor_kwargs, top_k, repetition_penalty); 'openai' sends only the standard fields.")
+    api_key: SecretStr | None = Field(None, description="Bearer token sent to the upstreams.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to an upstream (then 5007).")
+    read_timeout: float = Field(120.0, gt=0, description="Seconds an upstream may stay silent, first token "
+                                "included (then 5006).")
+    max_concurrency: int = Field(64, ge=1, description="Requests in flight to one upstream at once; when every "
+                                 "replica is at it, requests are refused with 2001.")
+    max_queue: int = Field(16, ge=0, description="Requests waiting in an upstream's own queue (its Prometheus "
+                           "vllm:num_requests_waiting, sglang:num_queue_reqs or vlserve_queue_depth) at which "
+                           "that replica takes no more (2001 when all are so); 0: not watched.")
+    eject_after: int = Field(3, ge=1, description="Consecutive failures after which a replica is taken out "
+                             "until a health probe succeeds.")
+    probe_interval: float = Field(5.0, gt=0, description="Seconds between health and queue-depth probes.")
+    image_format: Literal["png", "jpeg"] = Field("png", description="How images are re-encoded for upstreams.")
+
+    @field_validator("upstreams")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        out = []
+        for url in value:
+            base = url.strip().rstrip("/").removesuffix("/v1")
+            scheme, _, rest = base.partition("://")
+            if scheme not in ("http", "https") or not rest or any(c in rest for c in "?#"):
+                raise ValueError(f"upstream {url!r} must be an http(s) base URL such as http://10.0.0.5:8000")
+            out.append(base)
+        return out
+
+
+class ModelSettings(Upstream):
+    """An extra engine: another checkpoint, another instance of the same one, or upstream servers."""
+
+    model: str | None = Field(None, description="The checkpoint of an embedded engine (or set `upstreams`).")
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     adapter: Path | None = Field(None, description="LoRA adapter folder from `vlserve finetune`, merged at load.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ModelSettings:
+        if (self.model is None) == (not self.upstreams):
+            raise ValueError("a model entry needs either `model` (an embedded checkpoint) or `upstreams` "
+                             "(URLs of OpenAI-compatible servers), not both")
+        return self
 
 
 def _default_lanes() -> dict[str, LaneSettings]:
@@ -318,6 +365,8 @@ class Settings(BaseSettings):
     recon3d: Recon3D = Field(default_factory=Recon3D)
     http: Http = Field(default_factory=Http)
     retention: Retention = Field(default_factory=Retention)
+    remote: Upstream = Field(default_factory=Upstream, description="With `remote.upstreams` set, `main` is a pool "
+                             "of those servers and `model` is not loaded (docs/remote.md).")
     data_dir: Path = Field(default_factory=default_data_dir, description="All state (jobs database, artifacts, "
                            "audit log) lives here; relative paths in the settings resolve under it. Never the "
                            "current directory by default.")

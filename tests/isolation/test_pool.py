@@ -170,3 +170,17 @@ def test_the_interpreter_exits_without_waiting_for_a_running_job() -> None:
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, timeout=50, check=True)
     assert time.monotonic() - started < 20
+
+
+def test_workers_run_at_the_configured_niceness(pool_factory) -> None:
+    pool = pool_factory(nice=7)
+    worker = pool.run(helpers.pid)
+    assert os.getpriority(os.PRIO_PROCESS, worker) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+
+
+def test_the_servers_pools_are_niced_by_default() -> None:
+    from vlserve.config import Limits
+    from vlserve.isolation import configure, document_pool
+
+    configure(Limits())
+    assert document_pool().limits.nice == Limits().worker_nice == 10

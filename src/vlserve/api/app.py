@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from vlserve import __version__
+from vlserve import __version__, isolation
 from vlserve.api import artifacts, errors, health, infer, jobs, openai_compat, recon3d
 from vlserve.api.docs import make_app
 from vlserve.api.health import public_model_name
 from vlserve.api.middleware import KeyRequired, RequestContext
-from vlserve.config import Settings
+from vlserve.config import Settings, Upstream
 from vlserve.runtime.protocol import Engine, GenerationRequest, Message, SamplingParams
 from vlserve.scheduling import Metrics, Scheduler
 from vlserve.service.auth import KeyRing
@@ -52,16 +52,34 @@ def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name
     return engine
 
 
-def build_engines(settings: Settings) -> dict[str, LocalEngine]:
-    """``main`` from ``settings.model`` plus every engine named in ``scheduling.models``."""
-    # Named without the directory it was loaded from: names reach responses, metrics and /v1/models.
-    main_name = settings.model_name or public_model_name(settings.model)
-    engines = {"main": load_engine(settings, settings.model, device=settings.device, dtype=settings.dtype,
-                                   name=main_name, adapter=settings.adapter)}
+def build_engines(settings: Settings) -> dict[str, Engine]:
+    """``main`` from ``settings.model`` (or a pool of ``settings.remote.upstreams``) plus every
+    engine named in ``scheduling.models``. Pools of upstream servers never import torch."""
+    engines: dict[str, Engine] = {}
+    if settings.remote.upstreams:
+        name = settings.model_name or settings.remote.upstream_model or "main"
+        engines["main"] = build_pool(settings, settings.remote, name=name)
+    else:
+        # Named without the directory it was loaded from: names reach responses, metrics and /v1/models.
+        main_name = settings.model_name or public_model_name(settings.model)
+        engines["main"] = load_engine(settings, settings.model, device=settings.device, dtype=settings.dtype,
+                                      name=main_name, adapter=settings.adapter)
     for name, extra in settings.scheduling.models.items():
-        engines[name] = load_engine(settings, extra.model, device=extra.device, dtype=extra.dtype, name=name,
-                                    adapter=extra.adapter)
+        if extra.upstreams:
+            engines[name] = build_pool(settings, extra, name=name)
+        else:
+            assert extra.model is not None  # ModelSettings: one of model/upstreams
+            engines[name] = load_engine(settings, extra.model, device=extra.device, dtype=extra.dtype, name=name,
+                                        adapter=extra.adapter)
     return engines
+
+
+def build_pool(settings: Settings, options: Upstream, *, name: str) -> Engine:
+    """Remote engines over ``options.upstreams`` (docs/remote.md)."""
+    from vlserve.media import VisionSettings
+    from vlserve.runtime.pool import EnginePool
+
+    return EnginePool(options, VisionSettings.from_limits(settings.limits), name=name)
 
 
 def batched(settings: Settings, engines: dict[str, Engine]) -> dict[str, Engine]:
@@ -96,6 +114,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        isolation.configure(settings.limits, warm=True)  # the PDF and video workers, started now
         app.state.jobs = open_store(settings.jobs)
         purger = asyncio.create_task(purge_forever(settings, app.state.jobs))  # retention, service/retention.py
         if engines is not None:

@@ -106,6 +106,9 @@ class WorkerLimits:
     preload: tuple[str, ...] = field(default_factory=tuple)
     max_jobs: int = 500  # jobs before a worker is replaced anyway (bounds slow leaks in C libraries)
     modules: tuple[str, ...] = ("vlserve.",)  # whose functions a worker may run (tests add their own)
+    # Scheduling niceness added to workers: a hostile file burning its CPU allowance yields the
+    # cores to the server's own threads (the engine, HTTP) instead of slowing everyone's requests.
+    nice: int = 0
 
 
 class _Worker:
@@ -117,6 +120,7 @@ class _Worker:
             "cpu_seconds": limits.cpu_seconds,
             "preload": list(limits.preload),
             "modules": list(limits.modules),
+            "nice": limits.nice,
         }
         env = dict(os.environ)
         # Few malloc arenas: each thread's arena reserves 64 MiB of address space, which would

@@ -32,6 +32,8 @@ def configure(limits: Limits, *, warm: bool = False) -> None:
     """
     global _limits, _documents, _videos
     with _lock:
+        if limits == _limits and not warm:
+            return
         _limits = limits
         old = [p for p in (_documents, _videos) if p is not None]
         _documents = _videos = None
@@ -55,6 +57,7 @@ def document_pool() -> WorkerPool:
                     cpu_seconds=_limits.pdf_timeout_seconds,
                     memory_bytes=_limits.pdf_memory_bytes,
                     preload=_DOCUMENT_PRELOAD,
+                    nice=_limits.worker_nice,
                 ),
             )
         return _documents
@@ -74,6 +77,7 @@ def video_pool() -> WorkerPool:
                     cpu_seconds=_limits.video_timeout_seconds * 4,
                     memory_bytes=_limits.video_memory_bytes,
                     preload=_VIDEO_PRELOAD,
+                    nice=_limits.worker_nice,
                 ),
             )
         return _videos

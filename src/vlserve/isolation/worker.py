@@ -165,6 +165,8 @@ def main(argv: list[str]) -> None:
     for name in config.get("preload", []):
         importlib.import_module(name)
     _set_start_limits()
+    if int(config.get("nice", 0)) > 0:
+        os.nice(int(config["nice"]))
     memory_bytes = int(config.get("memory_bytes", 0))
     cpu_seconds = float(config.get("cpu_seconds", 0))
     modules = tuple(config.get("modules", _DEFAULT_MODULES))

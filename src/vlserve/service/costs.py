@@ -21,9 +21,9 @@ from vlserve.media import (
     count_image_tokens,
     count_video_tokens,
     probe_image,
-    probe_video,
 )
 from vlserve.media.threads import image_pool
+from vlserve.media.video import probe_video_async
 from vlserve.scheduling import Cost
 from vlserve.schemas import DocumentInput, VideoInput
 
@@ -52,7 +52,7 @@ async def price(images: list[Source], videos: list[tuple[VideoInput, Source]],
     doc_probes = await asyncio.gather(*(
         probe_pdf_isolated(s.data, max_pages=limits.max_pdf_pages, first_page=d.first_page, last_page=d.last_page,
                            policy=limits.pdf_policy) for d, s in documents))
-    video_probes = await asyncio.gather(*(asyncio.to_thread(probe_video, s.data, vision) for _, s in videos))
+    video_probes = await asyncio.gather(*(probe_video_async(s.data, vision) for _, s in videos))
     cost = Cost(memory_bytes=sum(len(s.data) for s in (*images, *(s for _, s in (*videos, *documents)))))
     for probe in image_probes:
         cost += image_cost(probe, vision)

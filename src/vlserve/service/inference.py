@@ -96,6 +96,9 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
         connect_timeout=f.connect_timeout,
         total_timeout=f.total_timeout,
         max_redirects=f.max_redirects,
+        read_timeout=f.read_timeout,
+        min_bytes_per_second=f.min_bytes_per_second,
+        max_per_host=f.max_per_host,
     )
 
 
