@@ -37,6 +37,13 @@ def vqa(seed: int, max_tokens: int) -> dict[str, Any]:
 @contextmanager
 def serve_process(settings: Settings) -> Iterator[str]:
     """``vlserve serve`` as its own process (as deployed), so client and server do not share a GIL."""
+    with served(settings) as (url, _):
+        yield url
+
+
+@contextmanager
+def served(settings: Settings) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`serve_process`, also giving the server's process (to read its memory)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -61,7 +68,7 @@ def serve_process(settings: Settings) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("server did not become ready")
                 time.sleep(0.2)
-            yield url
+            yield url, proc
         finally:
             proc.terminate()
             try:
@@ -80,3 +87,30 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> str:
     return (f"p50 {percentile(values, 50) * 1000:.1f} ms, p99 {percentile(values, 99) * 1000:.1f} ms, "
             f"mean {statistics.mean(values) * 1000:.1f} ms")
+
+
+def own_peak_rss(pid: int) -> int:
+    """Peak resident bytes (VmHWM) of process ``pid``, read from /proc (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss(pid: int) -> int:
+    """:func:`own_peak_rss` of ``pid`` plus those of its living children (the isolated PDF and
+    video workers)."""
+    return sum(own_peak_rss(p) for p in [pid, *_children(pid)])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found + [g for c in found for g in _children(c)]

@@ -1,0 +1,141 @@
+"""Hostile load: normal requests with and without a flood of hostile ones, side by side.
+
+    python bench/hostile.py [--normal 40] [--concurrency 4] [--flood-workers 4]
+
+Two runs, each on a fresh ``vlserve serve --model tiny`` process with the default limits:
+
+- **clean**: ``--normal`` ordinary vqa requests (a small image, 16 greedy tokens), ``--concurrency``
+  at a time;
+- **hostile**: the same normal requests while ``--flood-workers`` threads replay the whole hostile
+  corpus (:mod:`vlserve.testing.hostile`: sampling values, header bombs, schema bombs, FFmpeg and
+  PDFium abuse, oversized text, broken Unicode and JSON) until the normal requests are done.
+
+Printed: normal-request p50/p99 latency and their ratio hostile/clean, 5xx answers, normal requests
+that failed or whose greedy answer differs from the clean run's (co-batched failures), hostile
+answers outside their documented ones, and the peak RSS of the server process (VmHWM) and of the
+server with its isolated workers. Goals: 0 x 5xx, 0 co-batched failures, p99 within 2x of clean,
+server peak RSS under 2 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import own_peak_rss, peak_rss, percentile, served  # noqa: E402
+
+from vlserve.config import Settings  # noqa: E402
+from vlserve.testing.hostile import CASES, data_uri, encode, run_case, small_png  # noqa: E402
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)
+    answers: dict[int, Any] = field(default_factory=dict)
+    normal_failures: int = 0
+    server_errors: int = 0
+    hostile_sent: int = 0
+    off_contract: list[str] = field(default_factory=list)
+    rss_server: int = 0
+    rss_total: int = 0
+
+
+def normal_body(i: int) -> dict[str, Any]:
+    return {"task": "vqa", "text": f"Describe picture {i % 8}.", "images": [data_uri(small_png(i % 8, 48))],
+            "options": {"max_tokens": 16, "temperature": 0}}
+
+
+def run(settings: Settings, args: argparse.Namespace, *, hostile: bool, bodies: dict[str, bytes]) -> Run:
+    out = Run()
+    with served(settings) as (url, proc):
+        client = httpx.Client(base_url=url, timeout=600, limits=httpx.Limits(max_connections=64))
+        for i in range(2):  # warm-up
+            client.post("/infer", json=normal_body(i))
+        done = threading.Event()
+        lock = threading.Lock()
+
+        def normal(i: int) -> None:
+            start = time.perf_counter()
+            response = client.post("/infer", json=normal_body(i))
+            elapsed = time.perf_counter() - start
+            with lock:
+                out.latencies.append(elapsed)
+                out.server_errors += response.status_code >= 500
+                if response.status_code != 200 or response.json().get("code") != 0:
+                    out.normal_failures += 1
+                else:
+                    out.answers[i] = response.json()["result"]["answer"]
+
+        def flood(worker: int) -> None:
+            n = worker
+            while not done.is_set():
+                case = CASES[n % len(CASES)]
+                n += args.flood_workers
+                status, code = run_case(client, case, content=bodies[case.name])
+                with lock:
+                    out.hostile_sent += 1
+                    out.server_errors += status >= 500
+                    if (status, code) not in case.allowed:
+                        out.off_contract.append(f"{case.name}: {status}/{code}")
+
+        flooders = [threading.Thread(target=flood, args=(w,)) for w in range(args.flood_workers)] if hostile else []
+        for t in flooders:
+            t.start()
+        if hostile:
+            time.sleep(1.0)  # the flood is under way before the first normal request
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(normal, range(args.normal)))
+        done.set()
+        for t in flooders:
+            t.join()
+        out.rss_server = own_peak_rss(proc.pid)
+        out.rss_total = peak_rss(proc.pid)
+        client.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--normal", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--flood-workers", type=int, default=4)
+    args = parser.parse_args()
+    settings = Settings(model="tiny")
+    bodies = {case.name: encode(case) for case in CASES}  # built once: the client's CPU is the server's too
+    clean = run(settings, args, hostile=False, bodies=bodies)
+    attacked = run(settings, args, hostile=True, bodies=bodies)
+    differing = sum(1 for i, a in attacked.answers.items() if i in clean.answers and clean.answers[i] != a)
+    mib = 1 << 20
+
+    def row(name: str, a: object, b: object, note: str = "") -> None:
+        print(f"{name:<36}{a!s:>14}{b!s:>14}  {note}")
+
+    print(f"{'':<36}{'clean':>14}{'hostile':>14}")
+    p50c, p99c = percentile(clean.latencies, 50) * 1000, percentile(clean.latencies, 99) * 1000
+    p50h, p99h = percentile(attacked.latencies, 50) * 1000, percentile(attacked.latencies, 99) * 1000
+    row("normal requests", len(clean.latencies), len(attacked.latencies))
+    row("hostile requests sent", 0, attacked.hostile_sent, f"({len(CASES)} cases)")
+    row("normal p50 (ms)", f"{p50c:.0f}", f"{p50h:.0f}", f"ratio {p50h / p50c:.2f}x")
+    row("normal p99 (ms)", f"{p99c:.0f}", f"{p99h:.0f}", f"ratio {p99h / p99c:.2f}x (goal <= 2x)")
+    row("5xx answers", clean.server_errors, attacked.server_errors, "(goal 0)")
+    row("co-batched failures", clean.normal_failures, attacked.normal_failures + differing,
+        "(normal requests failed or answered differently; goal 0)")
+    row("hostile answers off contract", "-", len(attacked.off_contract))
+    row("peak RSS, server (MiB)", f"{clean.rss_server / mib:.0f}", f"{attacked.rss_server / mib:.0f}",
+        "(goal < 2048)")
+    row("peak RSS, server + workers (MiB)", f"{clean.rss_total / mib:.0f}", f"{attacked.rss_total / mib:.0f}")
+    for line in attacked.off_contract[:10]:
+        print("  off contract:", line)
+
+
+if __name__ == "__main__":
+    main()
