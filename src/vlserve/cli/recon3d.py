@@ -150,6 +150,10 @@ def from_images(
     formats: Annotated[str, typer.Option("--formats", "-f", help="files to write, or all")] = "all",
     temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="sampling seed")] = None,
+    marker_size: Annotated[float | None, typer.Option("--marker-size", help="refine: ArUco marker side, mm "
+                                                      "(then SfM on the photos fits the spec; OUT/refined)")] = None,
+    known_dimension: Annotated[str | None, typer.Option("--known-dimension", help="refine with one true "
+                                                        "dimension PARAM=VALUE instead of a marker")] = None,
 ) -> None:
     """Reconstruct an object from photos: Qwen3-VL fills the spec, which is compiled to every format."""
     from vlserve.cli.recon3d_photos import run_from_images
@@ -158,9 +162,14 @@ def from_images(
     if not 1 <= len(images) <= 12:
         raise _fail(RequestError(f"give 1 to 12 photos, got {len(images)}"))
     try:
-        run_from_images(images, labels=[x.strip() for x in labels.split(",")] if labels else [], model=model,
-                        out=out, note=note, max_tokens=max_tokens, device=device, console=console,
-                        formats=parse_formats(formats), temperature=temperature, seed=seed)
+        answer = run_from_images(images, labels=[x.strip() for x in labels.split(",")] if labels else [],
+                                 model=model, out=out, note=note, max_tokens=max_tokens, device=device,
+                                 console=console, formats=parse_formats(formats), temperature=temperature, seed=seed)
+        if marker_size is not None or known_dimension is not None:
+            from vlserve.cli.refine import refine_into
+
+            refine_into(answer["spec"], images, out / "refined", marker_size=marker_size,
+                        known_dimension=known_dimension)
     except VlserveError as err:
         raise _fail(err) from None
 

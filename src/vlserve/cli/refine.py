@@ -63,34 +63,46 @@ def refine(
     formats: Annotated[str, typer.Option("--formats", "-f", help="model files to write, comma-separated")] = "glb,stl",
 ) -> None:
     """Refine SPEC against PHOTOS: SfM points, metric scale, and a least-squares fit of its dimensions."""
-    from vlserve.config import Settings
-
     if (marker_size is None) == (known_dimension is None):
         raise _fail(RequestError("give one source of scale: --marker-size MM or --known-dimension PARAM=VALUE"))
     try:
-        from vlserve.recon3d import compile_spec, export
-        from vlserve.recon3d.refine.pipeline import format_report
-        from vlserve.recon3d.refine.pipeline import refine as run_refine
-
-        options = refine_options(Settings.load().recon3d.refine)
-        with console.status(f"structure-from-motion on {len(photos)} photos, then fitting"):
-            result = run_refine(
-                spec, photos, marker_size_mm=marker_size, known_dimension=known_dimension, options=options
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "spec.json").write_text(json.dumps(result.spec, indent=2, ensure_ascii=False) + "\n")
-        (out / "report.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
-        text = format_report(result.report)
-        (out / "report.txt").write_text(text + "\n")
-        console.print(escape(text), highlight=False)
-        names = [f.strip() for f in formats.split(",") if f.strip()]
-        if names:
-            written = export(compile_spec(result.spec), out, names)
-            console.print(f"wrote {out / 'spec.json'}, {', '.join(str(p) for p in written.values())}")
+        refine_into(spec, photos, out, marker_size=marker_size, known_dimension=known_dimension, formats=formats)
     except VlserveError as err:
         raise _fail(err) from None
     except OSError as err:
         raise _fail(RequestError(f"cannot read or write a file: {err}")) from None
+
+
+def refine_into(
+    spec: Any,
+    photos: list[Path],
+    out: Path,
+    *,
+    marker_size: float | None,
+    known_dimension: str | None,
+    formats: str = "glb,stl",
+) -> dict[str, Any]:
+    """Refine ``spec`` (path, dict or JSON) against ``photos`` and write spec, report and model
+    files into ``out``; returns the report. Raises VlserveError (and OSError)."""
+    from vlserve.config import Settings
+    from vlserve.recon3d import compile_spec, export
+    from vlserve.recon3d.refine.pipeline import format_report
+    from vlserve.recon3d.refine.pipeline import refine as run_refine
+
+    options = refine_options(Settings.load().recon3d.refine)
+    with console.status(f"structure-from-motion on {len(photos)} photos, then fitting"):
+        result = run_refine(spec, photos, marker_size_mm=marker_size, known_dimension=known_dimension, options=options)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(json.dumps(result.spec, indent=2, ensure_ascii=False) + "\n")
+    (out / "report.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False) + "\n")
+    text = format_report(result.report)
+    (out / "report.txt").write_text(text + "\n")
+    console.print(escape(text), highlight=False)
+    names = [f.strip() for f in formats.split(",") if f.strip()]
+    if names:
+        written = export(compile_spec(result.spec), out, names)
+        console.print(f"wrote {out / 'spec.json'}, {', '.join(str(p) for p in written.values())}")
+    return result.report
 
 
 def _fail(err: VlserveError) -> typer.Exit:

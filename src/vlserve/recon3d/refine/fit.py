@@ -174,7 +174,7 @@ class _Problem:
         self.deadline = time.monotonic() + options.seconds
         self.size_mm = 100.0  # replaced below, once the start mesh is known
         self.leaves = 1
-        start = self.mesh(np.zeros(len(free)))
+        start = self.mesh(np.zeros(len(free) + 1))
         if start is None:
             raise SpecError("the spec does not compile")
         vertices = start.vertices
@@ -191,21 +191,25 @@ class _Problem:
     # --- parameters ------------------------------------------------------------------------
 
     def values(self, u: NDArray[np.float64]) -> list[float]:
-        free = dict(zip((p.name for p in self.free), u, strict=True))
+        """Spec values of ``u = [overall log scale, one variable per free parameter]``: every
+        length and position moves with the overall scale, so the whole object can grow or shrink
+        at once (a flange cannot shrink past its bolt circle one parameter at a time)."""
+        overall = float(np.exp(u[0]))
+        free = dict(zip((p.name for p in self.free), u[1:], strict=True))
         out = []
         for p in self.params:
             if p.name in self.fixed:
                 out.append(self.fixed[p.name])
             elif p.kind == "offset":
-                out.append(p.value + free[p.name] * self.size_mm / self.units_mm)
+                out.append((p.value + free[p.name] * self.size_mm / self.units_mm) * overall)
             else:
-                out.append(p.value * float(np.exp(free[p.name])))
+                out.append(p.value * overall * float(np.exp(free[p.name])))
         return out
 
     @property
     def upper(self) -> list[float]:
         c = float(np.log1p(self.options.max_change))
-        return [0.5 if p.kind == "offset" else c for p in self.free]
+        return [c] + [0.5 if p.kind == "offset" else c for p in self.free]
 
     def bounds(self) -> tuple[list[float], list[float]]:
         lo = [-np.inf] * self.pose_dims + [-u for u in self.upper]
@@ -307,7 +311,7 @@ class _Problem:
         # a faint pull towards the spec's own numbers: where the points cannot tell two
         # parameters apart (a boss's height hidden inside the block it stands on), keep the
         # spec's split instead of drifting
-        parts.append(self.prior_weight * x[self.pose_dims :])
+        parts.append(self.prior_weight * x[self.pose_dims + 1 :])
         return {
             "r": np.concatenate(parts),
             "pose": pose,
@@ -430,14 +434,14 @@ def fit_spec(
         ground=ground and options.ground_contact,
         options=options,
     )
-    start = problem.mesh(np.zeros(len(free)))
+    start = problem.mesh(np.zeros(len(free) + 1))
     assert start is not None
     vertices = start.vertices
     notes: list[str] = []
 
     # 1. pose only (the mesh is fixed: no rebuilds, analytic Jacobian): a short fit from each
     #    heading, then the best one fitted to convergence
-    u0 = np.zeros(len(free))
+    u0 = np.zeros(len(free) + 1)
     starts: list[tuple[float, NDArray[np.float64], Any]] = []
     try:
         for k in range(options.yaw_starts):
@@ -488,7 +492,7 @@ def fit_spec(
     u_final = x_final[problem.pose_dims :].copy()
     for j, seen in enumerate(observed):
         if not seen:
-            u_final[j] = 0.0  # nothing in the points constrains it: keep the spec's value
+            u_final[1 + j] = 0.0  # nothing in the points constrains it: the spec's value, scaled with the rest
     x_final = np.concatenate([x_final[: problem.pose_dims], u_final])
     after = problem.distances(x_final, base)
     if after is None:  # cannot happen for a vector the fit accepted; keep the start then
@@ -542,7 +546,7 @@ def _observed(jac: Any, problem: _Problem) -> list[bool]:
     n = len(problem.free)
     if jac is None:
         return [True] * n
-    columns = np.asarray(jac)[:, problem.pose_dims :]
+    columns = np.asarray(jac)[:, problem.pose_dims + 1 :]
     norms = np.linalg.norm(columns, axis=0)
     return [bool(0.1 * norms[j] > 0.5 * problem.f_scale) for j in range(n)]
 

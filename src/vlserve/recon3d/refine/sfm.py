@@ -166,6 +166,11 @@ def _reconstruct(pycolmap: Any, photos: list[Path], options: SfmOptions, root: P
     pipeline.min_model_size = options.min_registered
     pipeline.max_runtime_seconds = int(max(1, options.mapping_seconds))
     pipeline.multiple_models = False
+    # a little more permissive than COLMAP's defaults, made for hundreds of photos: a user's 8-16
+    # photos around an object are 20-45 degrees apart and share fewer matches
+    pipeline.mapper.init_min_num_inliers = 50
+    pipeline.mapper.init_min_tri_angle = 8.0
+    pipeline.mapper.abs_pose_min_num_inliers = 20
     t = time.perf_counter()
     reconstructions = pycolmap.incremental_mapping(database, images, root / "sparse", options=pipeline)
     timings["mapping"] = time.perf_counter() - t
