@@ -78,6 +78,8 @@ def test_image_question_streams_token_by_token(page: Any, demo_url: str, tmp_pat
     assert "首 token" in page.text_content("#metadata")
     assert page.text_content("#task-hint") == "就一张或多张图片提问。"
     assert page.input_value("#opt-max-tokens") == "12"  # switching language keeps what was typed
+    assert not page.is_visible("#opt-step")  # the STEP option is multiview_3d's only
+    save(page, shots, "demo-zh.png", full_page=True)
 
 
 def test_grounding_draws_boxes_on_the_image(page: Any, demo_url: str, tmp_path: Path, shots: Path | None) -> None:
@@ -111,6 +113,7 @@ def test_multiview_3d_viewer_and_downloads(page: Any, demo_url: str, tmp_path: P
     labels = page.locator("#attachments input.view-label")
     assert labels.count() == 2 and labels.nth(0).input_value() == "front"
     labels.nth(1).fill("top")
+    assert page.is_visible("#opt-step")
     page.fill("#opt-max-tokens", "250")
     page.click("#run")
     wait_for_answer(page, 600)  # ~40 s on an idle 2-core machine; minutes when it is shared
