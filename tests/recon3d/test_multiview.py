@@ -87,6 +87,8 @@ def test_multiview_task_through_the_api(open_server_3d: str) -> None:
     assert response.status_code == 200, response.text
     answer = response.json()["result"]["answer"]
     load_spec(answer["spec"])
+    # STEP is asked for per request (options.formats); the API's default is recon3d.default_formats
+    assert "step" not in answer["files"] and {"glb", "stl", "png", "spec"} <= set(answer["files"])
     glb = httpx.get(open_server_3d + answer["files"]["glb"], timeout=30)
     assert glb.status_code == 200 and glb.headers["content-type"] == "model/gltf-binary"
     scene = trimesh.load(io.BytesIO(glb.content), file_type="glb")

@@ -48,7 +48,7 @@ def test_a_spec_that_expands_too_far_is_refused_before_any_csg(tmp_path: Path) -
     start = time.perf_counter()
     with pytest.raises(SpecTooLargeError) as caught:
         build(huge, tmp_path, ["stl"], Recon3D())
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 2  # counted from the spec, before any plan or CSG
     assert caught.value.code == 4000 and "recon3d.max_primitives" in caught.value.message
     assert "100001 placed primitives" in caught.value.message
     assert not list(tmp_path.iterdir())
@@ -65,8 +65,9 @@ def test_a_compile_past_its_time_limit_is_stopped_with_4013(tmp_path: Path) -> N
     start = time.perf_counter()
     with pytest.raises(GeometryLimitError) as caught:
         build(slow, tmp_path, ["stl"], cfg)
-    # 1.5 s of wall time in the worker, plus starting a worker (imports) on a loaded machine
-    assert time.perf_counter() - start < 25
+    # 1.5 s of wall time in the worker, plus starting a worker (its imports) on a loaded machine;
+    # the same spec runs for minutes without the limit
+    assert time.perf_counter() - start < 60
     assert caught.value.code == 4013 and "recon3d.compile_seconds" in caught.value.message
     # the same limits build an ordinary spec: the pool replaced the killed worker
     built = build(FLANGE, tmp_path / "ok", ["stl"], Recon3D(compile_seconds=20, export_seconds=20))
@@ -142,3 +143,26 @@ def test_watertightness_is_reported_for_the_written_stl(tmp_path: Path) -> None:
     ok = build(FLANGE, tmp_path / "flange", ["stl"], Recon3D())
     assert ok.summary["written"]["stl"] == {"watertight": True}
     assert json.loads(ok.files["spec"].read_text())["name"] == "flange"
+
+
+def test_parts_that_miss_by_float_rounding_are_welded_into_one_body(tmp_path: Path) -> None:
+    from vlserve.recon3d import export
+
+    rng = np.random.default_rng(7)
+    welded = 0
+    for _ in range(40):  # boxes stacked by a writer who adds decimal inches in floating point
+        h1, h2, z1 = (round(float(v), int(d)) for v, d in zip(rng.uniform([0.1, 0.1, -20], [30, 30, 20]),
+                                                               rng.integers(1, 5, 3), strict=True))
+        stacked = spec(part("a", "box", size={"x": 5, "y": 5, "z": h1}, position=[0, 0, z1]),
+                       part("b", "box", size={"x": 3, "y": 3, "z": h2}, position=[0, 0, z1 + h1 / 2 + h2 / 2]),
+                       units="in")
+        model = compile_spec(stacked, segments=16)
+        assert (model.bodies, model.watertight) == (1, True), (h1, h2, z1)
+        assert model.volume == pytest.approx((25 * h1 + 9 * h2) * 25.4**3, rel=1e-6)
+        if any("welded" in w for w in model.warnings):
+            welded += 1
+            assert stl_is_watertight(export(model, tmp_path / str(welded), ["stl"])["stl"])
+    assert welded >= 3  # without the weld these came apart (9 of 60 in the first measurement)
+    apart = compile_spec(spec(part("a", "box", size={"x": 1, "y": 1, "z": 1}),
+                              part("b", "box", size={"x": 1, "y": 1, "z": 1}, position=[0, 0, 1.001])))
+    assert apart.bodies == 2 and not any("welded" in w for w in apart.warnings)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vlserve.recon3d.errors import SpecError
+from vlserve.recon3d.errors import SpecError, part_path
 from vlserve.recon3d.plan import Group, Leaf, Plan
 from vlserve.recon3d.spec import (
     BoxPart,
     ConePart,
     CylinderPart,
     ExtrudePart,
+    ObjectSpec,
+    PartBase,
     PrimitivePart,
     PrismPart,
     RevolvePart,
@@ -89,6 +91,29 @@ def estimate(plan: Plan, segments: int) -> Estimate:
             prims, tris = len(node.matrices) * inner_prims, len(node.matrices) * inner_tris
         rows.append((node.path, prims, tris))
     return Estimate(sum(r[1] for r in rows), sum(r[2] for r in rows), rows)
+
+
+def copies(part: PartBase) -> int:
+    """How many placed copies a part makes (pattern × mirrors), counted without building matrices."""
+    count = part.pattern.count if part.pattern is not None else 1
+    return count * 2 ** len(part.mirror)
+
+
+def check_spec_size(spec: ObjectSpec, limits: BuildLimits) -> None:
+    """The primitive count of ``spec`` against ``limits`` before any plan is built (milliseconds).
+
+    A template counts as one primitive per copy here; :func:`check_budget` counts exactly.
+    """
+    rows = [(part_path(i, p.id), copies(p)) for i, p in enumerate(spec.parts)]
+    total = sum(n for _, n in rows)
+    if total > limits.max_primitives:
+        path, most = max(rows, key=lambda r: r[1])
+        raise SpecTooLargeError.at(
+            path,
+            f"the spec expands to {total} placed primitives (this part: {most}); the limit is "
+            f"{limits.max_primitives} (recon3d.max_primitives): use fewer pattern copies or parts",
+            primitives=total,
+        )
 
 
 def check_budget(plan: Plan, limits: BuildLimits) -> Estimate:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vlserve.recon3d.budget import BuildLimits, SpecTooLargeError, check_budget
+from vlserve.recon3d.budget import BuildLimits, SpecTooLargeError, check_budget, check_spec_size
 from vlserve.recon3d.errors import GeometryError
 from vlserve.recon3d.plan import Leaf, Node, Plan, build_plan
 from vlserve.recon3d.profiles import DEFAULT_SEGMENTS
@@ -118,19 +118,31 @@ def compile_spec(
     impossible geometry (a subtract or intersect that leaves nothing, degenerate polygons).
     With ``limits``, a spec that expands past ``max_primitives`` or ``max_triangles`` is refused
     before any CSG runs (:class:`~.budget.SpecTooLargeError`); the time limits need a separate
-    process and are enforced by :func:`vlserve.recon3d.bounded.build`.
+    process: run :func:`vlserve.recon3d.build.build_files` in one that can be killed.
+
+    Parts that should touch but miss each other by float rounding (a chair in decimal inches
+    whose seat is 1 ulp above its legs) are welded: when the result falls apart into bodies
+    closer to each other than ``WELD_RTOL`` of the model's size, it is built again with every
+    unioned primitive grown by that much, and a warning says so.
     """
     if not MIN_SEGMENTS <= segments <= MAX_SEGMENTS:
         raise GeometryError.at("segments", f"must be between {MIN_SEGMENTS} and {MAX_SEGMENTS}")
     start = time.perf_counter()
     spec = load_spec(spec)
+    if limits is not None:
+        check_spec_size(spec, limits)
     plan = build_plan(spec)
     if limits is not None:
         check_budget(plan, replace(limits, segments=segments))
+    warnings = list(plan.warnings)
     builder = _Builder(segments, plan.warnings)
-    solid: Any = None
-    for node in plan.nodes:
-        solid = builder.combine(solid, builder.node(node), node.op, node.path)
+    solid = builder.build(plan)
+    gap = _weld_gap(solid)
+    if gap is not None:
+        plan.warnings[:] = warnings
+        builder = _Builder(segments, plan.warnings, grow=gap)
+        solid = builder.build(plan)
+        plan.warnings.append(f"welded parts that missed each other by float rounding (< {gap * plan.scale:.2g} mm)")
     solid = solid.scale([plan.scale] * 3)
     if limits is not None and solid.num_tri() > limits.max_triangles:
         raise SpecTooLargeError(
@@ -140,22 +152,52 @@ def compile_spec(
     return _finish(spec, plan, segments, solid, builder.origin, time.perf_counter() - start)
 
 
+WELD_RTOL = 1e-9
+"""bodies closer than this share of the model's diagonal are meant to touch"""
+MAX_WELD_BODIES = 64
+
+
+def _weld_gap(solid: Any) -> float | None:
+    """The growth that welds ``solid``'s bodies when they only miss each other by rounding, else None."""
+    bodies = solid.decompose()
+    if not 1 < len(bodies) <= MAX_WELD_BODIES:
+        return None
+    box = np.asarray(solid.bounding_box(), dtype=float)
+    tol = WELD_RTOL * float(np.linalg.norm(box[3:] - box[:3]))
+    near = any(a.min_gap(b, tol) < tol for i, a in enumerate(bodies) for b in bodies[i + 1 :])
+    return 4 * tol if near else None
+
+
 class _Builder:
-    def __init__(self, segments: int, warnings: list[str]) -> None:
+    def __init__(self, segments: int, warnings: list[str], grow: float = 0.0) -> None:
         self.m = manifold3d()
         self.segments = segments
         self.warnings = warnings
+        self.grow = grow
+        """absolute growth of every unioned primitive (welding); 0: none"""
         self.origin: dict[int, int] = {}
         """manifold original id → plan leaf index"""
 
-    def node(self, node: Node) -> Any:
+    def build(self, plan: Plan) -> Any:
+        solid: Any = None
+        for node in plan.nodes:
+            solid = self.combine(solid, self.node(node), node.op, node.path)
+        return solid
+
+    def node(self, node: Node, union: bool = True) -> Any:
         if isinstance(node, Leaf):
-            local = primitive(node.part, self.segments, node.path).as_original()
+            local = primitive(node.part, self.segments, node.path)
+            if self.grow and union and node.op == "union":
+                lo, hi = np.asarray(local.bounding_box()[:3]), np.asarray(local.bounding_box()[3:])
+                centre = (lo + hi) / 2
+                factor = 1 + 2 * self.grow / max(float((hi - lo).min()), 1e-12)
+                local = local.translate((-centre).tolist()).scale([factor] * 3).translate(centre.tolist())
+            local = local.as_original()
             self.origin[local.original_id()] = node.index
             return self.place(local, node.matrices)
         local = None
         for child in node.children:
-            local = self.combine(local, self.node(child), child.op, child.path)
+            local = self.combine(local, self.node(child, union and node.op == "union"), child.op, child.path)
         return self.place(local, node.matrices)
 
     def place(self, local: Any, matrices: list[NDArray[np.float64]]) -> Any:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlserve.recon3d.budget import BuildLimits, SpecTooLargeError, check_budget
+from vlserve.recon3d.budget import BuildLimits, SpecTooLargeError, check_budget, check_spec_size
 from vlserve.recon3d.errors import GeometryError, SpecError
 from vlserve.recon3d.plan import build_plan
 from vlserve.recon3d.spec import ObjectSpec
@@ -91,6 +91,7 @@ def validate_with_repair(document: str | bytes | dict[str, Any], *,
         try:
             spec = load_spec(doc)
             if limits is not None:
+                check_spec_size(spec, limits)  # before the plan builds a matrix per copy
                 check_budget(build_plan(spec), limits)
             return spec, warnings
         except SpecError as err:

@@ -27,7 +27,7 @@ from vlserve.isolation.pool import (
     WorkerPool,
     WorkerTimeout,
 )
-from vlserve.recon3d.budget import BuildLimits, check_budget
+from vlserve.recon3d.budget import BuildLimits, check_budget, check_spec_size
 from vlserve.recon3d.build import SPEC_FILE, build_files, build_step
 from vlserve.recon3d.errors import GeometryError
 from vlserve.recon3d.exporters import FORMATS
@@ -94,6 +94,7 @@ def build(document: str | bytes | dict[str, Any], outdir: Path, formats: list[st
         spec, warnings = validate_with_repair(document, limits=limits)
     else:
         spec, warnings = load_spec(document), []
+        check_spec_size(spec, limits)
         check_budget(build_plan(spec), limits)
     doc = spec.model_dump(mode="json", exclude_none=True)
     wall = cfg.compile_seconds + cfg.export_seconds
