@@ -113,7 +113,7 @@ class Decoder:
 
     def _pick(self, row: RowState, logits: torch.Tensor) -> tuple[int, float]:
         p = row.params
-        if not bool(torch.isfinite(logits).all()):
+        if not math.isfinite(float(logits.max())):  # max() is NaN if any score is, +inf if one is
             raise DecodingError("the model produced non-finite scores for this request")
         raw = torch.log_softmax(logits, 0) if p.logprobs is not None else None
         if row.counts and (p.repetition_penalty != 1.0 or p.presence_penalty != 0.0):
