@@ -166,3 +166,11 @@ def test_parts_that_miss_by_float_rounding_are_welded_into_one_body(tmp_path: Pa
     apart = compile_spec(spec(part("a", "box", size={"x": 1, "y": 1, "z": 1}),
                               part("b", "box", size={"x": 1, "y": 1, "z": 1}, position=[0, 0, 1.001])))
     assert apart.bodies == 2 and not any("welded" in w for w in apart.warnings)
+
+
+def test_a_preview_past_its_limit_costs_a_warning_not_the_build(tmp_path: Path) -> None:
+    built = build(FLANGE, tmp_path, ["stl", "png"], Recon3D(export_seconds=0.01))
+    assert set(built.files) == {"stl", "spec"} and not (tmp_path / "model.png").exists()
+    assert any("PNG export stopped after 0.01 s" in w for w in built.warnings)
+    ok = build(FLANGE, tmp_path / "ok", ["stl", "png"], Recon3D())
+    assert ok.files["png"].stat().st_size > 0 and ok.sizes["png"][0] == ok.files["png"].stat().st_size

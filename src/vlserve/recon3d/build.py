@@ -1,7 +1,8 @@
 """The two halves of a build as plain functions, so a caller can run each in a process it may kill.
 
-:func:`build_files` compiles a spec (with repairs) and writes every format but STEP;
-:func:`build_step` writes STEP from the spec alone (it needs the plan, not the mesh). Both take
+:func:`build_files` compiles a spec (with repairs) and writes the mesh and script formats;
+:func:`build_step` writes STEP from the spec alone (it needs the plan, not the mesh) and
+:func:`build_preview` the PNG. Both take
 and return plain data (dicts, strings, :class:`~.budget.BuildLimits`), so they cross a process
 boundary unchanged, and both work in-process just as well.
 """
@@ -16,6 +17,8 @@ from vlserve.recon3d.budget import BuildLimits
 from vlserve.recon3d.errors import GeometryError
 
 SPEC_FILE = "spec.json"
+SEPARATE = ("png", "step")
+"""formats written by their own function (and process), each under its own time limit"""
 
 
 def build_files(document: dict[str, Any], outdir: str, formats: list[str], limits: BuildLimits,
@@ -46,7 +49,7 @@ def build_files(document: dict[str, Any], outdir: str, formats: list[str], limit
     out.mkdir(parents=True, exist_ok=True)
     files: list[dict[str, Any]] = []
     for fmt in formats:
-        if fmt == "step":
+        if fmt in SEPARATE:
             continue
         try:
             item = export_files(model, out, [fmt], basename=basename)[0]
@@ -80,4 +83,17 @@ def build_step(spec: dict[str, Any], path: str) -> int:
     return written.stat().st_size
 
 
-__all__ = ["SPEC_FILE", "BuildLimits", "build_files", "build_step"]
+def build_preview(spec: dict[str, Any], path: str, segments: int) -> int:
+    """Compile ``spec`` again and draw its PNG preview to ``path``; returns its size in bytes.
+
+    On its own so that a slow preview (a first use of the fonts, a huge mesh) costs a warning,
+    not the whole build.
+    """
+    from vlserve.recon3d.compiler import compile_spec
+    from vlserve.recon3d.exporters.preview import render_preview
+
+    written = render_preview(compile_spec(spec, segments=segments), Path(path))
+    return written.stat().st_size
+
+
+__all__ = ["SPEC_FILE", "BuildLimits", "build_files", "build_preview", "build_step"]

@@ -2,17 +2,19 @@
 
 1. Up front, in the caller: the spec is validated (with repairs) and its expansion counted; one
    over ``recon3d.max_primitives`` / ``max_triangles`` is refused with 4000 before any CSG.
-2. The compile and the mesh/script/preview files run in a worker of the ``recon3d`` pool
+2. The compile and the mesh and script files run in a worker of the ``recon3d`` pool
    (:mod:`vlserve.isolation`): past ``compile_seconds + export_seconds`` of wall time, or
    ``memory_bytes``, the worker is killed and the request answers 4013.
-3. STEP, when asked for, runs in a second pool with its own ``export_seconds``: when the CAD
-   kernel fails or runs out of time the files of step 2 stand and a warning says STEP is missing.
+3. STEP and the PNG preview, when asked for, each run in a pool of their own with their own
+   ``export_seconds``: when the CAD kernel (or the preview) fails or runs out of time, the files of
+   step 2 stand and a warning says which one is missing.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,16 +30,18 @@ from vlserve.isolation.pool import (
     WorkerTimeout,
 )
 from vlserve.recon3d.budget import BuildLimits, check_budget, check_spec_size
-from vlserve.recon3d.build import SPEC_FILE, build_files, build_step
+from vlserve.recon3d.build import SEPARATE, SPEC_FILE, build_files, build_preview, build_step
 from vlserve.recon3d.errors import GeometryError
 from vlserve.recon3d.exporters import FORMATS
 from vlserve.recon3d.plan import build_plan
 from vlserve.recon3d.repair import validate_with_repair
 from vlserve.recon3d.validation import load_spec
 
-_MESH_PRELOAD = ("numpy", "manifold3d", "trimesh", "matplotlib.figure", "vlserve.recon3d.build",
+_MESH_PRELOAD = ("numpy", "manifold3d", "trimesh", "vlserve.recon3d.build",
                  "vlserve.recon3d.compiler", "vlserve.recon3d.exporters")
 _STEP_PRELOAD = ("build123d", "vlserve.recon3d.build", "vlserve.recon3d.exporters.step")
+_PRELOAD = {"mesh": _MESH_PRELOAD, "step": _STEP_PRELOAD,
+            "preview": ("numpy", "manifold3d", "matplotlib.figure", "vlserve.recon3d.exporters.preview")}
 CPU_PER_WALL = 4.0
 """CPU seconds allowed per wall second (the CSG and CAD kernels use several threads)"""
 
@@ -54,7 +58,7 @@ def limits_from(cfg: Recon3D) -> BuildLimits:
 
 def _pool(kind: str, wall: float, cfg: Recon3D) -> WorkerPool:
     limits = WorkerLimits(wall_seconds=wall, cpu_seconds=wall * CPU_PER_WALL, memory_bytes=cfg.memory_bytes,
-                          preload=_MESH_PRELOAD if kind == "mesh" else _STEP_PRELOAD)
+                          preload=_PRELOAD[kind])
     key = (kind, limits, cfg.workers)
     with _lock:
         if key not in _pools:
@@ -121,31 +125,35 @@ def build(document: str | bytes | dict[str, Any], outdir: Path, formats: list[st
         built.sizes[entry["format"]] = (int(entry["bytes"]), float(entry["seconds"]))
         if "watertight" in entry:
             built.summary.setdefault("written", {})[entry["format"]] = {"watertight": entry["watertight"]}
-    if "step" in formats:
-        _add_step(built, outdir, basename, cfg)
+    for fmt in SEPARATE:
+        if fmt in formats:
+            _add_separate(fmt, built, outdir, basename, cfg)
     built.files["spec"] = outdir / SPEC_FILE
     # the order the caller asked for, spec last
     built.files = {f: built.files[f] for f in [*formats, "spec"] if f in built.files}
     return built
 
 
-def _add_step(built: Built, outdir: Path, basename: str, cfg: Recon3D) -> None:
-    if not has_cad():
+def _add_separate(fmt: str, built: Built, outdir: Path, basename: str, cfg: Recon3D) -> None:
+    """PNG or STEP in its own worker, under ``export_seconds``: a failure costs a warning, not the build."""
+    name = fmt.upper()
+    if fmt == "step" and not has_cad():
         built.warnings.append("STEP was skipped: install the 'cad' extra (build123d) for exact B-rep output")
         return
-    path = outdir / FORMATS["step"].filename(basename)
+    path = outdir / FORMATS[fmt].filename(basename)
+    start = time.perf_counter()
     try:
-        import time
-
-        start = time.perf_counter()
-        size = _pool("step", cfg.export_seconds, cfg).run(build_step, built.spec, str(path))
-        built.files["step"] = path
-        built.sizes["step"] = (size, time.perf_counter() - start)
+        if fmt == "step":
+            size = _pool("step", cfg.export_seconds, cfg).run(build_step, built.spec, str(path))
+        else:
+            size = _pool("preview", cfg.export_seconds, cfg).run(build_preview, built.spec, str(path), cfg.segments)
+        built.files[fmt] = path
+        built.sizes[fmt] = (size, time.perf_counter() - start)
     except WorkerTimeout:
-        built.warnings.append(f"STEP export stopped after {cfg.export_seconds:g} s (recon3d.export_seconds); "
+        built.warnings.append(f"{name} export stopped after {cfg.export_seconds:g} s (recon3d.export_seconds); "
                               "the mesh files are complete")
     except (IsolationError, VlserveError) as err:
         reason = err.message if isinstance(err, VlserveError) else err.reason
-        built.warnings.append(f"STEP export failed ({reason}); the mesh files are complete")
-    if "step" not in built.files:
+        built.warnings.append(f"{name} export failed ({reason}); the mesh files are complete")
+    if fmt not in built.files:
         path.unlink(missing_ok=True)
