@@ -122,8 +122,9 @@ def test_multiview_3d_viewer_and_downloads(page: Any, demo_url: str, tmp_path: P
     page.wait_for_timeout(500)  # one more frame after loading
     viewer = page.locator("#viewer").screenshot()
     assert non_background_pixels(viewer) > 2000, "the 3D canvas shows the model"
+    answer = json.loads(page.text_content("#answer"))
     links = {a.get_attribute("data-format"): a for a in page.query_selector_all(".downloads a")}
-    assert {"glb", "stl", "obj", "ply", "scad", "py", "png"} <= set(links)
+    assert set(links) == set(answer["files"]) and {"glb", "stl", "obj", "ply"} <= set(links)  # a link per file
     for fmt, link in links.items():
         reply = page.request.get(link.get_attribute("href"))
         assert reply.ok and len(reply.body()) > 0, fmt

@@ -61,8 +61,9 @@ def create_demo_app(server: str, api_key: str | None = None, *, timeout: float =
         if api_key and "authorization" not in headers:
             headers["authorization"] = f"Bearer {api_key}"
         client: httpx.AsyncClient = request.app.state.client
+        body = request.stream() if request.method == "POST" else None  # streamed through, never held whole
         upstream = client.build_request(request.method, "/" + path, params=request.query_params,
-                                        headers=headers, content=request.stream())
+                                        headers=headers, content=body)
         try:
             reply = await client.send(upstream, stream=True)
         except httpx.HTTPError as err:
