@@ -12,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.demo.helpers import KEY, run_server, scene_png
+from tests.demo.helpers import KEY, run_server, scene_png, server_settings
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,16 @@ def test_cli_refuses_a_server_that_is_not_a_url() -> None:
 
     result = CliRunner().invoke(app, ["demo", "--server", "localhost:8000"])
     assert result.exit_code == 2 and "--server must be an http(s) URL" in result.output
+
+
+def test_ui_mount_follows_expose_ui(engine: Any, tmp_path: Path) -> None:
+    from vlserve.api.app import create_app
+
+    for expose, status in ((True, 200), (False, 404)):
+        app = create_app(server_settings(tmp_path / str(expose), expose_ui=expose), engine=engine)
+        for url in run_server(app):
+            page = httpx.get(url + "/ui/")
+            assert page.status_code == status
+            if expose:
+                assert 'src="app.js"' in page.text and httpx.get(url + "/ui/app.js").status_code == 200
+                assert httpx.get(url + "/ui").status_code in (307, 308)  # to /ui/, where relative paths work
