@@ -46,27 +46,35 @@ def draw(colour: str, shape: str, count: int, rng: random.Random, size: int = SI
     return image
 
 
-def make_dataset(folder: Path, n: int, *, seed: int, fmt: str = "seed") -> tuple[Path, list[dict[str, str]]]:
+def make_dataset(folder: Path, n: int, *, seed: int, fmt: str = "seed",
+                 questions: int = 1) -> tuple[Path, list[dict[str, str]]]:
     """``n`` records in ``folder`` (images beside the data file); returns the file and
-    ``[{"image", "question", "answer"}]``. ``fmt``: ``seed`` (JSON array) or ``openai`` (JSONL)."""
+    ``[{"image", "question", "answer"}]`` (one per record: its last question). ``fmt``: ``seed``
+    (JSON array) or ``openai`` (JSONL). ``questions`` > 1 makes multi-turn conversations asking
+    that many of the three questions about the one image."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     records, plain = [], []
     for i in range(n):
         colour, shape, count = rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.randint(1, 3)
-        kind = rng.choice(list(QUESTIONS))
-        answer = {"colour": colour, "shape": shape, "count": str(count)}[kind]
+        kinds = rng.sample(list(QUESTIONS), questions)
+        answers = {"colour": colour, "shape": shape, "count": str(count)}
         name = f"img{i:04d}.png"
         draw(colour, shape, count, rng).save(folder / name)
-        plain.append({"image": str(folder / name), "question": QUESTIONS[kind], "answer": answer})
+        plain.append({"image": str(folder / name), "question": QUESTIONS[kinds[-1]], "answer": answers[kinds[-1]]})
         if fmt == "openai":
-            records.append({"messages": [
-                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": name}},
-                                             {"type": "text", "text": QUESTIONS[kind]}]},
-                {"role": "assistant", "content": answer}]})
+            messages: list[dict[str, Any]] = []
+            for j, kind in enumerate(kinds):
+                media = [{"type": "image_url", "image_url": {"url": name}}] if j == 0 else []
+                messages += [{"role": "user", "content": [*media, {"type": "text", "text": QUESTIONS[kind]}]},
+                             {"role": "assistant", "content": answers[kind]}]
+            records.append({"messages": messages})
         else:
-            records.append({"image": name, "conversations": [
-                {"from": "human", "value": f"<image>\n{QUESTIONS[kind]}"}, {"from": "gpt", "value": answer}]})
+            turns = []
+            for j, kind in enumerate(kinds):
+                turns += [{"from": "human", "value": ("<image>\n" if j == 0 else "") + QUESTIONS[kind]},
+                          {"from": "gpt", "value": answers[kind]}]
+            records.append({"image": name, "conversations": turns})
     if fmt == "openai":
         path = folder / "data.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
