@@ -27,7 +27,10 @@ exactly one place (``vlserve.api.errors``). Nothing here knows about HTTP.
     └── EngineError                       5000  internal failure of the engine
         ├── ModelNotFoundError            5002
         ├── IncompatibleModelError        5003
-        └── DecodingError                 5004  this request's decoding failed alone
+        ├── DecodingError                 5004  this request's decoding failed alone
+        └── UpstreamError                 5005  a remote engine server failed or answered badly
+            ├── UpstreamTimeoutError      5006  a remote engine server stayed silent too long
+            └── UpstreamUnavailableError  5007  no remote engine server could be reached
 """
 
 from __future__ import annotations
@@ -157,3 +160,22 @@ class DecodingError(EngineError):
     Only that request fails; the others in its batch go on. The message holds no internals."""
 
     code = 5004
+
+
+class UpstreamError(EngineError):
+    """A remote engine server (vLLM, SGLang, another vlserve) failed, or answered in a way we could
+    not read. The message is public and names no address; the details are logged."""
+
+    code = 5005
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """A remote engine server sent nothing for longer than its ``read_timeout``."""
+
+    code = 5006
+
+
+class UpstreamUnavailableError(UpstreamError):
+    """No replica of the model could be reached (refused connections, or all taken out after failures)."""
+
+    code = 5007

@@ -31,6 +31,9 @@ STATUS: dict[type[e.VlserveError], int] = {
     e.RateLimitError: 429,
     e.NotFoundError: 404,
     e.EngineError: 500,
+    e.UpstreamError: 502,
+    e.UpstreamTimeoutError: 504,
+    e.UpstreamUnavailableError: 503,
     e.VlserveError: 500,
 }
 
@@ -46,7 +49,7 @@ def status_for(err: e.VlserveError) -> int:
 
 def public_message(err: e.VlserveError) -> str:
     # Engine failures carry internals (tensor shapes, paths): log them, answer with the code only.
-    public = isinstance(err, e.OverloadedError | e.DecodingError)
+    public = isinstance(err, e.OverloadedError | e.DecodingError | e.UpstreamError)
     return INTERNAL_MESSAGE if status_for(err) >= 500 and not public else err.message
 
 

@@ -1,0 +1,230 @@
+"""RemoteEngine over real upstreams on loopback: a ``vlserve serve`` process with the tiny model
+(an OpenAI-compatible server with tools, logprobs and json_schema), a gateway in front of it, and
+a stand-in for vLLM (FakeVllm) where vLLM's own request extensions are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.runtime.upstreams import FakeVllm, gateway, gateway_settings, metric, tiny_mp4
+from vlserve import errors
+from vlserve.config import Upstream
+from vlserve.media import VisionSettings, count_image_tokens
+from vlserve.runtime.protocol import (
+    GenerationRequest,
+    GenerationResult,
+    ImagePart,
+    Message,
+    SamplingParams,
+    TextDelta,
+    TextPart,
+    VideoPart,
+)
+from vlserve.runtime.remote import RemoteEngine, waiting_requests
+from vlserve.tasks.chart_parse import CHART_SCHEMA
+
+
+def png_uri(seed: int = 0, width: int = 96, height: int = 64) -> str:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def gw(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with gateway(gateway_settings(tmp_path_factory.mktemp("gw"), [upstream])) as url:
+        yield url
+
+
+def engine(url: str, **options: object) -> RemoteEngine:
+    return RemoteEngine(url, Upstream(upstreams=[url], **{"dialect": "vlserve", **options}),  # type: ignore[arg-type]
+                        VisionSettings(), name="remote")
+
+
+def test_every_task_through_the_gateway(gw: str) -> None:
+    vqa = httpx.post(gw + "/infer", json={"task": "vqa", "images": [png_uri(1)], "text": "What is it?",
+                                          "options": {"max_tokens": 8}}, timeout=120).json()
+    assert vqa["code"] == 0, vqa
+    meta = vqa["result"]["metadata"]
+    assert meta["model"] == "gw" and meta["activated_experts"] is None
+    assert 0 < vqa["result"]["confidence"] <= 1
+    assert meta["input_tokens"] > meta["image_tokens"] > 0 and 0 < meta["output_tokens"] <= 8
+    chart = httpx.post(gw + "/infer", json={"task": "chart_parse", "images": [png_uri(2)],
+                                            "options": {"max_tokens": 120, "temperature": 1.0, "seed": 3}},
+                       timeout=120).json()
+    assert chart["code"] == 0, chart
+    jsonschema.validate(chart["result"]["answer"], CHART_SCHEMA)  # json_schema went to the upstream
+    grounding = httpx.post(gw + "/infer", json={"task": "grounding", "images": [png_uri(3, 400, 100)],
+                                                "text": "the cat", "options": {"max_tokens": 40}}, timeout=120).json()
+    assert grounding["code"] == 0, grounding
+    assert grounding["result"]["answer"]["image_size"] == [400, 100]
+
+
+def test_openai_stream_with_logprobs_through_the_gateway(gw: str) -> None:
+    body = {"model": "gw", "stream": True, "max_tokens": 6, "logprobs": True, "top_logprobs": 2,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Describe"},
+                                                      {"type": "image_url", "image_url": {"url": png_uri(4)}}]}]}
+    chunks = []
+    with httpx.stream("POST", gw + "/v1/chat/completions", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+    deltas = [c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+    assert len(deltas) >= 2  # streamed piece by piece, not in one go
+    tokens = [t for c in deltas for t in c["choices"][0]["logprobs"]["content"]]
+    assert 1 <= len(tokens) <= 6 and all(len(t["top_logprobs"]) == 2 for t in tokens)
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_cancelling_a_stream_frees_the_upstream_row(gw: str, upstream: str) -> None:
+    body = {"task": "vqa", "images": [png_uri(5)], "text": "Talk",
+            "options": {"max_tokens": 3000, "temperature": 1.0, "seed": 7}}  # sampled: greedy may end at once
+    with httpx.stream("POST", gw + "/infer_stream", json=body, timeout=120) as response:
+        lines = response.iter_lines()
+        for line in lines:
+            if line.startswith("event: token"):
+                break
+        running = metric(upstream, "vlserve_running_requests")
+        assert running == 1  # generating (`lines` is held: dropping it would close the stream already)
+    # The client went away after its first token: the gateway closes the upstream stream, and the
+    # upstream frees the row long before 3000 tokens could have been generated.
+    deadline = time.monotonic() + 10
+    while metric(upstream, "vlserve_running_requests") != 0:
+        assert time.monotonic() < deadline, "the upstream kept generating for a client that left"
+        time.sleep(0.1)
+
+
+def test_engine_direct_structured_logprobs_and_tokens(upstream: str) -> None:
+    image = Image.fromarray(np.random.default_rng(6).integers(0, 256, (2000, 3000, 3), dtype=np.uint8))
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}
+
+    async def run() -> GenerationResult:
+        eng = engine(upstream)
+        try:
+            return await eng.generate(GenerationRequest(
+                [Message("user", [ImagePart(image), TextPart("Count")])],
+                SamplingParams(max_tokens=40, json_schema=schema, logprobs=1)))
+        finally:
+            await eng.aclose()
+
+    result = asyncio.run(run())
+    json.loads(result.text)  # the upstream's constrained decoding, asked for with response_format
+    vision = VisionSettings()
+    assert result.usage.image_tokens == count_image_tokens(3000, 2000, vision)  # counted here, within max_pixels
+    assert result.usage.input_tokens > result.usage.image_tokens
+    assert result.logprobs and all(len(t.top) == 1 for t in result.logprobs)
+    mean = sum(t.logprob for t in result.logprobs) / len(result.logprobs)
+    assert result.confidence == pytest.approx(math.exp(mean))
+
+
+def test_upstream_refusal_is_a_request_error_with_its_message(upstream: str) -> None:
+    async def run() -> None:
+        eng = engine(upstream)
+        try:
+            await eng.generate(GenerationRequest([Message("user", "hi")],
+                                                 SamplingParams(max_tokens=4, stop=["x"] * 30)))
+        finally:
+            await eng.aclose()
+
+    with pytest.raises(errors.RequestError) as caught:
+        asyncio.run(run())
+    assert "stop" in caught.value.message  # the upstream's own words
+
+
+def test_video_is_checked_here_and_sent_with_vllm_fps(tmp_path: Path) -> None:
+    fake = FakeVllm()
+    with fake.serve() as url:
+        async def run() -> tuple[list[object], GenerationResult]:
+            eng = RemoteEngine(url, Upstream(upstreams=[url]), VisionSettings(), name="v")
+            events = [ev async for ev in eng.stream(GenerationRequest(
+                [Message("user", [VideoPart(tiny_mp4(), fps=1.0), TextPart("What happens?")])],
+                SamplingParams(max_tokens=4, top_k=5), prefill="It"))]
+            await eng.aclose()
+            return events[:-1], events[-1]  # type: ignore[return-value]
+
+        deltas, result = asyncio.run(run())
+    body = fake.bodies[0]
+    assert body["model"] == "Qwen/Qwen3-VL-8B-Instruct"  # discovered from /v1/models
+    assert body["mm_processor_kwargs"] == {"fps": 1.0, "do_sample_frames": True}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["messages"][-1] == {"role": "assistant", "content": "It"}
+    assert body["top_k"] == 5 and body["stream"] is True
+    video = body["messages"][0]["content"][0]["video_url"]["url"]
+    assert video.startswith("data:video/mp4;base64,")
+    assert [d.text for d in deltas if isinstance(d, TextDelta)] == ["Hello", " there"]
+    assert result.text == "Hello there" and result.usage.output_tokens == 2 and result.usage.video_tokens > 0
+    assert result.confidence == pytest.approx(math.exp(-0.5)) and result.logprobs is None
+
+
+def test_corrupt_video_never_leaves(tmp_path: Path) -> None:
+    fake = FakeVllm()
+    with fake.serve() as url:
+        async def run() -> None:
+            eng = RemoteEngine(url, Upstream(upstreams=[url]), VisionSettings(), name="v")
+            try:
+                bogus = VideoPart(b"\x00\x00\x00\x18ftypmp42" + b"x" * 500)  # an MP4 signature, then junk
+                await eng.generate(GenerationRequest([Message("user", [bogus])]))
+            finally:
+                await eng.aclose()
+
+        with pytest.raises(errors.VideoError):
+            asyncio.run(run())
+    assert fake.bodies == []
+
+
+def test_prefill_without_schema_is_refused_by_plain_openai_upstreams() -> None:
+    async def run() -> None:
+        eng = RemoteEngine("http://127.0.0.1:9", Upstream(upstreams=["http://127.0.0.1:9"], dialect="openai"),
+                           VisionSettings(), name="o")
+        await eng.generate(GenerationRequest([Message("user", "hi")], prefill="<tool_call>\n"))
+
+    with pytest.raises(errors.RequestError, match="cannot continue"):
+        asyncio.run(run())
+
+
+def test_queue_depth_is_read_from_prometheus_text() -> None:
+    text = ('# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name="a"} 3.0\n'
+            'vllm:num_requests_waiting{model_name="b"} 2.0\n')
+    assert waiting_requests(text) == 5.0
+    assert waiting_requests("# TYPE other gauge\nother 1.0\n") is None
+
+
+def test_gateway_with_remote_engines_never_imports_torch(upstream: str, tmp_path: Path) -> None:
+    script = f"""
+import sys, time
+from starlette.testclient import TestClient
+from vlserve.api.app import create_app
+from vlserve.config import Settings
+settings = Settings.model_validate({{"remote": {{"upstreams": ["{upstream}"], "dialect": "vlserve"}},
+                                     "data_dir": {str(tmp_path)!r}, "jobs": {{"workers": 0}}}})
+with TestClient(create_app(settings)) as client:
+    for _ in range(300):
+        if client.get("/readyz").status_code == 200:
+            break
+        time.sleep(0.1)
+    r = client.post("/v1/chat/completions", json={{"model": "main", "max_tokens": 3,
+                                                  "messages": [{{"role": "user", "content": "hi"}}]}})
+    assert r.status_code == 200, r.text
+print("torch" in sys.modules, "transformers" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False False"
