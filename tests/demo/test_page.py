@@ -82,6 +82,20 @@ def test_image_question_streams_token_by_token(page: Any, demo_url: str, tmp_pat
     save(page, shots, "demo-zh.png", full_page=True)
 
 
+def test_stop_ends_a_streaming_answer(page: Any, demo_url: str, tmp_path: Path) -> None:
+    open_demo(page, demo_url, "vqa")
+    upload(page, scene_png(tmp_path / "scene.png"))
+    page.fill("#text", "Describe every detail.")
+    page.fill("#opt-max-tokens", "400")
+    page.click("#run")
+    page.wait_for_function("document.getElementById('answer').textContent.length > 0")  # tokens are arriving
+    page.click("#stop")
+    page.wait_for_selector("#answer[data-state='stopped']")
+    assert page.is_enabled("#run") and page.is_disabled("#stop")
+    assert page.locator("#metadata > div").count() == 0  # no final event came
+    assert page.get_attribute("#error", "hidden") is not None
+
+
 def test_grounding_draws_boxes_on_the_image(page: Any, demo_url: str, tmp_path: Path, shots: Path | None) -> None:
     open_demo(page, demo_url, "grounding")
     assert "a question is required" in page.text_content("#task-rules")
