@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -25,6 +27,13 @@ from tests.demo.helpers import (
 from vlserve.demo import STATIC_DIR
 
 ENDED = "#answer[data-state='done'], #answer[data-state='error']"
+
+
+def running_requests(server: str) -> float:
+    """Requests generating now on the server's interactive lane (its /metrics)."""
+    found = re.search(r'vlserve_running_requests\{lane="interactive"\} ([0-9.]+)', httpx.get(server + "/metrics").text)
+    assert found, "the server reports running requests"
+    return float(found.group(1))
 
 
 def open_demo(page: Any, url: str, task: str) -> None:
@@ -82,15 +91,21 @@ def test_image_question_streams_token_by_token(page: Any, demo_url: str, tmp_pat
     save(page, shots, "demo-zh.png", full_page=True)
 
 
-def test_stop_ends_a_streaming_answer(page: Any, demo_url: str, tmp_path: Path) -> None:
+def test_stop_ends_a_streaming_answer(page: Any, demo_url: str, vl_server: str, tmp_path: Path) -> None:
     open_demo(page, demo_url, "vqa")
     upload(page, scene_png(tmp_path / "scene.png"))
     page.fill("#text", "Describe every detail.")
     page.fill("#opt-max-tokens", "400")
     page.click("#run")
     page.wait_for_function("document.getElementById('answer').textContent.length > 0")  # tokens are arriving
+    assert running_requests(vl_server) >= 1
     page.click("#stop")
     page.wait_for_selector("#answer[data-state='stopped']")
+    # The abort reaches the server through the demo's pass-through: the generation stops.
+    deadline = time.monotonic() + 10
+    while running_requests(vl_server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running_requests(vl_server) == 0
     assert page.is_enabled("#run") and page.is_disabled("#stop")
     assert page.locator("#metadata > div").count() == 0  # no final event came
     assert page.get_attribute("#error", "hidden") is not None
