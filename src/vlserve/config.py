@@ -336,6 +336,17 @@ class Retention(BaseModel):
                                   "(0: only `vlserve purge`).")
 
 
+class Privacy(BaseModel):
+    """Privacy mode (docs/api.md#privacy-mode): one switch for deployments handling sensitive inputs."""
+
+    enabled: bool = Field(False, description="No input URLs are fetched (1008); image metadata (EXIF, GPS, XMP, "
+                          "comments) is stripped before anything else sees the bytes; async jobs are refused "
+                          "(4030); 3D artifacts are served once, then deleted; the audit log holds no hashes "
+                          "of content; /readyz reports `privacy: true`.")
+    artifact_seconds: float = Field(300.0, gt=0, description="In privacy mode, files a request made (3D models) "
+                                    "are deleted this long after the request ended, or when first downloaded.")
+
+
 def default_data_dir() -> Path:
     """``$VLSERVE_DATA_DIR``, else the per-user data directory (``~/.local/share/vlserve`` on Linux)."""
     explicit = os.environ.get("VLSERVE_DATA_DIR")
@@ -365,6 +376,7 @@ class Settings(BaseSettings):
     recon3d: Recon3D = Field(default_factory=Recon3D)
     http: Http = Field(default_factory=Http)
     retention: Retention = Field(default_factory=Retention)
+    privacy: Privacy = Field(default_factory=Privacy)
     remote: Upstream = Field(default_factory=Upstream, description="With `remote.upstreams` set, `main` is a pool "
                              "of those servers and `model` is not loaded (docs/remote.md).")
     data_dir: Path = Field(default_factory=default_data_dir, description="All state (jobs database, artifacts, "

@@ -11,6 +11,7 @@ exactly one place (``vlserve.api.errors``). Nothing here knows about HTTP.
     │   ├── PayloadTooLargeError          1005
     │   ├── RequestTimeoutError           4008  the request arrived too slowly
     │   ├── HeadersTooLargeError          4031  the request head is too large
+    │   ├── PrivacyModeError              4030  not available in privacy mode (async jobs)
     │   └── GeometryLimitError            4013  a 3D build ran past its time limit
     ├── MediaError
     │   ├── ImageError                    1001  unsupported or corrupt image
@@ -78,6 +79,12 @@ class HeadersTooLargeError(RequestError):
     """The request line and headers are larger than ``http.max_header_bytes``."""
 
     code = 4031
+
+
+class PrivacyModeError(RequestError):
+    """What privacy mode turns off (async jobs: they would store the request's inputs)."""
+
+    code = 4030
 
 
 class GeometryLimitError(RequestError):

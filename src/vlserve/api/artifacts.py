@@ -1,6 +1,7 @@
 """``GET /artifacts/{request_id}/{name}``: files a task made for a request (3D models, previews).
 
 Only the key that made the request may download its files; for any other key they do not exist.
+In privacy mode each file is served once, then deleted (docs/api.md#privacy-mode).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from vlserve.api.deps import caller
+from vlserve.service import privacy
 from vlserve.service.artifacts import artifact_path
 
 router = APIRouter()
@@ -22,5 +25,7 @@ MEDIA_TYPES = {".glb": "model/gltf-binary", ".stl": "model/stl", ".obj": "model/
 @router.get("/artifacts/{request_id}/{name}")
 async def artifact(request_id: str, name: str, request: Request,
                    key_id: Annotated[str | None, Depends(caller)]) -> FileResponse:
-    path = artifact_path(request.app.state.settings.recon3d.artifacts_dir, request_id, name, key_id)
-    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"), filename=name)
+    settings = request.app.state.settings
+    path = artifact_path(settings.recon3d.artifacts_dir, request_id, name, key_id)
+    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"), filename=name,
+                        background=BackgroundTask(privacy.served_once, settings, path))

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vlserve import errors as e
+from vlserve.redact import withholding
 
 log = logging.getLogger("vlserve.api")
 
@@ -20,6 +21,7 @@ STATUS: dict[type[e.VlserveError], int] = {
     e.PayloadTooLargeError: 413,
     e.RequestTimeoutError: 408,
     e.HeadersTooLargeError: 431,
+    e.PrivacyModeError: 403,
     e.GeometryLimitError: 422,
     e.MediaError: 415,
     e.VideoTooLongError: 400,
@@ -97,7 +99,10 @@ def request_id_of(request: Request) -> str:
 def error_response(err: e.VlserveError, request_id: str, path: str = "") -> JSONResponse:
     status = status_for(err)
     if isinstance(err, e.EngineError):  # ours to fix: keep the details, with the request id
-        log.error("request %s failed with %s", request_id, err, exc_info=err)
+        if withholding():  # privacy mode: the message and traceback may quote the request or the answer
+            log.error("request %s failed with %s (code %d)", request_id, type(err).__name__, err.code)
+        else:
+            log.error("request %s failed with %s", request_id, err, exc_info=err)
     return JSONResponse(error_payload(err, request_id, path), status_code=status, headers=error_headers(err))
 
 

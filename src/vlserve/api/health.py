@@ -37,7 +37,8 @@ async def readyz(request: Request) -> JSONResponse:
     lanes = {name: lane.status() for name, lane in service.scheduler.lanes.items()}
     ready = health.ready and service.scheduler.accepting
     detail = {key: value for key, value in health.detail.items() if not _is_path(key, value)}
-    return JSONResponse({"ready": ready, "model": public_model_name(health.model), "lanes": lanes, **detail},
+    return JSONResponse({"ready": ready, "model": public_model_name(health.model), "lanes": lanes,
+                         "privacy": service.settings.privacy.enabled, **detail},
                         status_code=200 if ready else 503)
 
 

@@ -21,6 +21,7 @@ from vlserve.jobs import STATUSES, Job, JobStore, JobSummary, owner_of
 from vlserve.jobs.model import dump_json
 from vlserve.schemas import InferRequest
 from vlserve.service.jobs import check_quota, public_job_error
+from vlserve.service.privacy import refuse_jobs
 from vlserve.tasks import get_task
 
 router = APIRouter(prefix="/jobs")
@@ -51,6 +52,7 @@ async def submit(body: InferRequest | list[InferRequest], request: Request,
                  key_id: Annotated[str | None, Depends(caller)],
                  store: Annotated[JobStore, Depends(store_of)]) -> JSONResponse:
     """Queue one request or a list; each becomes a job in its task's lane."""
+    refuse_jobs(request.app.state.settings)  # privacy mode stores nothing (4030)
     bodies = body if isinstance(body, list) else [body]
     limit = request.app.state.settings.jobs.max_batch
     if not bodies or len(bodies) > limit:

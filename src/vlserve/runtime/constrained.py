@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from vlserve.errors import RequestError
+from vlserve.redact import content
 from vlserve.runtime.completion import Completer, State, Unsupported
 
 log = logging.getLogger("vlserve.runtime")
@@ -105,7 +106,7 @@ class GrammarCompiler:
         except Unsupported as err:
             warning = (f"the JSON schema uses {err}, which the output completer does not support: the answer "
                        "is closed by a heuristic and may be cut off at max_tokens")
-            log.warning("%s (schema %.200s)", warning, schema_json)
+            log.warning("%s (schema %.200s)", warning, content(schema_json))
             text = json.dumps(minimal_instance(schema), separators=(",", ":"))
             return SchemaPlan(grammar, len(self.lltok.tokenize_str(text)), None, warning)
         return SchemaPlan(grammar, max(1, len(tokens)), completer)
@@ -209,7 +210,7 @@ class JsonMatcher:
                 return tokens[0] if tokens else self.compiler.eos_token_ids[0]
         # The completer and the grammar disagree: never expected, but never fatal either.
         self.warning = "the output completer lost track of the schema: the answer was closed by a heuristic"
-        log.warning("%s (output so far: %.200r)", self.warning, self._state)
+        log.warning("%s (output so far: %.200r)", self.warning, content(self._state))
         self._completer = None
         return None
 

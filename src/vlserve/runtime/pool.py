@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from vlserve import errors as e
 from vlserve.config import Upstream
 from vlserve.media import VisionSettings
+from vlserve.redact import content
 from vlserve.runtime.protocol import EngineHealth, GenerationRequest, GenerationResult, StreamEvent, TextDelta
 from vlserve.runtime.remote import RemoteEngine, encode_request
 
@@ -89,7 +90,7 @@ class EnginePool:
                     self._failed(replica, err)
                 if started or not self._others(tried):
                     raise
-                log.info("retrying %s on another replica after: %s", request.request_id, err.message)
+                log.info("retrying %s on another replica after: %s", request.request_id, content(err.message))
             finally:
                 replica.outstanding -= 1
 

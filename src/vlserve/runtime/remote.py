@@ -51,6 +51,7 @@ from vlserve import errors as e
 from vlserve.config import Upstream
 from vlserve.media import VisionSettings, count_image_tokens, count_video_tokens, probe_video_async
 from vlserve.media.sizing import image_target_size
+from vlserve.redact import content
 from vlserve.runtime.protocol import (
     EngineHealth,
     FinishReason,
@@ -493,14 +494,14 @@ def _body_error(body: dict[str, Any], *, status: int | None) -> e.VlserveError:
             return known(message or "the request was refused by the model's upstream server")
         return e.RequestError(message or f"the model's upstream server refused the request ({status})")
     if status in (401, 403):
-        log.error("the upstream refused this gateway's credentials: %s", message)
+        log.error("the upstream refused this gateway's credentials: %s", content(message))
         return e.UpstreamError("the model's upstream server refused this gateway's credentials")
     if status == 404:
-        log.error("the upstream does not serve the model: %s", message)
+        log.error("the upstream does not serve the model: %s", content(message))
         return e.UpstreamError("the model's upstream server does not serve this model")
     if status is None and known is not None and not issubclass(known, e.EngineError):
         return known(message or "the model's upstream server refused the request")
-    log.warning("upstream error (status %s): %s", status, message)
+    log.warning("upstream error (status %s): %s", status, content(message))
     return e.UpstreamError("the model's upstream server failed to answer")
 
 

@@ -17,6 +17,7 @@ from vlserve.config import Settings
 from vlserve.errors import EngineError, OverloadedError, RequestError, TooManyInputsError, VlserveError
 from vlserve.inputs import FetchBudget, Fetcher, FetchPolicy, load_source, render_pdf_isolated
 from vlserve.media import VisionSettings, load_image_async
+from vlserve.redact import withhold_content
 from vlserve.runtime.protocol import (
     Engine,
     GenerationRequest,
@@ -29,6 +30,7 @@ from vlserve.runtime.schema_limits import check_schema
 from vlserve.sampling import check_sampling
 from vlserve.scheduling import Cost, Scheduler, Ticket
 from vlserve.schemas import InferRequest, InferResult, Metadata
+from vlserve.service import privacy
 from vlserve.service.artifacts import record_owner
 from vlserve.service.call import Call
 from vlserve.service.costs import price
@@ -110,7 +112,9 @@ class InferenceService:
         self.engine: Engine = scheduler.engines["main"]
         self.fetcher = fetcher or Fetcher(fetch_policy(settings))
         self.vision = vision_settings(settings)
-        self.moderator = Moderator(settings.moderation)
+        self.moderator = Moderator(settings.moderation, hashes=not settings.privacy.enabled)
+        if settings.privacy.enabled:
+            withhold_content()  # log lines quote no request or answer text (vlserve.redact)
 
     async def aclose(self) -> None:
         self.scheduler.close()
@@ -180,6 +184,7 @@ class InferenceService:
         lim, fetching = self.settings.limits, self.settings.fetching
         budget = FetchBudget(fetching.max_fetches_per_request, fetching.max_bytes_per_request)
         refs = [*call.images, *[v.url for v in call.videos], *[d.url for d in call.documents]]
+        privacy.refuse_urls(self.settings, refs)  # privacy mode: nothing is fetched (1008)
         urls = sum(ref.lstrip()[:8].lower().startswith(("http://", "https://")) for ref in refs)
         if ticket is not None and urls:  # what the downloads may hold, until their real cost is known
             await ticket.reserve(Cost(min(urls * lim.max_input_bytes, fetching.max_bytes_per_request)))
@@ -195,6 +200,7 @@ class InferenceService:
                              vision=self.vision, limits=lim, fps=call.options.fps)
         if ticket is not None:
             await ticket.reserve(priced.cost)
+        image_sources = await privacy.scrub_images(self.settings, image_sources)  # headers passed the limits
         images = await asyncio.gather(*(load_image_async(s.data, self.vision) for s in image_sources))
         videos = [VideoPart(source.data, fps=call.options.fps, start=spec.start, end=spec.end)
                   for spec, source in zip(call.videos, video_sources, strict=True)]
@@ -226,6 +232,7 @@ class InferenceService:
             raise EngineError(f"the model's answer could not be read as the task's output: {err}") from err
         # Files the task wrote (3D models) belong to the key that asked: see service/artifacts.py.
         record_owner(prepared.task_input.artifacts_dir, prepared.key_id)
+        privacy.expire_artifacts(self.settings, prepared.task_input.artifacts_dir)
         metadata = Metadata(
             processing_time_ms=round((time.perf_counter() - prepared.started) * 1000, 1),
             activated_experts=result.activated_experts,

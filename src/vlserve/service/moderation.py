@@ -3,7 +3,7 @@
 The policy is a configurable list of case-insensitive terms checked on the request text and,
 when enabled, on the model's answer. Every refusal is appended to a JSON-lines audit log with
 the request id, the key id, the stage, which rule matched and SHA-256 hashes of the inputs —
-never the raw images or documents. The log lives in the data directory
+never the raw images or documents (in privacy mode not even the hashes). The log lives in the data directory
 (``moderation.audit_log``) and is rotated past ``moderation.audit_max_bytes``, keeping
 ``moderation.audit_keep`` older files (``audit.jsonl.1`` is the newest of them).
 """
@@ -62,8 +62,9 @@ class AuditLog:
 
 
 class Moderator:
-    def __init__(self, settings: Moderation) -> None:
+    def __init__(self, settings: Moderation, *, hashes: bool = True) -> None:
         self.settings = settings
+        self.hashes = hashes  # False in privacy mode: entries name the rule, not the content
         self.terms = [t.casefold() for t in settings.blocked_terms if t.strip()]
         self.audit = AuditLog(settings.audit_log, settings.audit_max_bytes, settings.audit_keep)
 
@@ -80,13 +81,14 @@ class Moderator:
         rule = self._match(text)
         if rule is None:
             return
-        self.audit.append({
+        entry: dict[str, object] = {
             "request_id": request_id,
             "key_id": key_id,
             "stage": stage,
             "reason": f"blocked_terms[{rule}]",
-            "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
-            "input_sha256": input_hashes,
-        })
+        }
+        if self.hashes:
+            entry |= {"text_sha256": hashlib.sha256(text.encode()).hexdigest(), "input_sha256": input_hashes}
+        self.audit.append(entry)
         where = "the request" if stage == "input" else "the answer"
         raise SensitiveContentError(f"{where} was refused by the content policy; the refusal was logged")

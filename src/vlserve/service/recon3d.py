@@ -14,6 +14,7 @@ from typing import Any
 
 from vlserve.config import Settings
 from vlserve.recon3d.exporters import parse_formats
+from vlserve.service import privacy
 from vlserve.service.artifacts import record_owner
 from vlserve.tasks.multiview_3d.building import build
 
@@ -28,6 +29,7 @@ async def build_spec(settings: Settings, spec: dict[str, Any], formats: list[str
     outdir = cfg.artifacts_dir / request_id
     built = await asyncio.to_thread(build, spec, outdir, chosen, cfg, repair=False)
     record_owner(outdir, key_id)
+    privacy.expire_artifacts(settings, outdir)
     return {
         "spec": built.spec,
         "description": built.spec.get("description", ""),

@@ -42,8 +42,10 @@ async def purge(settings: Settings, store: JobStore | None) -> PurgeSummary:
     jobs = 0
     if store is not None:
         jobs = await store.purge(max_age=settings.jobs.retention_seconds, keep_finished=settings.jobs.max_finished)
-    artifacts = await asyncio.to_thread(purge_artifacts, settings.recon3d.artifacts_dir,
-                                        max_age=settings.recon3d.retention_seconds,
+    max_age = settings.recon3d.retention_seconds
+    if settings.privacy.enabled:  # files left by a restart or a failed build go after privacy.artifact_seconds
+        max_age = min(max_age or settings.privacy.artifact_seconds, settings.privacy.artifact_seconds)
+    artifacts = await asyncio.to_thread(purge_artifacts, settings.recon3d.artifacts_dir, max_age=max_age,
                                         max_bytes=settings.recon3d.max_bytes)
     audit = await asyncio.to_thread(_purge_audit, settings)
     return PurgeSummary(jobs, artifacts.removed, artifacts.freed_bytes, audit)
