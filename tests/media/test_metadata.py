@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
 
 from vlserve.errors import ImageError
 from vlserve.media.metadata import strip_metadata
@@ -63,19 +63,29 @@ def test_truncated_jpeg_is_an_image_error() -> None:
         strip_metadata(jpeg()[:-200])
 
 
-def test_png_is_reencoded_losslessly_upright_and_without_text() -> None:
+def test_png_loses_text_and_exif_chunks_but_keeps_pixels_and_orientation() -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("Location", "SecretPlace")
+    info.add_itxt("Comment", "SecretPlace again", zip=True)
     buffer = io.BytesIO()
     Image.fromarray(PIXELS).save(buffer, "PNG", pnginfo=info, exif=exif(orientation=6))
-    clean = strip_metadata(buffer.getvalue())
+    clean = strip_metadata(buffer.getvalue() + b"trailing SecretCam")
     assert b"SecretPlace" not in clean and b"SecretCam" not in clean
     image = Image.open(io.BytesIO(clean))
-    assert image.format == "PNG" and not dict(image.getexif())
-    assert np.array_equal(np.asarray(image.convert("RGB")), np.rot90(PIXELS, k=-1))  # turned as tag 6 said
+    assert image.format == "PNG" and dict(image.getexif()) == {ORIENTATION: 6} and not image.text
+    assert np.array_equal(np.asarray(image.convert("RGB")), PIXELS)  # the same image data, not re-encoded
+    upright = ImageOps.exif_transpose(image)
+    assert np.array_equal(np.asarray(upright.convert("RGB")), np.rot90(PIXELS, k=-1))  # still turns as tag 6 says
 
 
-def test_webp_becomes_a_clean_lossless_png() -> None:
+def test_png_without_orientation_gets_no_exif() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(PIXELS).save(buffer, "PNG", exif=exif())
+    image = Image.open(io.BytesIO(strip_metadata(buffer.getvalue())))
+    assert not dict(image.getexif()) and np.array_equal(np.asarray(image), PIXELS)
+
+
+def test_webp_becomes_a_clean_lossless_png() -> None:  # other formats are re-encoded
     buffer = io.BytesIO()
     Image.fromarray(PIXELS).save(buffer, "WEBP", lossless=True, exif=exif())
     clean = strip_metadata(buffer.getvalue())

@@ -7,6 +7,10 @@ comments go; the pixels stay as they were.
   colour-transform flag (APP14), the tables and the entropy-coded scans are copied byte for byte, so
   the decoded pixels are identical. A non-default orientation is kept as a fresh EXIF block holding
   that one tag: the picture must not turn on its side.
+* **PNG** is rewritten chunk by chunk without decoding: text (tEXt, zTXt, iTXt), eXIf and tIME
+  chunks are dropped, and so is any chunk not known to describe pixels (``_PNG_KEEP``); image data,
+  palettes, transparency, colour information and animation chunks are copied byte for byte. A
+  non-default orientation is kept as an eXIf chunk holding that one tag.
 * **Every other format** is decoded by Pillow, turned upright by its orientation tag, and re-encoded
   as PNG (lossless) with no text chunks and no EXIF; only the first frame of an animation is kept
   (the only one the service reads).
@@ -18,6 +22,7 @@ is decoded here.
 from __future__ import annotations
 
 import io
+import zlib
 
 from PIL import Image, ImageOps
 
@@ -28,12 +33,19 @@ __all__ = ["strip_metadata"]
 _SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0–7 carry no length
 _ORIENTATION = 0x0112
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks that describe the pixels (PNG 3rd edition, APNG); everything else is metadata or unknown.
+_PNG_KEEP = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"cHRM", b"gAMA", b"iCCP", b"sBIT",
+                       b"sRGB", b"cICP", b"mDCV", b"cLLI", b"bKGD", b"hIST", b"pHYs", b"sPLT", b"acTL",
+                       b"fcTL", b"fdAT"})
 
 
 def strip_metadata(data: bytes) -> bytes:
     """``data`` without metadata (see the module docstring); raises ImageError if unreadable."""
     if data[:3] == b"\xff\xd8\xff":
         return _strip_jpeg(data)
+    if data[:8] == _PNG_SIGNATURE:
+        return _strip_png(data)
     return _reencode_png(data)
 
 
@@ -45,7 +57,7 @@ def _keep(marker: int, payload: bytes) -> bool:
 
 def _strip_jpeg(data: bytes) -> bytes:
     out = bytearray(b"\xff\xd8")
-    orientation, pending = _jpeg_orientation(data), b""
+    orientation, pending = _orientation(data), b""
     if orientation not in (None, 1):
         exif = Image.Exif()
         exif[_ORIENTATION] = orientation
@@ -96,7 +108,32 @@ def _strip_jpeg(data: bytes) -> bytes:
     raise ImageError("The JPEG image is truncated (no end-of-image marker).")
 
 
-def _jpeg_orientation(data: bytes) -> int | None:
+def _strip_png(data: bytes) -> bytes:
+    out = bytearray(_PNG_SIGNATURE)
+    orientation = _orientation(data)
+    pos, n = 8, len(data)
+    while pos + 12 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > n:
+            break
+        if kind == b"IDAT" and orientation not in (None, 1):  # eXIf must come before the image data
+            exif = Image.Exif()
+            exif[_ORIENTATION] = orientation
+            block = exif.tobytes()[6:]  # PNG's eXIf holds the TIFF structure without the "Exif\0\0" header
+            out += len(block).to_bytes(4, "big") + b"eXIf" + block
+            out += zlib.crc32(b"eXIf" + block).to_bytes(4, "big")
+            orientation = None
+        if kind in _PNG_KEEP:
+            out += data[pos:end]
+        pos = end
+        if kind == b"IEND":
+            return bytes(out)  # whatever follows is left behind
+    raise ImageError("The PNG image is truncated (no IEND chunk).")
+
+
+def _orientation(data: bytes) -> int | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             value = image.getexif().get(_ORIENTATION)
