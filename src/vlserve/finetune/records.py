@@ -84,7 +84,7 @@ class Conversation:
         return [p for t in self.turns for p in t.parts if isinstance(p, MediaRef)]
 
 
-def load_records(path: Path, *, media_root: Path | None = None, max_records: int | None = None) -> list[Any]:
+def load_records(path: Path, *, max_records: int | None = None) -> list[Any]:
     """The raw records of a ``.json`` array or a JSONL file (not yet validated)."""
     try:
         text = path.read_text(encoding="utf-8")

@@ -126,11 +126,6 @@ class SampleEncoder:
         types = np.where(arr == self.image_token_id, 1, np.where(arr == self.video_token_id, 2, 0))
         return Sample(conv.index, ModelInputs(ids, types.tolist(), images, videos, expanded), labels)
 
-    def prompt_inputs(self, messages: list[Message]) -> list[int]:
-        """Token ids of the prompt the engine would build for ``messages`` (no media expansion
-        for text-only prompts; used by tests and evaluation)."""
-        return list(self.tokenizer.encode(self.render(messages, generation_prompt=True), add_special_tokens=False))
-
     def _features(self, conv: Conversation, messages: list[Message]) -> tuple[list[ImageFeatures],
                                                                                 list[VideoFeatures]]:
         refs = iter(conv.media)
