@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,14 @@ def test_artifacts_are_served_once_then_deleted(private: Any, plain: Any) -> Non
     control = build(plain[0])["stl"]
     assert httpx.get(plain[0].url + control).status_code == 200
     assert httpx.get(plain[0].url + control).status_code == 200  # control: kept without privacy
+
+
+def test_of_simultaneous_downloads_one_gets_the_file(private: Any) -> None:
+    server = private[0]
+    url = server.url + build(server)["stl"]
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(lambda _: httpx.get(url, timeout=30).status_code, range(6)))
+    assert statuses == [200] + [404] * 5
 
 
 def test_artifacts_not_downloaded_expire(private: Any) -> None:

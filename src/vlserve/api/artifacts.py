@@ -26,6 +26,6 @@ MEDIA_TYPES = {".glb": "model/gltf-binary", ".stl": "model/stl", ".obj": "model/
 async def artifact(request_id: str, name: str, request: Request,
                    key_id: Annotated[str | None, Depends(caller)]) -> FileResponse:
     settings = request.app.state.settings
-    path = artifact_path(settings.recon3d.artifacts_dir, request_id, name, key_id)
+    path = privacy.take(settings, artifact_path(settings.recon3d.artifacts_dir, request_id, name, key_id))
     return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"), filename=name,
                         background=BackgroundTask(privacy.served_once, settings, path))

@@ -32,7 +32,8 @@ async def readyz(request: Request) -> JSONResponse:
         if error is not None:
             code = re.match(r"\[(\d+)\]", error)
             reason = f"the model could not be loaded (code {code.group(1) if code else 5000}); see the server log"
-        return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return JSONResponse({"ready": False, "reason": reason, "privacy": request.app.state.settings.privacy.enabled},
+                            status_code=503)
     health = await service.engine.health()
     lanes = {name: lane.status() for name, lane in service.scheduler.lanes.items()}
     ready = health.ready and service.scheduler.accepting

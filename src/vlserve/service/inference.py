@@ -230,9 +230,10 @@ class InferenceService:
             raise
         except (ValueError, KeyError, TypeError, IndexError) as err:
             raise EngineError(f"the model's answer could not be read as the task's output: {err}") from err
+        finally:  # privacy mode: the files go after privacy.artifact_seconds, a failed build's too
+            privacy.expire_artifacts(self.settings, prepared.task_input.artifacts_dir)
         # Files the task wrote (3D models) belong to the key that asked: see service/artifacts.py.
         record_owner(prepared.task_input.artifacts_dir, prepared.key_id)
-        privacy.expire_artifacts(self.settings, prepared.task_input.artifacts_dir)
         metadata = Metadata(
             processing_time_ms=round((time.perf_counter() - prepared.started) * 1000, 1),
             activated_experts=result.activated_experts,

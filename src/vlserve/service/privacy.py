@@ -18,14 +18,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from vlserve.config import Settings
-from vlserve.errors import FetchRefusedError, PrivacyModeError
+from vlserve.errors import FetchRefusedError, NotFoundError, PrivacyModeError
 from vlserve.inputs import Source
 from vlserve.media.metadata import strip_metadata
+from vlserve.service.artifacts import OWNER_FILE
 
 URL_REFUSED = ("input URLs are not fetched in privacy mode (this server makes no outbound requests for "
                "callers); send the input inline as base64 or a data URI")
@@ -64,11 +67,25 @@ def expire_artifacts(settings: Settings, directory: Path | None) -> None:
     asyncio.get_running_loop().call_later(settings.privacy.artifact_seconds, shutil.rmtree, directory, True)
 
 
+def take(settings: Settings, path: Path) -> Path:
+    """In privacy mode, move an artefact about to be served out of reach of the next download (a
+    dot-name no URL can name): of two requests at once, one gets the file and the other a 404."""
+    if not enabled(settings):
+        return path
+    taken = path.with_name(f".taken-{secrets.token_hex(8)}-{path.name}")
+    try:
+        path.rename(taken)
+    except FileNotFoundError:
+        raise NotFoundError("no such artefact") from None
+    return taken
+
+
 def served_once(settings: Settings, path: Path) -> None:
-    """In privacy mode, delete a downloaded artefact, and its request's directory once it holds no other."""
+    """In privacy mode, delete a served artefact, and its request's directory once it holds no other."""
     if not enabled(settings):
         return
     path.unlink(missing_ok=True)
     directory = path.parent
-    if not any(p.name != ".owner" for p in directory.iterdir()):
-        shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        if all(p.name == OWNER_FILE for p in directory.iterdir()):  # none left, none being served
+            shutil.rmtree(directory, ignore_errors=True)

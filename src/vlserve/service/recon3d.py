@@ -27,9 +27,11 @@ async def build_spec(settings: Settings, spec: dict[str, Any], formats: list[str
     cfg = settings.recon3d
     chosen = parse_formats(formats if formats else cfg.default_formats)  # unknown ones: 4000, before work
     outdir = cfg.artifacts_dir / request_id
-    built = await asyncio.to_thread(build, spec, outdir, chosen, cfg, repair=False)
+    try:
+        built = await asyncio.to_thread(build, spec, outdir, chosen, cfg, repair=False)
+    finally:  # privacy mode: the files go after privacy.artifact_seconds, a failed build's too
+        privacy.expire_artifacts(settings, outdir)
     record_owner(outdir, key_id)
-    privacy.expire_artifacts(settings, outdir)
     return {
         "spec": built.spec,
         "description": built.spec.get("description", ""),
