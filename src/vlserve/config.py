@@ -167,6 +167,9 @@ class Upstream(BaseModel):
                              "until a health probe succeeds.")
     probe_interval: float = Field(5.0, gt=0, description="Seconds between health and queue-depth probes.")
     image_format: Literal["png", "jpeg"] = Field("png", description="How images are re-encoded for upstreams.")
+    confidence: bool = Field(True, description="Ask upstreams for token log-probabilities on every request, so "
+                             "that answers carry `confidence`; False: only when the caller asks for logprobs "
+                             "(confidence is null otherwise), which spares the upstream that work.")
 
     @field_validator("upstreams")
     @classmethod

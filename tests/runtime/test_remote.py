@@ -228,3 +228,17 @@ print("torch" in sys.modules, "transformers" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False False"
+
+
+def test_confidence_off_spares_the_upstream_logprobs() -> None:
+    fake = FakeVllm()
+    with fake.serve() as url:
+        async def run() -> None:
+            for confidence, logprobs in ((False, None), (False, 3), (True, None)):
+                eng = RemoteEngine(url, Upstream(upstreams=[url], confidence=confidence), VisionSettings(), name="v")
+                await eng.generate(GenerationRequest([Message("user", "hi")], SamplingParams(logprobs=logprobs)))
+                await eng.aclose()
+
+        asyncio.run(run())
+    assert ["logprobs" in b for b in fake.bodies] == [False, True, True]
+    assert fake.bodies[1]["top_logprobs"] == 3

@@ -13,8 +13,9 @@ and video token counts are computed locally (``usage.image_tokens``/``video_toke
 Mapping (see docs/remote.md):
 
 - ``SamplingParams.json_schema`` → ``response_format`` ``json_schema`` (strict);
-- ``logprobs`` are always asked for: ``confidence`` is ``exp(mean(log p))`` of the upstream's
-  token log-probabilities; ``SamplingParams.logprobs = k`` → ``top_logprobs = k``;
+- ``logprobs`` are asked for (unless ``confidence = false`` and the caller did not ask):
+  ``confidence`` is ``exp(mean(log p))`` of the upstream's token log-probabilities;
+  ``SamplingParams.logprobs = k`` → ``top_logprobs = k``;
 - ``tools`` pass through; tool calls in the answer come back as Qwen3's ``<tool_call>`` blocks
   in the text, as the embedded engine writes them;
 - ``prefill``: vLLM and SGLang (dialects ``vllm``, ``sglang``) get the final assistant message and
@@ -98,7 +99,7 @@ class Outgoing:
     image_tokens: int = 0
     video_tokens: int = 0
     known_tools: set[str] = field(default_factory=set)
-    logprobs: bool = False  # the caller asked for them (they are always fetched, for confidence)
+    logprobs: bool = False  # the caller asked for them (besides those fetched for confidence)
 
 
 class RemoteEngine:
@@ -250,8 +251,9 @@ async def encode_request(request: GenerationRequest, options: Upstream, vision: 
     body: dict[str, Any] = {
         "messages": messages, "stream": True, "stream_options": {"include_usage": True},
         "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p,
-        "logprobs": True, "top_logprobs": p.logprobs or 0,
     }
+    if options.confidence or p.logprobs is not None:
+        body["logprobs"], body["top_logprobs"] = True, p.logprobs or 0
     if p.presence_penalty:
         body["presence_penalty"] = p.presence_penalty
     if p.seed is not None:
