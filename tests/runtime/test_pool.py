@@ -129,6 +129,7 @@ def victim(tiny_dir: Path, tmp_path: Path) -> Iterator[tuple[str, object]]:
         yield url, proc
 
 
+@pytest.mark.slow  # starts a second upstream process (about 40 s on a small shared machine)
 def test_upstream_killed_mid_stream(victim: tuple[str, object], upstream: str, tmp_path: Path) -> None:
     victim_url, proc = victim
     settings = gateway_settings(tmp_path / "gw", [victim_url, upstream], eject_after=1, probe_interval=60)

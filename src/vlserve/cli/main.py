@@ -172,7 +172,9 @@ def serve(
         err_console.print(f"[bold red]error[/]: {escape(str(err))}", highlight=False)
         raise typer.Exit(code=2) from None
     bound = listener.getsockname()[1]  # the real port when --port 0 let the system choose
-    console.print(f"vlserve on http://{settings.host}:{bound} (model {settings.model}; docs at /docs)")
+    serving = (f"{len(settings.remote.upstreams)} upstream server(s)" if settings.remote.upstreams
+               else f"model {settings.model}")
+    console.print(f"vlserve on http://{settings.host}:{bound} ({serving}; docs at /docs)")
     # Generation threads run Python between torch kernels; a shorter GIL switch interval (default
     # 5 ms) lets the event loop answer admissions and refusals sooner while a batch is running.
     sys.setswitchinterval(0.0005)
