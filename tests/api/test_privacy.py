@@ -13,9 +13,11 @@ import io
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import pytest
 from PIL import Image
 
 from tests.api.helpers import BLOCKED_TERM, LiveServer, make_settings, run_server
-from tests.inputs.helpers import LoopbackServer
+from tests.api.samples import png_bytes
 from vlserve.api.app import create_app
 from vlserve.errors import EngineError
 from vlserve.testing import FakeEngine
@@ -65,10 +67,34 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer
     yield from start(tmp_path_factory.mktemp("plain"), private=False)
 
 
+class CountingImageHost(BaseHTTPRequestHandler):
+    """A web server on 127.0.0.1 serving one PNG and counting the requests it gets."""
+
+    hits: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        CountingImageHost.hits.append(self.path)
+        body = png_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
 @pytest.fixture(scope="module")
-def web() -> Iterator[LoopbackServer]:
-    with LoopbackServer() as running:
-        yield running
+def web() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), CountingImageHost)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/image.png"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def infer(server: LiveServer, **body: Any) -> httpx.Response:
@@ -80,9 +106,10 @@ def test_readyz_says_privacy_mode_is_on(private: Any, plain: Any) -> None:
     assert httpx.get(plain[0].url + "/readyz").json()["privacy"] is False
 
 
-def test_input_urls_are_refused_with_1008_before_any_fetch(private: Any, plain: Any, web: LoopbackServer) -> None:
-    image_url = web.url("/image.png")
-    assert infer(plain[0], images=[image_url]).json()["code"] != 1008  # control: fetched (loopback allowed)
+def test_input_urls_are_refused_with_1008_before_any_fetch(private: Any, plain: Any, web: str) -> None:
+    image_url = web
+    assert infer(plain[0], images=[image_url]).json()["code"] == 0  # control: fetched (loopback allowed)
+    assert len(CountingImageHost.hits) == 1
     requests_before = len(private[1].requests)
     reply = infer(private[0], images=[image_url])
     assert reply.status_code == 403
@@ -92,7 +119,11 @@ def test_input_urls_are_refused_with_1008_before_any_fetch(private: Any, plain: 
             {"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": {"url": image_url}}]}]})
     assert chat.status_code == 403 and chat.json()["error"]["code"] == 1008
     assert "privacy mode" in chat.json()["error"]["message"]
+    stream = httpx.post(private[0].url + "/infer_stream", timeout=60,
+                        json={"task": "vqa", "text": "what is it?", "images": [image_url]})
+    assert stream.status_code == 403 and '"code":1008' in stream.text.replace(" ", "")
     assert len(private[1].requests) == requests_before  # nothing reached the engine either
+    assert len(CountingImageHost.hits) == 1  # and nothing was fetched
 
 
 def test_gps_and_camera_metadata_never_reach_the_engine(private: Any, plain: Any) -> None:
