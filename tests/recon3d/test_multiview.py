@@ -70,8 +70,10 @@ def test_from_images_cli_on_tiny_model(tiny_dir: Path, tmp_path: Path) -> None:
     for fmt in ("glb", "stl", "obj", "ply"):
         mesh = trimesh.load(out / answer["files"][fmt], force="mesh")
         assert mesh.volume == pytest.approx(answer["summary"]["volume_mm3"] * (1e-9 if fmt == "glb" else 1), rel=1e-3)
-    for fmt in ("step", "scad", "py", "png"):
+    for fmt in ("scad", "py", "png"):
         assert (out / answer["files"][fmt]).stat().st_size > 0
+    # STEP is written, or (a CAD kernel past recon3d.export_seconds) the answer says why not
+    assert "step" in answer["files"] or any("STEP export" in w for w in answer["warnings"])
     assert any("downscaled" in w for w in answer["warnings"])
 
 
