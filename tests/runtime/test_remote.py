@@ -242,3 +242,30 @@ def test_confidence_off_spares_the_upstream_logprobs() -> None:
         asyncio.run(run())
     assert ["logprobs" in b for b in fake.bodies] == [False, True, True]
     assert fake.bodies[1]["top_logprobs"] == 3
+
+
+def test_upstream_answers_become_typed_errors() -> None:
+    fake = FakeVllm()
+    with fake.serve() as url:
+        async def run(text: str) -> None:
+            eng = RemoteEngine(url, Upstream(upstreams=[url]), VisionSettings(), name="v")
+            try:
+                await eng.generate(GenerationRequest([Message("user", text)]))
+            finally:
+                await eng.aclose()
+
+        with pytest.raises(errors.RequestError, match="bad thing"):  # 4xx: the upstream's own message
+            asyncio.run(run("please fail"))
+        with pytest.raises(errors.UpstreamError) as crashed:  # 5xx: coded, public, no internals
+            asyncio.run(run("please crash"))
+        assert crashed.value.code == 5005 and "internals" not in crashed.value.message
+        with pytest.raises(errors.OverloadedError) as busy:
+            asyncio.run(run("please wait"))
+        assert busy.value.retry_after == 7.0
+
+    async def unreachable() -> None:
+        eng = RemoteEngine(url, Upstream(upstreams=[url], upstream_model="m"), VisionSettings(), name="v")
+        await eng.generate(GenerationRequest([Message("user", "hi")]))
+
+    with pytest.raises(errors.UpstreamUnavailableError):  # the server is gone now
+        asyncio.run(unreachable())

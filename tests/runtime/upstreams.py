@@ -151,9 +151,14 @@ class FakeVllm:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.bodies.append(body)
-        if body.get("messages", [{}])[-1].get("content") == "please fail":
+        last = body.get("messages", [{}])[-1].get("content")
+        if last == "please fail":
             return JSONResponse({"object": "error", "message": "bad thing", "type": "BadRequestError",
                                  "code": 400}, status_code=400)
+        if last == "please crash":
+            return PlainTextResponse("Traceback (most recent call last): secret internals", status_code=500)
+        if last == "please wait":
+            return JSONResponse({"error": {"message": "busy"}}, status_code=429, headers={"Retry-After": "7"})
 
         async def chunks() -> AsyncIterator[bytes]:
             self.in_flight += 1

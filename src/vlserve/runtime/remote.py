@@ -325,8 +325,10 @@ def _encode_image(image: Image.Image, fmt: str, vision: VisionSettings) -> tuple
     from PIL import Image
 
     width, height = image.size
-    target = image_target_size(width, height, vision)  # what the model sees: the upstream's resize is then a no-op
-    if target != (width, height):
+    target = image_target_size(width, height, vision)
+    if target[0] * target[1] < width * height:
+        # Larger than the model sees: sent at the size the model sees (the upstream's resize is then a
+        # no-op). Smaller images go as they are; the upstream scales them up exactly as we count.
         image = image.resize(target, Image.Resampling.BICUBIC)
     if image.mode != "RGB":
         image = image.convert("RGB")
