@@ -67,7 +67,7 @@ class ObjF(NamedTuple):
     node: Obj
     state: str  # "open" after {, "comma" after ",", "key" inside a key, "colon", "value", "next"
     pos: int = -1  # index of the last declared property written
-    count: int = 0  # properties written (or being written)
+    written: int = 0  # properties written (or being written)
     key: bytes = b""  # the key so far (state "key")
     esc: int = 0  # escape state inside the key (see _string_byte)
     extra: bool = False  # writing additional properties (no declared one may follow)
@@ -76,12 +76,12 @@ class ObjF(NamedTuple):
 class ArrF(NamedTuple):
     node: Arr
     state: str  # "open" after [, "comma" after ",", "value", "next"
-    count: int = 0  # items finished
+    items: int = 0  # items finished
 
 
 class StrF(NamedTuple):
     node: Str
-    count: int = 0  # characters so far (an escape or a multi-byte character counts once)
+    chars: int = 0  # characters so far (an escape or a multi-byte character counts once)
     esc: int = 0
     pend: bytes = b""  # an unfinished UTF-8 character
 
@@ -263,27 +263,27 @@ class Completer:
         if isinstance(parent, ObjF):
             return (*below[:-1], parent._replace(state="next"))
         if isinstance(parent, ArrF):
-            return (*below[:-1], parent._replace(state="next", count=parent.count + 1))
+            return (*below[:-1], parent._replace(state="next", items=parent.items + 1))
         raise AssertionError(f"a value inside {type(parent).__name__}")
 
     def _string(self, below: Stack, top: StrF, b: int) -> list[Stack]:
         node = top.node
         if b == ord('"') and top.esc == 0 and not top.pend:
-            return [self._done(below)] if top.count >= node.min_len else []
+            return [self._done(below)] if top.chars >= node.min_len else []
         step = _string_byte(top.esc, top.pend, b)
         if step is None:
             return []
         esc, pend, added = step
-        count = top.count + added
-        if node.max_len is not None and count > node.max_len:
+        chars = top.chars + added
+        if node.max_len is not None and chars > node.max_len:
             return []
-        return [(*below, StrF(node, count, esc, pend))]
+        return [(*below, StrF(node, chars, esc, pend))]
 
     def _object(self, below: Stack, top: ObjF, b: int) -> list[Stack]:
         node, state = top.node, top.state
         if state in ("open", "comma"):
             if b == ord('"'):
-                if node.max_props is not None and top.count >= node.max_props:
+                if node.max_props is not None and top.written >= node.max_props:
                     return []
                 return [(*below, top._replace(state="key", key=b"", esc=0))]
             if b == ord("}") and state == "open" and not node.required:
@@ -293,9 +293,9 @@ class Completer:
             if b == ord('"') and top.esc == 0:
                 index = node.index.get(top.key)
                 if index is not None and index > top.pos and not top.extra and not self._skips(node, top.pos, index):
-                    return [(*below, top._replace(state="colon", pos=index, count=top.count + 1))]
+                    return [(*below, top._replace(state="colon", pos=index, written=top.written + 1))]
                 if index is None and node.additional is not None and not self._skips(node, top.pos, len(node.props)):
-                    return [(*below, top._replace(state="colon", extra=True, count=top.count + 1))]
+                    return [(*below, top._replace(state="colon", extra=True, written=top.written + 1))]
                 return []
             step = _string_byte(top.esc, _utf8_tail(top.key), b)
             if step is None:
@@ -313,7 +313,7 @@ class Completer:
             return [(*below, top._replace(state="value", key=b""), Expect(tuple(flatten(value))))]
         if state == "next":
             if b == ord(","):
-                if node.max_props is not None and top.count >= node.max_props:
+                if node.max_props is not None and top.written >= node.max_props:
                     return []
                 return [(*below, top._replace(state="comma"))]
             if b == ord("}") and (top.extra and not any(r > top.pos for r in node.required)
@@ -331,16 +331,16 @@ class Completer:
         if state == "open" and b == ord("]"):
             return [self._done(below)] if node.min_items == 0 else []
         if state in ("open", "comma"):
-            item = node.item(top.count)
+            item = node.item(top.items)
             if item is None:
                 return []
             return self._step((*below, top._replace(state="value"), Expect(tuple(flatten(item)))), b)
         if state == "next":
             if b == ord(","):
-                if node.max_items is not None and top.count >= node.max_items or node.item(top.count) is None:
+                if node.max_items is not None and top.items >= node.max_items or node.item(top.items) is None:
                     return []
                 return [(*below, top._replace(state="comma"))]
-            if b == ord("]") and top.count >= node.min_items:
+            if b == ord("]") and top.items >= node.min_items:
                 return [self._done(below)]
         return []
 
@@ -360,7 +360,7 @@ class Completer:
         if isinstance(frame, Expect):
             return shortest(m.of(n) for n in frame.cands)
         if isinstance(frame, StrF):
-            pad = b"a" * max(0, frame.node.min_len - frame.count)
+            pad = b"a" * max(0, frame.node.min_len - frame.chars)
             return _finish_string(frame.esc, frame.pend) + pad + b'"'
         if isinstance(frame, NumF):
             return number_suffix(frame.node, frame.text)
@@ -371,7 +371,7 @@ class Completer:
         return self._close_object(frame, top=top)
 
     def _close_array(self, frame: ArrF, *, top: bool) -> bytes | None:
-        node, count, m = frame.node, frame.count, self.minimal
+        node, count, m = frame.node, frame.items, self.minimal
         state = "next" if frame.state == "value" and not top else frame.state
         if frame.state == "value" and not top:
             count += 1  # the item above us is finished by the completion of the frames above
