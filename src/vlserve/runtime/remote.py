@@ -188,13 +188,16 @@ class RemoteEngine:
                                           headers=self._headers()) as response:
                 if response.status_code >= 400:
                     raise await _status_error(response)
-                index = 0
+                index, done = 0, False
                 async for line in response.aiter_lines():
-                    chunk = _sse_data(line)
+                    # Read to the end even after [DONE]: a response left unread closes its connection,
+                    # and the next request would pay for a new one.
+                    chunk = None if done else _sse_data(line)
                     if chunk is None:
                         continue
                     if chunk == "[DONE]":
-                        break
+                        done = True
+                        continue
                     delta = state.absorb(chunk)
                     if delta is not None:
                         if index == 0:
