@@ -3,12 +3,13 @@ validation plus unknown-key detection), and the checker does reject a broken one
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import DEPLOY, run, vlserve_configs
+from tests.deploy.helpers import DEPLOY, ROOT, run, vlserve_configs
 
 
 def config_check(path: Path) -> tuple[int, str]:
@@ -18,7 +19,16 @@ def config_check(path: Path) -> tuple[int, str]:
 
 def test_there_are_config_files_to_check() -> None:
     names = {p.relative_to(DEPLOY).as_posix() for p in vlserve_configs()}
-    assert {"docker/vlserve-gateway.toml", "k8s/base/vlserve.toml"} <= names
+    assert {"docker/gateway.toml", "docker/gateway-cpu.toml", "k8s/base/vlserve.toml"} <= names
+
+
+def test_no_deploy_file_is_ignored_by_git() -> None:
+    """A file in deploy/ that .gitignore hides would be missing from every clone (and from CI)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = run("git", "ls-files", "--others", "--ignored", "--exclude-standard", "deploy", cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], "ignored by .gitignore: rename them"
 
 
 @pytest.mark.parametrize("path", vlserve_configs(), ids=lambda p: p.relative_to(DEPLOY).as_posix())
@@ -44,7 +54,7 @@ def test_shipped_config_uses_upstreams_and_redis(path: Path) -> None:
 
 def test_checker_rejects_a_broken_copy(tmp_path: Path) -> None:
     """The check above can fail: a lane degrading to an engine nobody configured, and a typo."""
-    text = (DEPLOY / "docker" / "vlserve-gateway.toml").read_text()
+    text = (DEPLOY / "docker" / "gateway.toml").read_text()
     broken = tmp_path / "broken.toml"
     broken.write_text(text.replace('[scheduling.lanes.video]\nmodel = "main"',
                                    '[scheduling.lanes.video]\nmodel = "main"\nfallback = "nowhere"\nconcurency = 3'))

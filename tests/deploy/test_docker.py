@@ -19,8 +19,13 @@ from tests.deploy.helpers import DEPLOY, ROOT, dockerfiles, run, tool
 DOCKER = DEPLOY / "docker"
 
 
-def compose() -> dict[str, Any]:
-    return dict(yaml.safe_load((DOCKER / "compose.yaml").read_text()))
+COMPOSE_FILES = sorted(DOCKER.glob("compose*.yaml"))
+# The engine service of each compose file: vLLM on a GPU, or a vlserve on CPU.
+ENGINES = {"compose.yaml": "vllm", "compose.cpu.yaml": "engine"}
+
+
+def compose(path: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text()))
 
 
 def test_there_are_dockerfiles() -> None:
@@ -76,45 +81,70 @@ def test_copied_files_are_in_the_build_context(path: Path) -> None:
         assert src.rstrip("/") in allowed, f"{src} is ignored by the .dockerignore"
 
 
-def test_compose_services() -> None:
-    services = compose()["services"]
-    assert set(services) == {"gateway-1", "gateway-2", "vllm", "redis", "prometheus"}
+def test_there_are_both_compose_files() -> None:
+    assert {p.name for p in COMPOSE_FILES} == set(ENGINES)
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_services(path: Path) -> None:
+    services = compose(path)["services"]
+    engine = ENGINES[path.name]
+    assert set(services) == {"gateway-1", "gateway-2", engine, "redis", "prometheus"}
     for name in ("gateway-1", "gateway-2"):
         gateway = services[name]
         build = gateway["build"]
         assert (DOCKER / build["context"] / build["dockerfile"]).resolve() == (DOCKER / "gateway.Dockerfile")
-        assert gateway["depends_on"]["vllm"]["condition"] == "service_healthy"
+        assert gateway["depends_on"][engine]["condition"] == "service_healthy"
+        assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "artifacts:/shared/artifacts" in gateway["volumes"]
-    devices = services["vllm"]["deploy"]["resources"]["reservations"]["devices"]
+    assert "healthcheck" in services[engine] and "healthcheck" in services["redis"]
+
+
+def test_vllm_service_has_a_gpu_and_qwen3_vl_flags() -> None:
+    vllm = compose(DOCKER / "compose.yaml")["services"]["vllm"]
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert services["vllm"]["image"].startswith("vllm/vllm-openai:")
-    args = services["vllm"]["command"]
+    assert vllm["image"].startswith("vllm/vllm-openai:")
+    args = vllm["command"]
     assert args[0].startswith("Qwen/Qwen3-VL-")
     limit = next(a for a in args if a.startswith("--limit-mm-per-prompt="))
     assert set(yaml.safe_load(limit.split("=", 1)[1])) == {"image", "video"}
 
 
-def test_compose_mounts_exist() -> None:
-    for name, service in compose()["services"].items():
+def test_cpu_engine_is_built_from_the_cpu_dockerfile() -> None:
+    engine = compose(DOCKER / "compose.cpu.yaml")["services"]["engine"]
+    assert (DOCKER / engine["build"]["context"] / engine["build"]["dockerfile"]).resolve() == (
+        DOCKER / "engine-cpu.Dockerfile")
+    assert "deploy" not in engine  # no GPU reservation
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_mounts_exist(path: Path) -> None:
+    for name, service in compose(path)["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (DOCKER / source).exists(), f"{name} mounts {source}, which does not exist"
 
 
-def test_gateway_config_names_compose_services() -> None:
-    """The gateways' settings point at the compose services by name and port."""
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_gateway_config_names_compose_services(path: Path) -> None:
+    """The gateways' settings point at the compose services by name and port, and at the model the
+    engine serves."""
     from vlserve.config import Settings
 
-    data = compose()
+    data = compose(path)
     mount = next(v for v in data["x-gateway"]["volumes"] if v.endswith(":/etc/vlserve/vlserve.toml:ro"))
     settings = Settings.load(DOCKER / mount.split(":")[0])
     services = data["services"]
+    engine = services[ENGINES[path.name]]
+    args = engine["command"]
     for url in settings.remote.upstreams:
         parts = urlsplit(url)
-        assert parts.hostname in services, url
-        assert f"--port={parts.port}" in services[parts.hostname]["command"]
+        assert parts.hostname == ENGINES[path.name], url
+        assert f"--port={parts.port}" in args or args[args.index("--port") + 1] == str(parts.port)
     assert urlsplit(settings.jobs.redis_url).hostname in services
     assert str(settings.recon3d.artifacts_dir) == "/shared/artifacts"
-    # The upstream model is what vLLM serves (its first argument).
-    assert settings.remote.upstream_model == services["vllm"]["command"][0]
+    served = args[0] if path.name == "compose.yaml" else args[args.index("--model") + 1]
+    assert settings.remote.upstream_model == served
+    assert settings.remote.dialect == ("vllm" if path.name == "compose.yaml" else "vlserve")
