@@ -97,3 +97,23 @@ def test_vllm_metric_names_match_what_the_pool_watches(metric: str) -> None:
     assert metric in (ROOT / "src/vlserve/runtime/remote.py").read_text()
     assert metric in (K8S / "prometheus-adapter" / "values.yaml").read_text()
     assert metric in (PROM / "rules" / "vlserve.yml").read_text()
+
+
+def test_adapter_queries_are_valid_promql(tmp_path: Path) -> None:
+    """prometheus-adapter fills its templates per request; filled as it would for one pod, each
+    metricsQuery and seriesQuery must parse (checked as recording rules by promtool)."""
+    values = yaml.safe_load((K8S / "prometheus-adapter" / "values.yaml").read_text())
+    rules = []
+    for i, rule in enumerate(values["rules"]["custom"]):
+        series = rule["seriesQuery"]
+        name = re.search(r'__name__="([^"]+)"', series)
+        metric = name.group(1) if name else series.split("{")[0]
+        query = (rule["metricsQuery"].replace("<<.Series>>", metric)
+                 .replace("<<.LabelMatchers>>", 'namespace="vlserve",pod=~"vlserve-gateway-.*"')
+                 .replace("<<.GroupBy>>", "pod"))
+        assert "<<" not in query, query
+        rules += [{"record": f"adapter:query{i}", "expr": query}, {"record": f"adapter:series{i}", "expr": series}]
+    path = tmp_path / "adapter.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "adapter", "rules": rules}]}))
+    done = run(tool("promtool"), "check", "rules", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
