@@ -42,7 +42,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -178,7 +178,7 @@ class RemoteEngine:
             return None
         return waiting_requests(response.text)
 
-    async def send(self, outgoing: Outgoing) -> AsyncIterator[StreamEvent]:
+    async def send(self, outgoing: Outgoing) -> AsyncGenerator[StreamEvent, None]:
         """Stream ``outgoing`` to this upstream: text deltas, then one :class:`GenerationResult`."""
         body = {**outgoing.body, "model": await self._model()}
         started = time.perf_counter()
@@ -490,7 +490,8 @@ async def _status_error(response: httpx.Response) -> e.VlserveError:
 def _body_error(body: dict[str, Any], *, status: int | None) -> e.VlserveError:
     """The upstream's error (OpenAI's ``{"error": {...}}``, vlserve's ``{"code", "msg"}``, or
     FastAPI's ``{"detail"}`` as vLLM sends it) as one of ours."""
-    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    error = body.get("error")
+    inner: dict[str, Any] = error if isinstance(error, dict) else body
     message = str(inner.get("message") or inner.get("msg") or inner.get("detail") or "")[:1000]
     code = inner.get("code")
     known = _error_classes().get(code) if isinstance(code, int) else None
