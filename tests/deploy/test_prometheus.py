@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from tests.deploy.helpers import DEPLOY, K8S, ROOT, run, tool
 
