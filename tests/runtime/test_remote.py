@@ -269,3 +269,17 @@ def test_upstream_answers_become_typed_errors() -> None:
 
     with pytest.raises(errors.UpstreamUnavailableError):  # the server is gone now
         asyncio.run(unreachable())
+
+
+def test_api_key_goes_as_a_bearer_token_and_stays_secret() -> None:
+    fake = FakeVllm()
+    options = Upstream.model_validate({"upstreams": ["http://127.0.0.1:1"], "api_key": "sk-upstream"})
+    assert "sk-upstream" not in options.model_dump_json() and "sk-upstream" not in repr(options)
+    with fake.serve() as url:
+        async def run() -> None:
+            eng = RemoteEngine(url, options, VisionSettings(), name="k")
+            await eng.generate(GenerationRequest([Message("user", "hi")]))
+            await eng.aclose()
+
+        asyncio.run(run())
+    assert fake.authorization == ["Bearer sk-upstream"]

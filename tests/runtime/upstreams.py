@@ -139,6 +139,7 @@ class FakeVllm:
     def __init__(self, *, words: tuple[str, ...] = ("Hello", " there"), delay: float = 0.0,
                  waiting: int = 0) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.authorization: list[str | None] = []
         self.words, self.delay, self.waiting = words, delay, waiting
         self.in_flight = 0
         self.app = Starlette(routes=[
@@ -151,6 +152,7 @@ class FakeVllm:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.bodies.append(body)
+        self.authorization.append(request.headers.get("authorization"))
         last = body.get("messages", [{}])[-1].get("content")
         if last == "please fail":
             return JSONResponse({"object": "error", "message": "bad thing", "type": "BadRequestError",
