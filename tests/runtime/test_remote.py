@@ -283,3 +283,29 @@ def test_api_key_goes_as_a_bearer_token_and_stays_secret() -> None:
 
         asyncio.run(run())
     assert fake.authorization == ["Bearer sk-upstream"]
+
+
+def test_long_video_is_cut_here_by_the_truncate_policy_or_refused() -> None:
+    fake = FakeVllm()
+    clip = tiny_mp4(seconds=4.0)
+    with fake.serve() as url:
+        async def run(vision: VisionSettings, part: VideoPart) -> None:
+            eng = RemoteEngine(url, Upstream(upstreams=[url]), vision, name="v")
+            try:
+                await eng.generate(GenerationRequest([Message("user", [part, TextPart("What happens?")])]))
+            finally:
+                await eng.aclose()
+
+        with pytest.raises(errors.VideoTooLongError):  # the default policy: reject
+            asyncio.run(run(VisionSettings(max_video_seconds=2.0), VideoPart(clip)))
+        assert fake.bodies == []
+        asyncio.run(run(VisionSettings(max_video_seconds=2.0, video_policy="truncate"), VideoPart(clip)))
+        asyncio.run(run(VisionSettings(), VideoPart(clip, end=1.0)))
+    sent = [base64.b64decode(b["messages"][0]["content"][0]["video_url"]["url"].split(",", 1)[1])
+            for b in fake.bodies]
+    import av
+
+    for data, seconds in zip(sent, (2.0, 1.0), strict=True):
+        with av.open(io.BytesIO(data)) as video:
+            frames = sum(1 for _ in video.decode(video=0))
+        assert frames == int(seconds * 4), (seconds, frames)  # 4 fps: only the allowed part left

@@ -7,7 +7,8 @@ What leaves this process is bounded and normalised here first, so an upstream ne
 images (already decoded, checked and resized by the service) are resized again to the server's
 ``max_pixels`` if needed and re-encoded as PNG or JPEG; videos pass the same checks as on the
 embedded path (encoded size, container signature and whitelist, frame size, duration policy, read
-in the isolated worker by :func:`vlserve.media.probe_video_async`) and travel as data URIs. Image
+in the isolated worker by :func:`vlserve.media.probe_video_async`), are cut to the allowed length
+there when the policy truncates, and travel as data URIs. Image
 and video token counts are computed locally (``usage.image_tokens``/``video_tokens``).
 
 Mapping (see docs/remote.md):
@@ -352,16 +353,26 @@ async def _video(part: VideoPart, vision: VisionSettings) -> tuple[str, int]:
     source = part.video
     if not isinstance(source, bytes | str) and not hasattr(source, "__fspath__"):
         raise e.EngineError("decoded frames cannot be sent to a remote engine; send the encoded video")
-    if part.start is not None or part.end is not None:
-        raise e.RequestError("video clips (start/end) are not supported by this model's remote engine; "
+    if part.start:
+        raise e.RequestError("video clips starting after 0 s are not supported by this model's remote engine; "
                              "trim the video before sending it", param="videos")
     data = await asyncio.to_thread(read_video_bytes, source, vision)  # type: ignore[arg-type]
     probe = await probe_video_async(data, vision)
     duration = probe.duration if probe.duration is not None else vision.max_video_seconds
-    if duration > vision.max_video_seconds:
-        # Trimming would mean re-encoding here; the upstream would decode the whole video.
-        raise e.VideoTooLongError(f"The video is {duration:.1f} seconds long; this model's remote engine accepts "
-                                  f"at most {vision.max_video_seconds:g} seconds. Trim it and try again.")
+    limit = vision.max_video_seconds if part.end is None else min(part.end, vision.max_video_seconds)
+    if duration > vision.max_video_seconds and vision.video_policy == "reject":
+        raise e.VideoTooLongError(f"The video is {duration:.1f} seconds long; at most "
+                                  f"{vision.max_video_seconds:g} seconds are accepted. Trim it and try again.")
+    if duration > limit:
+        # Cut by copying packets (no re-encoding), in the isolated video worker: the upstream gets
+        # only the part the duration policy or the clip's end allows.
+        from vlserve.isolation import IsolationError, video_pool
+
+        try:
+            data = await video_pool().arun(cut_video, data, limit, probe.container)
+        except IsolationError as err:
+            raise e.VideoError("The video could not be cut to its allowed length.") from err
+        duration = limit
     fps = part.fps or vision.video_fps
     frames = max(vision.temporal_patch_size, min(vision.video_max_frames, math.ceil(duration * fps) + 1))
     tokens = count_video_tokens(frames, probe.width, probe.height, vision)
@@ -528,3 +539,28 @@ def waiting_requests(text: str) -> float | None:
     except (ValueError, TypeError):
         return None
     return found
+
+
+def cut_video(data: bytes, seconds: float, container: str) -> bytes:
+    """The first ``seconds`` of an encoded video, packets copied as they are (no re-encoding; the
+    cut falls on the first packet at or past ``seconds``). Run in the isolated video worker."""
+    import av
+
+    out = io.BytesIO()
+    try:
+        with av.open(io.BytesIO(data)) as source, av.open(out, "w", format=container) as target:
+            stream = source.streams.video[0]
+            copy = target.add_stream_from_template(stream)
+            for packet in source.demux(stream):
+                if packet.dts is None:  # the demuxer's flush packet
+                    continue
+                if packet.pts is not None and stream.time_base is not None \
+                        and float(packet.pts * stream.time_base) >= seconds:
+                    if packet.is_keyframe or float(packet.dts * stream.time_base) >= seconds:
+                        break
+                    continue  # a reordered frame past the cut
+                packet.stream = copy
+                target.mux(packet)
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise e.VideoError("The video could not be cut to its allowed length.") from err
+    return out.getvalue()
