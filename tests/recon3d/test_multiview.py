@@ -50,7 +50,7 @@ def test_repairs_are_reported() -> None:
     assert model.volume == pytest.approx(np.pi * 10**2 * 10, rel=5e-3)
     spec, model, warnings = compile_with_repair({"name": "x", "parts": [bad_torus]})
     assert spec.parts[0].shape == "box" and model.volume == pytest.approx(30**3, rel=1e-6)
-    assert "replaced by a box" in warnings[0]
+    assert "replaced by the box around it" in warnings[0]
 
 
 def test_from_images_cli_on_tiny_model(tiny_dir: Path, tmp_path: Path) -> None:
@@ -156,3 +156,13 @@ def test_from_text_with_a_model_on_tiny(tiny_dir: Path, tmp_path: Path) -> None:
         assert (out / answer["files"]["stl"]).stat().st_size > 0
     else:  # or refused with a message
         assert result.exit_code == 2 and "error" in result.output, result.output
+
+
+def test_a_lone_unbuildable_outline_becomes_the_solid_around_it() -> None:
+    bow_tie = {"id": "r", "shape": "revolve", "size": {"profile": [[0, 0], [10, 10], [10, 0], [0, 10]]}}
+    spec, model, warnings = compile_with_repair({"name": "x", "parts": [bow_tie]})
+    assert spec.parts[0].shape == "cylinder" and "replaced by the cylinder around it" in warnings[0]
+    assert model.volume == pytest.approx(np.pi * 10**2 * 10, rel=5e-3)
+    fin = {"id": "e", "shape": "extrude", "size": {"polygon": [[0, 0], [4, 3], [4, 0], [0, 3]], "height": 2}}
+    spec, model, _ = compile_with_repair({"name": "x", "parts": [fin]})
+    assert spec.parts[0].shape == "box" and model.volume == pytest.approx(4 * 3 * 2)

@@ -59,7 +59,7 @@ def repair_document(doc: dict[str, Any], err: SpecError, warnings: list[str]) ->
         del parts[index]
         warnings.append(f"dropped {err.path}: {err.reason}")
     elif isinstance(parts[0], dict) and (box := _bounding_box(parts[0])) is not None:
-        warnings.append(f"{err.path}: {err.reason}; replaced by a box of its largest dimension")
+        warnings.append(f"{err.path}: {err.reason}; replaced by the {box['shape']} around it")
         parts[0] = box
     else:
         raise GeometryError.at(err.path, f"{err.reason}; the spec has no other part to build") from err
@@ -127,13 +127,36 @@ def compile_with_repair(document: str | bytes | dict[str, Any], *, segments: int
 
 
 def _bounding_box(part: dict[str, Any]) -> dict[str, Any] | None:
-    """A box part at ``part``'s place, as wide as its largest positive size value (None if none)."""
+    """A simple part at ``part``'s place and of its size (None if it has no usable size).
+
+    A revolve whose profile cannot be built becomes the cylinder around the profile, an
+    extrusion the box around its polygon, anything else a cube of its largest size value.
+    """
     size = part.get("size") if isinstance(part.get("size"), dict) else {}
+    keep = {k: part[k] for k in ("id", "position", "rotation", "material", "color") if k in part}
+    points = _points(size.get("profile") if part.get("shape") == "revolve" else size.get("polygon"))
+    if points is not None and part.get("shape") == "revolve":
+        radius, height = max(abs(r) for r, _z in points), max(z for _r, z in points) - min(z for _r, z in points)
+        if radius > 0 and height > 0:
+            return {**keep, "shape": "cylinder", "op": "union", "size": {"diameter": 2 * radius, "height": height}}
+    height = size.get("height")
+    if points is not None and isinstance(height, int | float) and height > 0:
+        dx = max(x for x, _y in points) - min(x for x, _y in points)
+        dy = max(y for _x, y in points) - min(y for _x, y in points)
+        if dx > 0 and dy > 0:
+            return {**keep, "shape": "box", "op": "union", "size": {"x": dx, "y": dy, "z": height}}
     side = max((v for v in size.values() if isinstance(v, int | float) and v > 0), default=0.0)
     if side <= 0:
         return None
-    keep = {k: part[k] for k in ("id", "position", "rotation", "material", "color") if k in part}
     return {**keep, "shape": "box", "op": "union", "size": {"x": side, "y": side, "z": side}}
+
+
+def _points(value: Any) -> list[tuple[float, float]] | None:
+    if not isinstance(value, list):
+        return None
+    points = [(float(p[0]), float(p[1])) for p in value
+              if isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(c, int | float) for c in p)]
+    return points if len(points) >= 2 else None
 
 
 def reconstruct(answer: str | dict[str, Any], outdir: Path, formats: list[str], *,
