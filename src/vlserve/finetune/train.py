@@ -121,6 +121,9 @@ def finetune(model: str, data: Path, outdir: Path, config: TrainConfig, *, visio
     import torch
 
     report = report or (lambda row: None)
+    for path in (data, eval_data):
+        if path is not None and not path.is_file():  # before minutes of model loading
+            raise RequestError(f"the data file {path} does not exist")
     torch.manual_seed(config.seed)
     ckpt = resolve_checkpoint(model)
     base, tokenizer, device = load_model(ckpt, device=config.device, dtype=config.dtype)
