@@ -146,7 +146,7 @@ def load_model(
     try:
         model = cls.from_pretrained(ckpt.path, dtype=pick_dtype(dtype, dev))
         if adapter is not None:
-            from vlserve.finetune.adapters import apply_adapter
+            from vlserve.runtime.adapters import apply_adapter
 
             model = apply_adapter(model, Path(adapter))
         model = model.to(dev).eval()

@@ -72,7 +72,7 @@ class LocalEngine:
         # Without explicit settings, the service's default limits (config.Limits), as the server has.
         self.vision = vision or VisionSettings.from_limits(Limits(), checkpoint=self.checkpoint.path)
         if adapter is not None:
-            from vlserve.finetune.adapters import warn_vision_mismatch
+            from vlserve.runtime.adapters import warn_vision_mismatch
 
             warn_vision_mismatch(adapter, self.vision)
         config = self.model.config
