@@ -71,7 +71,8 @@ def strict_server(engine: LocalEngine, tmp_path_factory: pytest.TempPathFactory)
             for name, key in KEYS.items()]
     settings = make_settings(
         tmp, auth={"keys": [k.model_dump() for k in keys]},
-        limits={"max_body_bytes": 64 * 1024, "max_images": 2, "max_tokens": 256, "max_stop_strings": 4},
+        limits={"max_body_bytes": 64 * 1024, "max_images": 2, "max_tokens": 256, "default_max_tokens": 128,
+                "max_stop_strings": 4},
         moderation={"blocked_terms": [BLOCKED_TERM, caught], "audit_log": str(tmp / "audit.jsonl")},
         scheduling={"lanes": {"interactive": {"concurrency": 1, "queue_size": 0, "queue_timeout": 5.0}}},
     )
