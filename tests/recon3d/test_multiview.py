@@ -85,7 +85,7 @@ def test_multiview_task_through_the_api(open_server_3d: str) -> None:
         images.append("data:image/png;base64," + __import__("base64").b64encode(buf.getvalue()).decode())
     response = httpx.post(open_server_3d + "/infer", json={"task": "multiview_3d", "images": images,
                                                            "labels": ["front", "top"],
-                                                           "options": {"max_tokens": 700}}, timeout=120)
+                                                           "options": {"max_tokens": 700}}, timeout=600)
     assert response.status_code == 200, response.text
     answer = response.json()["result"]["answer"]
     load_spec(answer["spec"])
