@@ -35,7 +35,7 @@ ANSWERS: dict[str, str] = {
     "cut": json.dumps(FLANGE)[:-60],
     "chatter": "Sure! Here is the object:\n" + json.dumps(FLANGE) + "\nAnything else?",
     "prose": "I cannot tell what this object is.",
-    "slow": json.dumps(SLOW),
+    "slow": json.dumps(SLOW, separators=(",", ":")),  # compact: the whole spec fits max_tokens
     "huge": json.dumps(HUGE),
 }
 
