@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from vlserve.config import Settings
+from vlserve.testing.server import iter_server
 
 KEYS = {"alice": "vls-alice-secret", "bob": "vls-bob-secret", "slow": "vls-slow-secret",
         "slow-sdk": "vls-slow-sdk-secret"}
@@ -25,22 +21,7 @@ class LiveServer:
     app: Any
 
 
-def run_server(app: Any) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
+run_server = iter_server  # a real uvicorn on loopback, in a thread
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
     data: dict[str, Any] = {

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from vlserve.testing.server import serving
+
 
 @dataclass
 class ServerProcess:
@@ -84,24 +86,4 @@ def serve_subprocess(model: Path, config: dict[str, Any], *, cwd: Path, data_dir
             proc.wait(timeout=10)
 
 
-@contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """An app on uvicorn in a thread on loopback (shares the test process's engines); yields its URL."""
-    import threading
-
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+serve_in_thread = serving  # a real uvicorn on loopback, in a thread (context manager)

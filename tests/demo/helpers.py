@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import io
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import uvicorn
 from PIL import Image, ImageDraw
+
+from vlserve.testing.server import iter_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 KEY = "vls-demo-test-key"  # the one key of the `keyed_server` fixture
 
 
-def run_server(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
+run_server = iter_server  # a real uvicorn on loopback, in a thread
 
 def server_settings(tmp: Path, **overrides: Any) -> Any:
     from vlserve.config import Settings

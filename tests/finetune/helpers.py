@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from vlserve.testing.server import iter_server
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (40, 60, 220)}
 SHAPES = ("circle", "square", "triangle")
@@ -84,28 +85,7 @@ def make_dataset(folder: Path, n: int, *, seed: int, fmt: str = "seed",
     return path, plain
 
 
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """A real uvicorn server for ``app`` on a free loopback port; yields its URL, stops after."""
-    import threading
-    import time
-
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
+serve_in_thread = iter_server  # a real uvicorn on loopback, in a thread
 
 def data_uri(path: str | Path) -> str:
     import base64

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -33,6 +31,7 @@ from starlette.routing import Route
 
 from vlserve.api.app import create_app
 from vlserve.config import Settings
+from vlserve.testing.server import iter_server
 
 
 def free_port() -> int:
@@ -84,22 +83,7 @@ def vlserve_upstream(model: Path, tmp: Path, **overrides: Any) -> Iterator[tuple
         log.close()
 
 
-def run_in_thread(app: Any) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
+run_in_thread = iter_server  # a real uvicorn on loopback, in a thread
 
 def gateway_settings(tmp: Path, upstreams: list[str], **remote: Any) -> Settings:
     return Settings.model_validate({
