@@ -22,7 +22,6 @@ import logging
 import statistics
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from vlserve.inputs import render_pdf, render_pdf_isolated  # noqa: E402
 from vlserve.isolation import WorkerLimits, WorkerPool  # noqa: E402
 from vlserve.media import VisionSettings, load_image, load_image_async, load_video  # noqa: E402
+from vlserve.testing.hostile import slow_pdf  # noqa: E402
 
 
 def best_ms(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
@@ -77,28 +77,7 @@ def make_pdf(pages: int) -> bytes:
     return buf.getvalue()
 
 
-def make_slow_pdf(strokes: int) -> bytes:
-    ops = b"0.5 w\n" + b"".join(
-        b"%d %d m %d %d %d %d %d %d c S\n" % (j * 9, j * 12, 600 - j * 9, j * 3, j * 5, 790 - j * 11, 612 - j, j)
-        for j in (i % 64 for i in range(strokes))
-    )
-    body = zlib.compress(ops, 9)
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(body) + body + b"\nendstream",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, obj in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+make_slow_pdf = slow_pdf  # a few KB, seconds of PDFium work
 
 
 def overhead(runs: int) -> None:

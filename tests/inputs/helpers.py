@@ -16,7 +16,6 @@ import ssl
 import threading
 import time
 import urllib.parse
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +24,7 @@ import httpcore
 from PIL import Image
 
 from vlserve.inputs import IPAddress
+from vlserve.testing.hostile import slow_pdf
 
 
 class StubResolver:
@@ -110,34 +110,7 @@ def make_pdf(sizes: Sequence[tuple[int, int]]) -> bytes:
     return buf.getvalue()
 
 
-def make_slow_pdf(strokes: int = 20_000) -> bytes:
-    """A one-page PDF of a few KB whose compressed content stream draws ``strokes`` Bezier curves.
-
-    PDFium needs roughly 0.3 ms per stroke to render it (seconds in all), while the file stays tiny:
-    the cheap-to-send, expensive-to-render shape of a hostile document.
-    """
-    # A period of 64 distinct curves: deflate turns the repeats into a few bytes each.
-    ops = b"0.5 w\n" + b"".join(
-        b"%d %d m %d %d %d %d %d %d c S\n" % (j * 9, j * 12, 600 - j * 9, j * 3, j * 5, 790 - j * 11, 612 - j, j)
-        for j in (i % 64 for i in range(strokes))
-    )
-    body = zlib.compress(ops, 9)
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(body) + body + b"\nendstream",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, obj in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+make_slow_pdf = slow_pdf  # a few KB, seconds of PDFium work
 
 
 _PDF_PAD = bytes.fromhex("28BF4E5E4E758A4164004E56FFFA01082E2E00B6D0683E802F0CA9FE6453697A")

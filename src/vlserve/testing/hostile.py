@@ -82,34 +82,34 @@ def pdf(width_pt: float, height_pt: float, pages: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def slow_pdf(operators: int = 400_000) -> bytes:
-    """A one-page PDF of a few KB whose page draws ``operators`` strokes: cheap to send, slow to render."""
-    cycle = b"".join(b"%d %d m %d %d l S\n" % (i * 7, i * 11, 600 - i * 5, 790 - i * 9) for i in range(64))
-    stream = cycle * (operators // 64)  # repeats: a few KB once compressed
-    return _raw_pdf_with_stream(stream)
+def slow_pdf(strokes: int = 20_000) -> bytes:
+    """A one-page PDF of a few KB whose compressed content stream draws ``strokes`` Bezier curves.
 
-
-def _raw_pdf_with_stream(content: bytes) -> bytes:
-    """A one-page PDF written by hand, whose page draws ``content`` (compressed)."""
-    packed = zlib.compress(content)
+    PDFium needs roughly 0.3 ms per stroke to render it (seconds in all), while the file stays tiny:
+    the cheap-to-send, expensive-to-render shape of a hostile document.
+    """
+    # A period of 64 distinct curves: deflate turns the repeats into a few bytes each.
+    ops = b"0.5 w\n" + b"".join(
+        b"%d %d m %d %d %d %d %d %d c S\n" % (j * 9, j * 12, 600 - j * 9, j * 3, j * 5, 790 - j * 11, 612 - j, j)
+        for j in (i % 64 for i in range(strokes))
+    )
+    body = zlib.compress(ops, 9)
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(body) + body + b"\nendstream",
     ]
-    out = io.BytesIO()
-    out.write(b"%PDF-1.7\n")
+    out = bytearray(b"%PDF-1.4\n")
     offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
-    return out.getvalue()
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
 
 
 SDP = (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=probe\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -200,8 +200,8 @@ CASES: list[Case] = [
     Case("PDF page of 200x200 inches", "memory", "/infer", lambda: {
         "task": "doc_analyze", "documents": [data_uri(pdf(14_400, 14_400))], "options": {"max_tokens": 4}},
          (OK, *TOO_LARGE)),
-    Case("PDF drawing 400k strokes", "cpu", "/infer", lambda: {
-        "task": "doc_analyze", "documents": [data_uri(slow_pdf())], "options": {"max_tokens": 4}},
+    Case("PDF drawing 100k curves", "cpu", "/infer", lambda: {
+        "task": "doc_analyze", "documents": [data_uri(slow_pdf(100_000))], "options": {"max_tokens": 4}},
          (OK, (415, 1004))),
     Case("PDF of 5000 pages", "memory", "/infer", lambda: {
         "task": "doc_analyze", "documents": [data_uri(pdf(100, 100, pages=5000))], "options": {"max_tokens": 4}},
