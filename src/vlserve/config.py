@@ -8,6 +8,7 @@ YAML) and environment variables prefixed ``VLSERVE_`` with ``__`` between nested
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -30,6 +31,9 @@ class Limits(BaseModel):
                                   "serialised (4000).")
     max_schema_depth: int = Field(16, ge=1, description="Nesting depth of a caller's JSON schema (4000).")
     max_tools: int = Field(32, ge=0, description="Tools (functions) in one chat request (4000).")
+    max_history_steps: int = Field(16, ge=0, description="gui_action: previous steps in `options.history` (4000).")
+    max_history_chars: int = Field(8000, ge=0, description="gui_action: characters of `options.history` together; "
+                                   "they also count against max_text_chars (4000).")
     max_tokens: int = 4096
     default_max_tokens: int = 512
     max_input_bytes: int = 20 * 1024 * 1024
@@ -64,6 +68,18 @@ class Limits(BaseModel):
     video_workers: int = Field(default=2, ge=1, description="Worker processes probing and decoding videos.")
     video_timeout_seconds: float = Field(default=60.0, gt=0, description="Wall-clock seconds one video may take (1003).")
     video_memory_bytes: int = Field(default=2 << 30, ge=64 << 20, description="Memory one video decode may use (1003).")
+    # Long-video tasks (video_summary, video_search: async jobs only; docs/media.md#long-videos).
+    long_video_max_seconds: float = Field(default=7200.0, gt=0, description="Longest video, or start/end range, "
+                                          "that video_summary and video_search analyse (1002).")
+    long_video_fps: float = Field(default=2.0, gt=0, le=30, description="Most frames per second a long-video task "
+                                  "samples; longer videos get fewer so the frames fit long_video_max_frames.")
+    long_video_max_frames: int = Field(default=768, ge=4, description="Frames sampled across a whole long video "
+                                       "(all windows together).")
+    long_video_window_seconds: float = Field(default=300.0, gt=0, description="Longest stretch of a long video one "
+                                             "model call (window) sees.")
+    long_video_window_frames: int = Field(default=64, ge=4, description="Most frames one long-video window shows.")
+    long_video_window_tokens: int = Field(default=4096, ge=64, description="Visual tokens one long-video window "
+                                          "shows: its frames are resized to fit.")
 
     @model_validator(mode="after")
     def _check_relations(self) -> Limits:
@@ -74,6 +90,10 @@ class Limits(BaseModel):
                                                 f"limits.min_pixels ({self.min_pixels})"),
             (not 0 < self.video_fps < float("inf"), "limits.video_fps must be a positive number"),
             (self.video_max_frames < 4, "limits.video_max_frames must be at least 4 (Qwen3-VL's fewest frames)"),
+            (self.long_video_max_frames < 4 * math.ceil(self.long_video_max_seconds / self.long_video_window_seconds),
+             "limits.long_video_max_frames must allow 4 frames in each window: at least "
+             f"{4 * math.ceil(self.long_video_max_seconds / self.long_video_window_seconds)} for "
+             "long_video_max_seconds / long_video_window_seconds windows"),
             (self.default_max_tokens > self.max_tokens, f"limits.default_max_tokens ({self.default_max_tokens}) "
                                                         f"must not exceed limits.max_tokens ({self.max_tokens})"),
         ) if wrong]
@@ -113,6 +133,21 @@ class Auth(BaseModel):
         "from that address is refused with 4029 and Retry-After until the budget refills.")
     protect_docs: bool = Field(False, description="/docs and /openapi.json need a valid key (when keys are set).")
     protect_metrics: bool = Field(False, description="/metrics needs a valid key (when keys are set).")
+    rate_limit_backend: Literal["auto", "memory", "redis"] = Field(
+        "auto", description="Where the per-key and wrong-key token buckets live: `memory` (this replica's own), "
+        "`redis` (shared by every gateway replica, so a key's rate holds across them); `auto`: `redis` when "
+        "`jobs.backend` is `redis`, else `memory`.")
+    redis_url: str | None = Field(None, description="Redis of the shared rate limits (None: `jobs.redis_url`).")
+    redis_prefix: str = Field("vlserve:rate:", description="Prefix of the rate-limit keys in Redis.")
+    redis_timeout: float = Field(0.5, gt=0, description="Seconds a rate-limit decision waits for Redis at most.")
+    redis_unavailable: Literal["local", "refuse"] = Field(
+        "local", description="Redis unreachable: `local` meters with this replica's own buckets until it is "
+        "back (each replica then allows a key its whole rate), `refuse` answers 2001 with Retry-After.")
+
+    def rate_limit_backend_for(self, jobs: Jobs) -> Literal["memory", "redis"]:
+        if self.rate_limit_backend == "auto":
+            return "redis" if jobs.backend == "redis" else "memory"
+        return self.rate_limit_backend
 
 
 class Moderation(BaseModel):
@@ -274,6 +309,21 @@ class Jobs(BaseModel):
                               "(0: no count limit).")
 
 
+class Rendering(BaseModel):
+    """visual_coding's render-back of the model's HTML to a PNG (`options.render`; docs/api.md#visual_coding).
+    The page is untrusted: scripts off, every request but data: refused, no network at all."""
+
+    enabled: bool = Field(True, description="Off: `options.render` answers without a picture, with a warning.")
+    chromium: Path | None = Field(None, description="The chromium binary (None: /usr/bin/chromium, else "
+                                  "`chromium` or `chromium-browser` on PATH).")
+    width: int = Field(1280, ge=64, le=4096, description="Viewport width in CSS pixels (the PNG's width).")
+    height: int = Field(800, ge=64, le=4096, description="Viewport height; only the viewport is captured.")
+    timeout_seconds: float = Field(15.0, gt=0, le=300, description="Browser start, layout and screenshot together; "
+                                   "beyond: no picture, a warning.")
+    max_concurrent: int = Field(1, ge=1, description="Browsers rendering at once; a render waiting longer than "
+                                "timeout_seconds for its turn is skipped with a warning.")
+
+
 class Recon3DRefine(BaseModel):
     """Bounds of one photo refinement (`vlserve recon3d refine`; docs/recon3d.md#refinement)."""
 
@@ -287,6 +337,13 @@ class Recon3DRefine(BaseModel):
     fit_points: int = Field(1000, ge=50, description="Object points the fit uses (a random subset beyond).")
     max_change: float = Field(0.6, gt=0, le=4, description="A length may change by at most this factor "
                               "(1 + max_change larger or smaller).")
+    # The multiview_3d job option `refine` runs all of it in a worker process under these hard limits.
+    wall_seconds: float = Field(300.0, gt=0, description="Hard wall-clock limit of one refinement in a job or "
+                                "from-images (its worker process is killed); beyond: the unrefined model is "
+                                "delivered with a warning (refine_report.code 4013).")
+    memory_bytes: int = Field(4 * 1024**3, ge=0, description="Memory one refinement may add to its worker "
+                              "process (RLIMIT_AS); beyond: as for wall_seconds.")
+    workers: int = Field(1, ge=1, description="Refinements running at once (worker processes); more wait.")
 
 
 class Recon3D(BaseModel):
@@ -330,6 +387,52 @@ class Http(BaseModel):
         "(bodies stay in memory until their request ends); a body that would exceed it gets 503 (2001) and "
         "Retry-After before it is read.")
     keepalive_timeout: float = Field(5.0, gt=0, description="Idle seconds before a keep-alive connection closes.")
+
+
+class ResponseCache(BaseModel):
+    """Answers of deterministic requests (greedy, or a fixed seed), served again (docs/cache.md)."""
+
+    enabled: bool = Field(False, description="Serve repeated deterministic requests from the cache (answers say "
+                          "`cached: true`). Off by default: a stored answer is served again as it was.")
+    backend: Literal["memory", "redis"] = Field("memory", description="`memory`: this replica's own; `redis`: "
+                                                "shared by every gateway replica.")
+    ttl_seconds: float = Field(3600.0, gt=0, description="How long a stored answer is served.")
+    task_ttl_seconds: dict[str, float] = Field(default_factory=dict, description="Per-task TTL overriding "
+                                               "ttl_seconds; 0 turns the cache off for that task.")
+    disabled_tasks: list[str] = Field(default_factory=list, description="Tasks never served from the cache.")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=0, description="memory backend: bytes of stored answers; the least "
+                           "recently used go first.")
+    max_entry_bytes: int = Field(1024 * 1024, ge=1024, description="A larger answer is not stored (both backends).")
+    redis_url: str | None = Field(None, description="Redis of the shared cache (None: `jobs.redis_url`).")
+    redis_prefix: str = Field("vlserve:response:", description="Prefix of the cache's keys in Redis.")
+    redis_timeout: float = Field(0.5, gt=0, description="Seconds a lookup or store waits for Redis; then a miss.")
+
+
+class MediaCache(BaseModel):
+    """Decoded images (gateway) and preprocessed image/video tensors (embedded engine) by content hash."""
+
+    max_bytes: int = Field(128 * 1024 * 1024, ge=0, description="Decoded images kept by content hash (0: off).")
+    features_max_bytes: int = Field(128 * 1024 * 1024, ge=0, description="Resized, normalised image and video "
+                                    "tensors kept by the embedded engine (0: off).")
+
+
+class EncoderCache(BaseModel):
+    """Vision-tower outputs kept by the embedded engine (docs/cache.md#vision-encoder-cache)."""
+
+    max_bytes: int = Field(128 * 1024 * 1024, ge=0, description="Bytes of vision-tower outputs (embeddings and "
+                           "deepstack features) on the model's device (0: off).")
+
+
+class Cache(BaseModel):
+    """Response, media and vision-encoder caches (docs/cache.md). All off in privacy mode."""
+
+    scope: Literal["key", "shared"] = Field("key", description="`key`: each API key has its own entries, so "
+                                            "timing never tells one key what another asked; `shared`: keys share "
+                                            "entries (more hits; a fast answer reveals that someone sent the "
+                                            "same input before).")
+    response: ResponseCache = Field(default_factory=ResponseCache)
+    media: MediaCache = Field(default_factory=MediaCache)
+    encoder: EncoderCache = Field(default_factory=EncoderCache)
 
 
 class Retention(BaseModel):
@@ -377,9 +480,11 @@ class Settings(BaseSettings):
     scheduling: Scheduling = Field(default_factory=Scheduling)
     jobs: Jobs = Field(default_factory=Jobs)
     recon3d: Recon3D = Field(default_factory=Recon3D)
+    rendering: Rendering = Field(default_factory=Rendering)
     http: Http = Field(default_factory=Http)
     retention: Retention = Field(default_factory=Retention)
     privacy: Privacy = Field(default_factory=Privacy)
+    cache: Cache = Field(default_factory=Cache)
     remote: Upstream = Field(default_factory=Upstream, description="With `remote.upstreams` set, `main` is a pool "
                              "of those servers and `model` is not loaded (docs/remote.md).")
     data_dir: Path = Field(default_factory=default_data_dir, description="All state (jobs database, artifacts, "

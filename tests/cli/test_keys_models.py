@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ def test_keys_new_prints_a_toml_entry_and_the_key_apart(tmp_path: Path) -> None:
         fh.write(result.stdout)
     settings = Settings.load(config)
     assert [k.id for k in settings.auth.keys] == ["bob", "alice"]
-    assert KeyRing(settings.auth.keys, 60).authenticate(f"Bearer {key}", "127.0.0.1") == "alice"
+    assert asyncio.run(KeyRing(settings.auth.keys, 60).authenticate(f"Bearer {key}", "127.0.0.1")) == "alice"
 
 
 class CountingHub:

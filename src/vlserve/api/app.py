@@ -23,7 +23,7 @@ from vlserve.api.middleware import KeyRequired, RequestContext
 from vlserve.config import Settings, Upstream
 from vlserve.runtime.protocol import Engine, GenerationRequest, Message, SamplingParams
 from vlserve.scheduling import Metrics, Scheduler
-from vlserve.service.auth import KeyRing
+from vlserve.service.auth import keyring_for
 from vlserve.service.inference import InferenceService
 from vlserve.service.jobs import open_store, start_worker
 from vlserve.service.retention import purge_forever
@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
             await app.state.worker.stop(timeout=10)
             app.state.worker_task.cancel()
         await app.state.jobs.aclose()
+        await app.state.keyring.aclose()
         service = getattr(app.state, "service", None)
         if service is not None:
             await service.aclose()
@@ -145,8 +146,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.state.service = None
     app.state.metrics = Metrics()
     app.state.worker = None
-    app.state.keyring = KeyRing(settings.auth.keys, settings.auth.default_rate_per_minute,
-                                settings.auth.max_failures_per_minute)
+    app.state.keyring = keyring_for(settings)  # per-key rate limits: this process's or Redis's (shared)
     errors.install(app)
     protected = (*(("/docs", "/redoc", "/openapi.json") if settings.auth.protect_docs else ()),
                  *(("/metrics",) if settings.auth.protect_metrics else ()))

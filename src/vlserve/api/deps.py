@@ -8,10 +8,10 @@ from vlserve.errors import OverloadedError
 from vlserve.service.inference import InferenceService
 
 
-def caller(request: Request) -> str | None:
+async def caller(request: Request) -> str | None:
     """Authenticate the request (no-op when no keys are configured); returns the key id."""
     client = request.client.host if request.client else None
-    return request.app.state.keyring.authenticate(request.headers.get("authorization"), client)
+    return await request.app.state.keyring.authenticate(request.headers.get("authorization"), client)
 
 
 def service_of(request: Request) -> InferenceService:

@@ -159,7 +159,7 @@ class KeyRequired:
             authorization = dict(scope.get("headers") or []).get(b"authorization")
             client = scope.get("client")
             try:
-                self.keyring.authenticate(authorization.decode("latin-1") if authorization else None,
+                await self.keyring.authenticate(authorization.decode("latin-1") if authorization else None,
                                           client[0] if client else None)
             except VlserveError as err:
                 request_id = scope.get("state", {}).get("request_id", "req_unknown")
