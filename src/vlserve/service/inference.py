@@ -252,6 +252,9 @@ class InferenceService:
     async def start(self, request: InferRequest | Call, *, request_id: str, key_id: str | None) -> Run:
         """Admit the request to its lane (before touching any media), then prepare it."""
         call = Call.of(request)
+        if getattr(call.task, "jobs_only", False):  # long videos: many model calls, minutes of work
+            raise RequestError(f"task {call.task.name!r} runs only as an async job: send the same body to "
+                               "POST /jobs and follow GET /jobs/{id} (progress, then the result)", param="task")
         ticket = self.scheduler.lane(call.task.lane).admit(call.options.priority)
         try:
             prepared = await self.prepare(call, request_id=request_id, key_id=key_id, ticket=ticket)

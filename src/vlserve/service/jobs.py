@@ -21,6 +21,7 @@ from vlserve.jobs import (
 from vlserve.jobs.model import WORKER_DIED_MESSAGE
 from vlserve.schemas import Envelope, InferRequest
 from vlserve.service.inference import InferenceService
+from vlserve.service.longvideo import is_long_video, run_long_video
 
 log = logging.getLogger("vlserve.jobs")
 
@@ -64,7 +65,10 @@ def job_handler(service: InferenceService) -> Any:
         key_id = None if job.owner == ANONYMOUS_OWNER else job.owner
         while True:
             try:
-                outcome = await service.infer(request, request_id=f"job_{job.id}", key_id=key_id)
+                if is_long_video(request):  # window by window, reporting progress (service/longvideo.py)
+                    outcome = await run_long_video(service, request, request_id=f"job_{job.id}", key_id=key_id)
+                else:
+                    outcome = await service.infer(request, request_id=f"job_{job.id}", key_id=key_id)
             except OverloadedError as err:
                 # An accepted job waits for room in its lane instead of failing.
                 await asyncio.sleep(min(err.retry_after, 5.0))

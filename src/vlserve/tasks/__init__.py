@@ -15,12 +15,16 @@ from vlserve.tasks.grounding import Grounding
 from vlserve.tasks.multiview_3d import Multiview3D
 from vlserve.tasks.ocr import OCR
 from vlserve.tasks.video_qa import VideoQA
+from vlserve.tasks.video_search import VideoSearch
+from vlserve.tasks.video_summary import VideoSummary
 from vlserve.tasks.vqa import VQA
 
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (VQA(), Captioning(), ChartParse(), VideoQA(), DocAnalyze(), OCR(), Grounding(), Multiview3D())
 }
+# Long videos, analysed window by window as async jobs only (vlserve.service.longvideo).
+TASKS.update((t.name, t) for t in (VideoSummary(), VideoSearch()))
 
 
 def get_task(name: str) -> Task:
