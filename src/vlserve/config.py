@@ -34,6 +34,9 @@ class Limits(BaseModel):
     max_history_steps: int = Field(16, ge=0, description="gui_action: previous steps in `options.history` (4000).")
     max_history_chars: int = Field(8000, ge=0, description="gui_action: characters of `options.history` together; "
                                    "they also count against max_text_chars (4000).")
+    max_history_steps: int = Field(16, ge=0, description="gui_action: previous steps in `options.history` (4000).")
+    max_history_chars: int = Field(8000, ge=0, description="gui_action: characters of `options.history` together; "
+                                   "they also count against max_text_chars (4000).")
     max_tokens: int = 4096
     default_max_tokens: int = 512
     max_input_bytes: int = 20 * 1024 * 1024
@@ -324,6 +327,21 @@ class Rendering(BaseModel):
                                 "timeout_seconds for its turn is skipped with a warning.")
 
 
+class Rendering(BaseModel):
+    """visual_coding's render-back of the model's HTML to a PNG (`options.render`; docs/api.md#visual_coding).
+    The page is untrusted: scripts off, every request but data: refused, no network at all."""
+
+    enabled: bool = Field(True, description="Off: `options.render` answers without a picture, with a warning.")
+    chromium: Path | None = Field(None, description="The chromium binary (None: /usr/bin/chromium, else "
+                                  "`chromium` or `chromium-browser` on PATH).")
+    width: int = Field(1280, ge=64, le=4096, description="Viewport width in CSS pixels (the PNG's width).")
+    height: int = Field(800, ge=64, le=4096, description="Viewport height; only the viewport is captured.")
+    timeout_seconds: float = Field(15.0, gt=0, le=300, description="Browser start, layout and screenshot together; "
+                                   "beyond: no picture, a warning.")
+    max_concurrent: int = Field(1, ge=1, description="Browsers rendering at once; a render waiting longer than "
+                                "timeout_seconds for its turn is skipped with a warning.")
+
+
 class Recon3DRefine(BaseModel):
     """Bounds of one photo refinement (`vlserve recon3d refine`; docs/recon3d.md#refinement)."""
 
@@ -480,6 +498,7 @@ class Settings(BaseSettings):
     scheduling: Scheduling = Field(default_factory=Scheduling)
     jobs: Jobs = Field(default_factory=Jobs)
     recon3d: Recon3D = Field(default_factory=Recon3D)
+    rendering: Rendering = Field(default_factory=Rendering)
     rendering: Rendering = Field(default_factory=Rendering)
     http: Http = Field(default_factory=Http)
     retention: Retention = Field(default_factory=Retention)

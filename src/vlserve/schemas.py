@@ -47,6 +47,12 @@ class InferOptions(BaseModel):
     priority: int = Field(0, ge=-10, le=10, description="Higher runs first within a lane.")
     formats: list[str] | None = Field(None, max_length=8, description="multiview_3d: files to write (glb, stl, obj, "
                                       "ply, step, scad, py, png); default recon3d.default_formats, without STEP.")
+    json_schema: dict[str, Any] | None = Field(None, description="extract: the JSON Schema the answer must be valid "
+                                               "against (limits.max_schema_bytes, limits.max_schema_depth).")
+    history: list[str | dict[str, Any]] | None = Field(None, description="gui_action: the steps taken so far, "
+                                                       "oldest first: strings or earlier answers' `call` objects "
+                                                       "(limits.max_history_steps, limits.max_history_chars).")
+    render: bool = Field(False, description="visual_coding: also render the page to a PNG artefact (rendering.*).")
 
 
 class VideoInput(BaseModel):

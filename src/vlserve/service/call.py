@@ -47,4 +47,4 @@ class Call:
     @property
     def all_text(self) -> list[str]:
         """Every piece of text the caller controls (stop strings are bounded on their own)."""
-        return [self.text, *self.other_texts, *self.labels]
+        return [self.text, *self.other_texts, *self.task.caller_texts(), *self.labels]

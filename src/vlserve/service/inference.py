@@ -128,7 +128,8 @@ class InferenceService:
         is reserved on ``ticket`` before anything is decoded."""
         started = time.perf_counter()
         call = Call.of(request)
-        task = call.task
+        # The task for this request: a caller's schema, an agent's history... bounded here, before any fetch.
+        task = call.task = call.task.configure(call.options, self.settings)
         self._check_counts(call)
         task.rules.check(images=len(call.images), videos=len(call.videos),
                          documents=len(call.documents), text=call.text)

@@ -11,12 +11,16 @@ from vlserve.tasks.base import InputRules, Lane, Task, TaskInput
 from vlserve.tasks.captioning import Captioning
 from vlserve.tasks.chart_parse import ChartParse
 from vlserve.tasks.doc_analyze import DocAnalyze
+from vlserve.tasks.doc_parse import DocParse
+from vlserve.tasks.extract import Extract
 from vlserve.tasks.grounding import Grounding
+from vlserve.tasks.gui_action import GuiAction
 from vlserve.tasks.multiview_3d import Multiview3D
 from vlserve.tasks.ocr import OCR
 from vlserve.tasks.video_qa import VideoQA
 from vlserve.tasks.video_search import VideoSearch
 from vlserve.tasks.video_summary import VideoSummary
+from vlserve.tasks.visual_coding import VisualCoding
 from vlserve.tasks.vqa import VQA
 
 TASKS: dict[str, Task] = {
@@ -25,6 +29,8 @@ TASKS: dict[str, Task] = {
 }
 # Long videos, analysed window by window as async jobs only (vlserve.service.longvideo).
 TASKS.update((t.name, t) for t in (VideoSummary(), VideoSearch()))
+# Qwen3-VL's further task families (one module each).
+TASKS.update((t.name, t) for t in (VisualCoding(), GuiAction(), DocParse(), Extract()))
 
 
 def get_task(name: str) -> Task:

@@ -13,7 +13,13 @@ from vlserve.runtime.protocol import ImagePart, Message, Part, TextPart, VideoPa
 if TYPE_CHECKING:
     from PIL import Image
 
+    from vlserve.config import Settings
+    from vlserve.schemas import InferOptions
+
 Lane = Literal["interactive", "batch", "video"]
+
+#: Options that belong to one task each; any other task refuses them (4000) rather than ignore them.
+TASK_OPTIONS = ("json_schema", "history", "render")
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,21 @@ class Task:
     default_instruction: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {"max_tokens": 512}
     caller_schema: ClassVar[bool] = False  # True: schema() comes from the caller and is bounded as input
+    task_options: ClassVar[tuple[str, ...]] = ()  # which of TASK_OPTIONS this task reads
+
+    def configure(self, options: InferOptions, settings: Settings) -> Task:
+        """The task for one request. Tasks that read per-request options (a caller's schema, an
+        agent's history) return a configured copy, checked against ``settings`` before any input is
+        fetched; the others are shared as they are."""
+        for name in TASK_OPTIONS:
+            if name not in self.task_options and getattr(options, name, None) not in (None, False):
+                raise RequestError(f"options.{name} is not an option of task {self.name!r}", param=name)
+        return self
+
+    def caller_texts(self) -> list[str]:
+        """Caller text the task puts in the prompt besides ``text`` (counted against
+        ``limits.max_text_chars`` and passed through the content policy like it)."""
+        return []
 
     def schema(self) -> dict[str, Any] | None:
         """A JSON Schema the answer is constrained to, or None for free text."""
