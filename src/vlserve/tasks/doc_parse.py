@@ -94,10 +94,22 @@ class _Reader:
     _bad_boxes: int = 0
 
     def walk(self, node: Element, page: int) -> None:
-        if node.text and node.text.strip():  # loose text of a container is a paragraph of its own
-            self.markdown.append(" ".join(node.text.split()))
+        # Loose text and inline elements between blocks run together into one paragraph.
+        inline: list[str] = [node.text or ""]
+
+        def flush() -> None:
+            text = " ".join("".join(inline).split())
+            if text:
+                self.markdown.append(text)
+            inline.clear()
+
         for child in node:
-            if isinstance(child.tag, str):  # not a comment
+            if not isinstance(child.tag, str):  # a comment: only its tail is text
+                pass
+            elif child.get("data-bbox") is None and str(child.tag).lower() in _INLINE_TAGS:
+                inline.append("".join(child.itertext()))
+            else:
+                flush()
                 child_page = _page_number(child.get("data-page"), len(self.sizes)) or page
                 box = child.get("data-bbox")
                 if box is not None:
@@ -106,8 +118,8 @@ class _Reader:
                     self.markdown.append(to_markdown(child))
                 else:  # a container without a box (a page's div, a section): its children are the blocks
                     self.walk(child, child_page)
-            if child.tail and child.tail.strip():
-                self.markdown.append(" ".join(child.tail.split()))
+            inline.append(child.tail or "")
+        flush()
 
     def take(self, element: Element, raw_box: str, page: int) -> None:
         relative = _box(raw_box)
@@ -129,6 +141,8 @@ class _Reader:
             self.markdown.append(to_markdown(element))
 
 
+_INLINE_TAGS = {"a", "abbr", "b", "bdi", "bdo", "br", "cite", "code", "data", "dfn", "em", "font", "i", "kbd",
+                "mark", "q", "s", "samp", "small", "span", "strong", "sub", "sup", "time", "u", "var", "wbr"}
 _BLOCK_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table", "pre", "blockquote", "figure", "img"}
 
 
