@@ -13,6 +13,7 @@ import pytest
 
 from vlserve.config import Limits
 from vlserve.errors import VideoError, VideoTooLongError
+from vlserve.isolation import WorkerLimits, WorkerPool
 from vlserve.media import VisionSettings
 from vlserve.media.decode import REFUSED, VideoFile
 from vlserve.media.longvideo import (
@@ -25,6 +26,7 @@ from vlserve.media.longvideo import (
     window_features,
     window_settings,
 )
+from vlserve.media.video import TOO_COMPLEX
 from vlserve.testing.hostile import SDP
 from vlserve.testing.videos import read_frame_number, segment_colour, timeline_video
 
@@ -112,6 +114,19 @@ def test_seeking_finds_the_frame_at_each_sample_time(clip: bytes, isolated: bool
     assert sampled.decoded < 5 * len(window.times)  # about half a GOP per sample, not 10..15 s of frames
 
 
+
+@pytest.mark.parametrize(("fmt", "codec"), [("matroska", "libx264"), ("matroska", "libvpx-vp9"), ("avi", "mpeg4")])
+def test_seeking_works_in_every_accepted_container(fmt: str, codec: str) -> None:
+    video = timeline_video(12, fps=FPS, gop=5, fmt=fmt, codec=codec)
+    limits = LongVideoLimits(window_seconds=4.0, fps=1.0, max_frames=12)
+    probe = probe_long_video(video, SETTINGS, limits, isolated=False)
+    assert probe.duration == pytest.approx(12.0, abs=0.1)
+    window = plan_sampling(probe.duration, limits).windows[-1]
+    sampled = sample_window(video, window, SETTINGS, limits, isolated=False)
+    assert [read_frame_number(f) for f in sampled.frames] == [round(t * FPS) for t in sampled.times]
+    assert all(abs(at - t) <= 0.5 / FPS + 1e-9 for at, t in zip(sampled.times, window.times, strict=True))
+
+
 def test_seeking_gives_the_frames_a_full_decode_would_pick(clip: bytes) -> None:
     times = [0.05, 0.31, 3.0, 3.04, 7.77, 7.8, 12.5, 19.95]
     with VideoFile.open(clip, SETTINGS) as video:
@@ -181,3 +196,18 @@ def test_untrusted_bytes_pass_the_container_whitelist_first(clip: bytes) -> None
     with pytest.raises(VideoError) as broken:  # an MP4 cut short: its index points past the end
         probe_long_video(clip[: len(clip) // 3], SETTINGS, limits)
     assert broken.value.code == 1003
+
+
+def test_a_window_past_the_worker_deadline_is_1003_for_that_job_only(clip: bytes) -> None:
+    """A deadline no real decode can meet stands in for a hostile file that decodes for minutes."""
+    tight = WorkerPool("video-test", 1, WorkerLimits(wall_seconds=0.05, cpu_seconds=10, memory_bytes=1 << 30))
+    limits = LongVideoLimits(window_seconds=20.0, fps=2.0, max_frames=40)
+    window = plan_sampling(20.0, limits).windows[0]
+    try:
+        for _ in range(2):
+            with pytest.raises(VideoError) as err:
+                sample_window(clip, window, SETTINGS, limits, pool=tight)
+            assert err.value.code == 1003 and err.value.message == TOO_COMPLEX
+    finally:
+        tight.close()
+    assert len(sample_window(clip, window, SETTINGS, limits).frames) == 40  # the server's pool is unaffected
