@@ -36,6 +36,20 @@ def test_logprobs_are_the_models_own_and_do_not_change_the_tokens(engine: LocalE
     assert "".join(t.token for t in result.logprobs) == result.text
 
 
+def test_chosen_token_logprobs_of_greedy_rows_match_the_per_row_path(engine: LocalEngine) -> None:
+    # logprobs = 0 (what a gateway asks for, for confidence) stays on the vectorised greedy path;
+    # logprobs = 1 takes the per-row path. Both report the same tokens and log-probabilities.
+    vectorised = engine.generate_sync(_ask("Name a colour.", max_tokens=8, logprobs=0))
+    per_row = engine.generate_sync(_ask("Name a colour.", max_tokens=8, logprobs=1))
+    assert vectorised.token_ids == per_row.token_ids
+    assert vectorised.logprobs is not None and per_row.logprobs is not None
+    assert [t.token for t in vectorised.logprobs] == [t.token for t in per_row.logprobs]
+    for fast, slow in zip(vectorised.logprobs, per_row.logprobs, strict=True):
+        assert fast.top == [] and math.isclose(fast.logprob, slow.logprob, abs_tol=1e-4)
+    assert vectorised.confidence is not None and per_row.confidence is not None
+    assert math.isclose(vectorised.confidence, per_row.confidence, rel_tol=1e-4)
+
+
 def test_streamed_deltas_carry_the_logprobs_of_their_tokens(engine: LocalEngine) -> None:
     async def run() -> tuple[list[TextDelta], GenerationResult]:
         deltas, final = [], None

@@ -64,9 +64,12 @@ class RowState:
 
     @property
     def plain_greedy(self) -> bool:
+        """Greedy with nothing of its own: no grammar, no penalties, no alternatives asked for. The
+        chosen token's own log-probability (``logprobs = 0``, what a gateway asks for to compute
+        ``confidence``) is the batch's max log-softmax, so such rows stay on the vectorised path."""
         p = self.params
         return (p.greedy and self.matcher is None and p.repetition_penalty == 1.0 and p.presence_penalty == 0.0
-                and p.logprobs is None)
+                and not p.logprobs)
 
 
 class Decoder:
@@ -98,6 +101,8 @@ class Decoder:
                     continue
                 picks[b] = token
                 rows[b].pending_logprob = lp
+                if rows[b].logprobs is not None:  # logprobs = 0: the chosen token's, no alternatives
+                    rows[b].pending_token = TokenLogprob(self.decode([token]), lp, [])
         for b, row in enumerate(rows):
             if not row.plain_greedy:
                 try:
