@@ -23,8 +23,8 @@ INP = TaskInput(images=[Image.new("RGB", (64, 64))])
 
 
 def configure(schema: Any, **limits: Any) -> Any:
-    settings = Settings.model_validate({"limits": limits}) if limits else Settings()
-    return get_task("extract").configure(InferOptions(json_schema=schema), settings)
+    settings = Settings.model_validate({"limits": limits}) if limits else Settings.model_validate({})
+    return get_task("extract").configure(InferOptions.model_validate({"json_schema": schema}), settings)
 
 
 def test_a_valid_answer_is_returned_as_data() -> None:

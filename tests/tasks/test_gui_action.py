@@ -82,9 +82,10 @@ def test_the_prompt_is_the_cookbooks() -> None:
 
 
 def test_history_is_bounded_and_counted_as_caller_text() -> None:
-    settings = Settings()
+    settings = Settings.model_validate({})
     task = get_task("gui_action").configure(
-        InferOptions(history=["opened app", {"name": "computer_use", "arguments": {"action": "wait", "time": 1}}]),
+        InferOptions.model_validate(
+            {"history": ["opened app", {"name": "computer_use", "arguments": {"action": "wait", "time": 1}}]}),
         settings)
     assert task.caller_texts() == ["opened app",
                                    '{"name": "computer_use", "arguments": {"action": "wait", "time": 1}}']
@@ -93,4 +94,5 @@ def test_history_is_bounded_and_counted_as_caller_text() -> None:
     with pytest.raises(RequestError, match="101 characters"):
         bounded_history(["a" * 60, "b" * 41], max_steps=5, max_chars=100)
     with pytest.raises(RequestError, match="history is not an option of task 'extract'"):
-        get_task("extract").configure(InferOptions(history=["x"], json_schema={"type": "object"}), settings)
+        options = InferOptions.model_validate({"history": ["x"], "json_schema": {"type": "object"}})
+        get_task("extract").configure(options, settings)

@@ -59,10 +59,10 @@ def test_links_are_not_resources() -> None:
 
 
 def test_render_is_an_option_of_visual_coding_only() -> None:
-    settings = Settings()
+    settings = Settings.model_validate({})
     plain = get_task("visual_coding")
-    assert plain.configure(InferOptions(), settings) is plain  # shared when nothing is asked
-    rendering = plain.configure(InferOptions(render=True), settings)
+    assert plain.configure(InferOptions.model_validate({}), settings) is plain  # shared when nothing is asked
+    rendering = plain.configure(InferOptions.model_validate({"render": True}), settings)
     assert isinstance(rendering, VisualCoding) and rendering.rendering == settings.rendering
     with pytest.raises(RequestError, match="options.render is not an option of task 'vqa'"):
-        get_task("vqa").configure(InferOptions(render=True), settings)
+        get_task("vqa").configure(InferOptions.model_validate({"render": True}), settings)
