@@ -4,6 +4,8 @@ vLLM, tests/deploy/replicas.py) that both gateways' pools send to.
 
 - a key's rate limit is one budget across both gateways: requests alternated between them are
   refused with 4029 once the key's shared budget is spent;
+- files a request made on one gateway (3D models, in the shared artifact directory) download from
+  the other, for the key that made them only;
 - jobs submitted to either gateway are run to completion exactly once, across a SIGKILL of one
   gateway in the middle of its jobs: its leases expire, the other gateway takes those jobs over, no
   job is lost, none is answered twice by the upstream, and each outcome is stored once.
@@ -25,9 +27,10 @@ from tests.deploy.replicas import CountingUpstream, Gateway, gateway_config, gat
 from tests.jobs.helpers import start_redis
 from vlserve.service.auth import hash_key
 
-METERED, WORKER = "vls-metered-key", "vls-worker-key"
+METERED, WORKER, OTHER = "vls-metered-key", "vls-worker-key", "vls-other-key"
 KEYS = [{"id": "metered", "sha256": hash_key(METERED), "rate_per_minute": 2},
-        {"id": "worker", "sha256": hash_key(WORKER), "rate_per_minute": 100_000}]
+        {"id": "worker", "sha256": hash_key(WORKER), "rate_per_minute": 100_000},
+        {"id": "other", "sha256": hash_key(OTHER), "rate_per_minute": 100_000}]
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,23 @@ def test_a_keys_rate_limit_holds_across_both_gateways(pair: list[Gateway]) -> No
         assert 1 <= int(refused.headers["retry-after"]) <= 31
     # Another key has its own budget.
     assert httpx.get(pair[1].url + "/jobs", headers={"authorization": f"Bearer {WORKER}"}).status_code == 200
+
+
+def test_artifacts_made_on_one_gateway_download_from_the_other(pair: list[Gateway]) -> None:
+    pytest.importorskip("manifold3d", reason="the recon3d extra builds the meshes")
+    spec = {"name": "disc", "parts": [{"id": "d", "shape": "cylinder", "size": {"diameter": 40, "height": 5}}]}
+    headers = {"authorization": f"Bearer {WORKER}"}
+    built = httpx.post(pair[0].url + "/recon3d/build", json={"spec": spec, "formats": ["stl"]}, headers=headers,
+                       timeout=60)
+    assert built.status_code == 200, built.text
+    path = built.json()["result"]["answer"]["files"]["stl"]
+    here, there = (httpx.get(g.url + path, headers=headers, timeout=10) for g in pair)
+    assert here.status_code == there.status_code == 200, there.text
+    assert there.content == here.content and there.content
+    # The owner record is shared too: another key gets the same 404 from either gateway.
+    for gateway in pair:
+        foreign = httpx.get(gateway.url + path, headers={"authorization": f"Bearer {OTHER}"}, timeout=10)
+        assert foreign.status_code == 404 and foreign.json()["code"] == 4040
 
 
 def test_jobs_run_once_across_a_sigkill_of_one_gateway(pair: list[Gateway],

@@ -36,8 +36,13 @@ async def readyz(request: Request) -> JSONResponse:
                             status_code=503)
     health = await service.engine.health()
     lanes = {name: lane.status() for name, lane in service.scheduler.lanes.items()}
-    ready = health.ready and service.scheduler.accepting
+    # A main engine that is down (a pool with no replica reachable) still leaves the gateway useful
+    # while a lane's fallback answers (degraded): it stays in the Service, saying so.
+    fallback_only = not health.ready and await _a_fallback_ready(service)
+    ready = (health.ready or fallback_only) and service.scheduler.accepting
     detail = {key: value for key, value in health.detail.items() if not _is_path(key, value)}
+    if fallback_only:
+        detail["fallback_only"] = True
     return JSONResponse({"ready": ready, "model": public_model_name(health.model), "lanes": lanes,
                          "privacy": service.settings.privacy.enabled, **detail},
                         status_code=200 if ready else 503)
@@ -65,3 +70,12 @@ async def metrics(request: Request) -> Response:
                 metrics.jobs.labels(lane, status).set(count)
     registry = metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _a_fallback_ready(service: Any) -> bool:
+    fallbacks = {id(lane.fallback): lane.fallback for lane in service.scheduler.lanes.values()
+                 if lane.fallback is not None}
+    for engine in fallbacks.values():
+        if (await engine.health()).ready:
+            return True
+    return False

@@ -94,6 +94,11 @@ class EnginePool:
             finally:
                 replica.outstanding -= 1
 
+    def accepting(self) -> bool:
+        """Whether a request would be sent now: some replica is healthy and under its limits. Lanes
+        ask before admitting, so that a lane with a fallback degrades instead of failing."""
+        return any(r.healthy and r.free(self.options) for r in self.replicas)
+
     async def health(self) -> EngineHealth:
         self._start_probing()
         healthy = sum(r.healthy for r in self.replicas)

@@ -5,8 +5,11 @@ costs a refused request microseconds, not seconds of wasted preprocessing. A lan
 ``concurrency`` running requests plus ``queue_size`` others (preparing or waiting). When full,
 the request is sent to the lane's fallback engine (answered with code 2001 and
 ``degraded: true``) while fewer than ``fallback_capacity`` degraded requests are in flight, or
-else refused with 2001 and ``Retry-After``. Waiting requests run in priority
-order (higher first, then arrival) and give up after ``queue_timeout``.
+else refused with 2001 and ``Retry-After``. An engine that refuses work itself (a pool of remote
+replicas, all ejected or at their limits) degrades the same way: at admission when it says so up
+front (``accepting()``), or when its stream fails with 2001 or 5007 before the first event.
+Waiting requests run in priority order (higher first, then arrival) and give up after
+``queue_timeout``.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import heapq
 import itertools
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from vlserve.config import LaneSettings
-from vlserve.errors import OverloadedError
+from vlserve.errors import OverloadedError, UpstreamUnavailableError
 from vlserve.runtime.protocol import Engine, GenerationRequest, StreamEvent
 from vlserve.scheduling.budget import Budget, Budgets, Cost, Reservation
 from vlserve.scheduling.metrics import Metrics
@@ -68,15 +71,26 @@ class Ticket:
 
     async def stream(self, generation: GenerationRequest) -> AsyncIterator[StreamEvent]:
         """The engine's events while holding a running slot; the lane place is given back at the end
-        (also when the consumer stops early, which cancels the generation)."""
+        (also when the consumer stops early, which cancels the generation). An engine refusing the
+        request before its first event (2001, 5007: a pool with no replica to take it) hands it to
+        the fallback when the lane can degrade."""
         try:
-            async with self.running():
-                events = self.engine.stream(generation)
+            if self.decision == "run":
+                asked = started = False  # a wait for a slot that times out stays a 2001 of this lane
                 try:
-                    async for event in events:
-                        yield event
-                finally:
-                    await events.aclose()  # type: ignore[attr-defined]
+                    async with self.running():
+                        asked = True
+                        async with aclosing(self.engine.stream(generation)) as events:  # type: ignore[type-var]
+                            async for event in events:
+                                started = True
+                                yield event
+                    return
+                except (OverloadedError, UpstreamUnavailableError):
+                    if not asked or started or not self.lane.degrade(self):
+                        raise
+            async with aclosing(self.engine.stream(generation)) as events:  # type: ignore[type-var]
+                async for event in events:
+                    yield event
         finally:
             self.release()
 
@@ -117,9 +131,10 @@ class Lane:
         return self.fallback is not None and self.degraded < self.settings.fallback_capacity
 
     def admit(self, priority: int = 0) -> Ticket:
-        """Decide at once: run here, degrade to the fallback, or raise 2001."""
+        """Decide at once: run here, degrade to the fallback, or raise 2001. A lane with room whose
+        engine refuses work now (a pool with no replica free) degrades when it can."""
         now = time.perf_counter()
-        if not self.full:
+        if not self.full and (_accepting(self.engine) or not self.can_degrade):
             self.occupancy += 1
             self._gauges()
             self.metrics.admitted.labels(self.name).inc()
@@ -137,6 +152,17 @@ class Lane:
     def _retry_after(self) -> float:
         # A rough drain time: each running slot frees in about a second on typical requests.
         return max(1.0, self.occupancy / max(1, self.settings.concurrency))
+
+    def degrade(self, ticket: Ticket) -> bool:
+        """Move a running ticket whose engine refused it to the fallback; False when it cannot go."""
+        if ticket.decision != "run" or ticket.released or not self.can_degrade:
+            return False
+        self.occupancy -= 1
+        self.degraded += 1
+        self._gauges()
+        self.metrics.degraded.labels(self.name).inc()
+        ticket.decision, ticket.engine = "degrade", self.fallback  # type: ignore[assignment]
+        return True
 
     async def wait_for_slot(self, ticket: Ticket) -> None:
         if self.running < self.settings.concurrency and not self._waiters:
@@ -194,3 +220,10 @@ class Lane:
         return {"occupancy": self.occupancy, "running": self.running, "waiting": len(self._waiters),
                 "capacity": self.capacity, "degraded": self.degraded,
                 "accepting": not self.full or self.can_degrade}
+
+
+def _accepting(engine: Engine) -> bool:
+    """Whether ``engine`` would take a request now, for engines that can tell up front (pools of
+    remote replicas: ``accepting()``); others always would."""
+    accepting = getattr(engine, "accepting", None)
+    return not callable(accepting) or bool(accepting())

@@ -5,12 +5,18 @@ them, the service records the key that asked in an ``.owner`` file beside them; 
 download them (any other key, and a directory without an owner, is answered like a missing file).
 Retention: directories older than ``recon3d.retention_seconds`` go, and then the oldest until the
 whole tree is under ``recon3d.max_bytes``.
+
+Several gateway replicas may share the directory (a volume all of them mount): everything about an
+artefact is on disk (its owner file, written atomically; its age, the directory's mtime), none of it
+in a process, so any replica serves, purges or expires what another made, and two replicas purging
+at once each remove a directory only if they took it first (an atomic rename).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ def record_owner(directory: Path | None, key_id: str | None) -> None:
     """Mark the files in ``directory`` as ``key_id``'s; nothing happens if the task made none."""
     if directory is None or not directory.is_dir():
         return
-    tmp = directory / f"{OWNER_FILE}.tmp"
+    tmp = directory / f"{OWNER_FILE}.{secrets.token_hex(6)}.tmp"  # a name no other writer uses
     tmp.write_text(owner_of(key_id))
     os.replace(tmp, directory / OWNER_FILE)  # atomic: a reader sees no owner or the whole one
 
@@ -72,9 +78,12 @@ def purge_artifacts(root: Path, *, max_age: float, max_bytes: int, now: float | 
     now = time.time() if now is None else now
     entries: list[tuple[float, int, Path]] = []
     for directory in root.iterdir():
-        if not directory.is_dir() or directory.is_symlink():
+        try:
+            if not directory.is_dir() or directory.is_symlink():
+                continue
+            entries.append((directory.stat().st_mtime, _size(directory), directory))
+        except FileNotFoundError:  # removed meanwhile (another replica's purge, a served-once file)
             continue
-        entries.append((directory.stat().st_mtime, _size(directory), directory))
     entries.sort()  # oldest first
     total = sum(size for _, size, _ in entries)
     for made, size, directory in entries:
@@ -84,8 +93,15 @@ def purge_artifacts(root: Path, *, max_age: float, max_bytes: int, now: float | 
             report.kept += 1
             report.kept_bytes += size
             continue
-        shutil.rmtree(directory, ignore_errors=True)
         total -= size
+        # Renamed out of reach first: of two replicas purging at once one takes the directory (the
+        # other skips it), and nothing half-deleted stays downloadable (dot-names are never served).
+        claimed = directory.with_name(f".purging-{secrets.token_hex(6)}-{directory.name}")
+        try:
+            directory.rename(claimed)
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(claimed, ignore_errors=True)
         report.removed += 1
         report.freed_bytes += size
     return report
