@@ -34,9 +34,6 @@ class Limits(BaseModel):
     max_history_steps: int = Field(16, ge=0, description="gui_action: previous steps in `options.history` (4000).")
     max_history_chars: int = Field(8000, ge=0, description="gui_action: characters of `options.history` together; "
                                    "they also count against max_text_chars (4000).")
-    max_history_steps: int = Field(16, ge=0, description="gui_action: previous steps in `options.history` (4000).")
-    max_history_chars: int = Field(8000, ge=0, description="gui_action: characters of `options.history` together; "
-                                   "they also count against max_text_chars (4000).")
     max_tokens: int = 4096
     default_max_tokens: int = 512
     max_input_bytes: int = 20 * 1024 * 1024
@@ -205,6 +202,10 @@ class Upstream(BaseModel):
                              "until a health probe succeeds.")
     probe_interval: float = Field(5.0, gt=0, description="Seconds between health and queue-depth probes.")
     image_format: Literal["png", "jpeg"] = Field("png", description="How images are re-encoded for upstreams.")
+    image_passthrough: bool = Field(True, description="Send a PNG or JPEG image that needs no resizing and "
+                                    "decoded as stored (opaque RGB, no EXIF rotation) as the caller's own bytes, "
+                                    "after the same checks, instead of re-encoding it; False: always re-encode "
+                                    "(which also drops the file's metadata).")
     confidence: bool = Field(True, description="Ask upstreams for token log-probabilities on every request, so "
                              "that answers carry `confidence`; False: only when the caller asks for logprobs "
                              "(confidence is null otherwise), which spares the upstream that work.")
@@ -310,21 +311,6 @@ class Jobs(BaseModel):
                                      "they finished (0: kept until max_finished).")
     max_finished: int = Field(100_000, ge=0, description="Finished jobs kept at most; the oldest go first "
                               "(0: no count limit).")
-
-
-class Rendering(BaseModel):
-    """visual_coding's render-back of the model's HTML to a PNG (`options.render`; docs/api.md#visual_coding).
-    The page is untrusted: scripts off, every request but data: refused, no network at all."""
-
-    enabled: bool = Field(True, description="Off: `options.render` answers without a picture, with a warning.")
-    chromium: Path | None = Field(None, description="The chromium binary (None: /usr/bin/chromium, else "
-                                  "`chromium` or `chromium-browser` on PATH).")
-    width: int = Field(1280, ge=64, le=4096, description="Viewport width in CSS pixels (the PNG's width).")
-    height: int = Field(800, ge=64, le=4096, description="Viewport height; only the viewport is captured.")
-    timeout_seconds: float = Field(15.0, gt=0, le=300, description="Browser start, layout and screenshot together; "
-                                   "beyond: no picture, a warning.")
-    max_concurrent: int = Field(1, ge=1, description="Browsers rendering at once; a render waiting longer than "
-                                "timeout_seconds for its turn is skipped with a warning.")
 
 
 class Rendering(BaseModel):
@@ -452,6 +438,13 @@ class Cache(BaseModel):
     media: MediaCache = Field(default_factory=MediaCache)
     encoder: EncoderCache = Field(default_factory=EncoderCache)
 
+    def in_effect(self, privacy: bool) -> Cache:
+        """These settings, or every cache off (privacy mode keeps no content beyond its request)."""
+        if not privacy:
+            return self
+        return Cache(scope=self.scope, response=self.response.model_copy(update={"enabled": False}),
+                     media=MediaCache(max_bytes=0, features_max_bytes=0), encoder=EncoderCache(max_bytes=0))
+
 
 class Retention(BaseModel):
     """How often stored state is purged (its limits live in `jobs`, `recon3d` and `moderation`)."""
@@ -498,7 +491,6 @@ class Settings(BaseSettings):
     scheduling: Scheduling = Field(default_factory=Scheduling)
     jobs: Jobs = Field(default_factory=Jobs)
     recon3d: Recon3D = Field(default_factory=Recon3D)
-    rendering: Rendering = Field(default_factory=Rendering)
     rendering: Rendering = Field(default_factory=Rendering)
     http: Http = Field(default_factory=Http)
     retention: Retention = Field(default_factory=Retention)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vlserve import sampling
 
@@ -25,6 +25,32 @@ from vlserve import sampling
 def field_range(r: sampling.Range) -> dict[str, float]:
     """A documented range as pydantic bounds (shown in OpenAPI)."""
     return {"gt" if r.low_open else "ge": r.low, "le": r.high}
+
+
+class KnownDimension(BaseModel):
+    """One true length of the object, naming the spec's parameter it fixes (docs/recon3d.md#refinement)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    parameter: str = Field(min_length=1, max_length=200, pattern=r"^[^=\x00-\x1f]+$",
+                           description="The spec's length, 'part.field' or 'field' (e.g. 'f.diameter').")
+    mm: float = Field(gt=0, le=1_000_000, description="Its true value in millimetres.")
+
+
+class RefineOption(BaseModel):
+    """multiview_3d as a job: fit the model's spec to the photos (SfM); exactly one source of scale."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    marker_size_mm: float | None = Field(None, gt=0, le=2000, description="Side of the printed ArUco "
+                                         "marker's black square lying beside the object, mm.")
+    known_dimension: KnownDimension | None = None
+
+    @model_validator(mode="after")
+    def _one_scale(self) -> RefineOption:
+        if (self.marker_size_mm is None) == (self.known_dimension is None):
+            raise ValueError("give exactly one of marker_size_mm and known_dimension")
+        return self
 
 
 class InferOptions(BaseModel):
@@ -47,6 +73,9 @@ class InferOptions(BaseModel):
     priority: int = Field(0, ge=-10, le=10, description="Higher runs first within a lane.")
     formats: list[str] | None = Field(None, max_length=8, description="multiview_3d: files to write (glb, stl, obj, "
                                       "ply, step, scad, py, png); default recon3d.default_formats, without STEP.")
+    refine: RefineOption | None = Field(None, description="multiview_3d, as a job only (POST /jobs): fit the "
+                                        "spec's dimensions to the photos by structure-from-motion "
+                                        "(recon3d.refine.*).")
     json_schema: dict[str, Any] | None = Field(None, description="extract: the JSON Schema the answer must be valid "
                                                "against (limits.max_schema_bytes, limits.max_schema_depth).")
     history: list[str | dict[str, Any]] | None = Field(None, description="gui_action: the steps taken so far, "
@@ -100,6 +129,7 @@ class Metadata(BaseModel):
     finish_reason: str
     degraded: bool = False
     warnings: list[str] = Field(default_factory=list)
+    cached: bool = Field(False, description="True: answered from the response cache (docs/cache.md).")
 
 
 class InferResult(BaseModel):

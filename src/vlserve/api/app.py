@@ -46,7 +46,7 @@ def load_engine(settings: Settings, model: str, *, device: str, dtype: str, name
     ckpt = resolve_checkpoint(model)
     vision = VisionSettings.from_limits(settings.limits, checkpoint=ckpt.path)
     engine = LocalEngine(ckpt.path, device=device, dtype=dtype, vision=vision, name=name,  # type: ignore[arg-type]
-                         adapter=adapter)
+                         adapter=adapter, cache=settings.cache.in_effect(settings.privacy.enabled))
     engine.generate_sync(GenerationRequest([Message("user", "warm up")], SamplingParams(max_tokens=1)))
     engine.grammar  # noqa: B018 - build the grammar tables now, not on the first structured request
     return engine

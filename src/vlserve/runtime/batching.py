@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from vlserve.cache.lru import CacheStats
 from vlserve.errors import EngineError
 from vlserve.runtime.local import LocalEngine
 from vlserve.runtime.protocol import EngineHealth, GenerationRequest, GenerationResult, StreamEvent, TextDelta
@@ -196,6 +197,9 @@ class BatchingEngine:
             taken.append(waiting.popleft())
             width, remaining = longest, most
         return taken
+
+    def cache_stats(self) -> list[CacheStats]:
+        return self.engine.cache_stats()
 
     def batch_stats(self) -> dict[str, int]:
         return {"rows": self.rows, "waiting": self.waiting, "steps": self.steps_run,

@@ -22,7 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlserve.config import Limits
+from vlserve.cache.encoder import VisionEncoderCache
+from vlserve.cache.lru import CacheStats
+from vlserve.cache.media import FeatureCache, pixel_id
+from vlserve.config import Cache, Limits
 from vlserve.errors import EngineError, RequestError, VlserveError
 from vlserve.media import ImageFeatures, VideoFeatures, VisionSettings, load_video, preprocess_image
 from vlserve.runtime.constrained import GrammarCompiler
@@ -63,6 +66,7 @@ class LocalEngine:
         vision: VisionSettings | None = None,
         name: str | None = None,
         adapter: str | os.PathLike[str] | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.checkpoint: Checkpoint = resolve_checkpoint(model)
         self.adapter = adapter  # a LoRA adapter from `vlserve finetune`, merged into the weights
@@ -84,6 +88,12 @@ class LocalEngine:
         self.experts = ExpertTracker(self.model)
         self._grammar: GrammarCompiler | None = None
         self.lock = threading.Lock()  # one forward pass at a time (router hooks are per model)
+        # Repeated images and videos skip preprocessing and the vision tower (docs/cache.md).
+        cache = cache or Cache()
+        self.features = FeatureCache(cache.media.features_max_bytes)
+        self.encoder_cache: VisionEncoderCache | None = None
+        if cache.encoder.max_bytes > 0 and VisionEncoderCache.supports(self.model):
+            self.encoder_cache = VisionEncoderCache(cache.encoder.max_bytes)
 
     def with_vision(self, vision: VisionSettings) -> LocalEngine:
         """The same loaded model with other media settings (shares weights, lock and grammar tables)."""
@@ -115,15 +125,19 @@ class LocalEngine:
         check_sampling(vars(request.params))
         if request.params.json_schema is not None:
             self.grammar.check(request.params.json_schema, request.params.max_tokens, request.params.stop)
+        image_keys: list[str | None] = []
+        video_keys: list[str | None] = []
+        scope = request.cache_scope
         inputs = build_inputs(
             request.messages,
             render=lambda messages: self._render(messages, request.tools) + request.prefill,
             encode=lambda text: self.tokenizer.encode(text, add_special_tokens=False),
-            image_features=self._image_features,
-            video_features=self._video_features,
+            image_features=lambda part: self._image_features(part, scope, image_keys),
+            video_features=lambda part: self._video_features(part, scope, video_keys),
             image_token_id=self.image_token_id,
             video_token_id=self.video_token_id,
         )
+        inputs.image_keys, inputs.video_keys = image_keys, video_keys
         if len(inputs.input_ids) + request.params.max_tokens > self.context_length:
             raise RequestError(
                 f"the prompt takes {len(inputs.input_ids)} tokens; with max_tokens={request.params.max_tokens} it "
@@ -140,15 +154,43 @@ class LocalEngine:
                                                   add_generation_prompt=True)
         return str(text)
 
-    def _image_features(self, part: ImagePart) -> ImageFeatures:
-        if isinstance(part.image, ImageFeatures):
-            return part.image
-        return preprocess_image(part.image, self.vision)
+    def _image_features(self, part: ImagePart, scope: str = "", keys: list[str | None] | None = None) -> ImageFeatures:
+        identify = self.encoder_cache is not None  # content ids are only needed by the encoder cache
+        image = part.image
+        if isinstance(image, ImageFeatures):
+            features, key = image, pixel_id(image.pixel_values, image.grid_thw, scope) if identify else None
+        else:
+            features, key = self.features.image(image, self.vision, scope=scope, identify=identify,
+                                                compute=lambda: preprocess_image(image, self.vision))
+        if keys is not None:
+            keys.append(key)
+        return features
 
-    def _video_features(self, part: VideoPart) -> VideoFeatures:
+    def _video_features(self, part: VideoPart, scope: str = "", keys: list[str | None] | None = None) -> VideoFeatures:
+        identify = self.encoder_cache is not None
         if isinstance(part.video, VideoFeatures):
-            return part.video
-        return load_video(part.video, self.vision, fps=part.fps, start=part.start, end=part.end)
+            video = part.video
+            features, key = video, pixel_id(video.pixel_values, video.grid_thw, scope) if identify else None
+        else:
+            features, key = self.features.video(
+                part, self.vision, scope=scope, identify=identify,
+                compute=lambda: load_video(part.video, self.vision, fps=part.fps, start=part.start,  # type: ignore[arg-type]
+                                           end=part.end))
+        if keys is not None:
+            keys.append(key)
+        return features
+
+    def vision_inputs(self, batch: dict[str, torch.Tensor], inputs: list[ModelInputs]) -> dict[str, Any]:
+        """A prefill batch with the vision tower's outputs in place of its pixel values, taken
+        from the encoder cache where it has them (call under :attr:`lock`)."""
+        if self.encoder_cache is None or not ("pixel_values" in batch or "pixel_values_videos" in batch):
+            return batch
+        keys = {"image": [k for i in inputs for k in i.image_keys], "video": [k for i in inputs for k in i.video_keys]}
+        return self.encoder_cache.inputs(self.model, batch, keys)
+
+    def cache_stats(self) -> list[CacheStats]:
+        """The engine's caches, for ``/metrics``."""
+        return [self.features.stats, *([self.encoder_cache.stats] if self.encoder_cache is not None else [])]
 
     # -- generation ---------------------------------------------------------------------------
     def sequence(

@@ -38,6 +38,9 @@ class ModelInputs:
     images: list[ImageFeatures] = field(default_factory=list)
     videos: list[VideoFeatures] = field(default_factory=list)
     prompt: str = ""
+    # Content ids of the images / videos for the vision-encoder cache (None: not cached).
+    image_keys: list[str | None] = field(default_factory=list)
+    video_keys: list[str | None] = field(default_factory=list)
 
     @property
     def image_tokens(self) -> int:

@@ -97,6 +97,9 @@ class GenerationRequest:
     request_id: str = ""
     tools: list[dict[str, Any]] = field(default_factory=list)
     prefill: str = ""
+    # Engines that cache media or vision outputs keep entries of different scopes apart (the
+    # service puts the API key here under cache.scope = "key"); "" is the shared scope.
+    cache_scope: str = ""
 
 
 @dataclass

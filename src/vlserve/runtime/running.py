@@ -119,6 +119,8 @@ class RunningBatch:
                  **kwargs: Any) -> Any:
         engine = self.engine
         with engine.lock:
+            if "pixel_values" in inputs or "pixel_values_videos" in inputs:  # a prefill with images or videos
+                inputs = engine.vision_inputs(inputs, [s.inputs for s in seqs])
             engine.experts.begin(valid)
             try:
                 out = engine.model(**inputs, use_cache=True, **kwargs)

@@ -7,12 +7,14 @@ The HTTP routes, async jobs and the CLI all call :class:`InferenceService`; it r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlserve.cache import CacheCollector, CachedAnswer, CacheOwner, CacheStats
 from vlserve.config import Settings
 from vlserve.errors import EngineError, OverloadedError, RequestError, TooManyInputsError, VlserveError
 from vlserve.inputs import FetchBudget, Fetcher, FetchPolicy, load_source, render_pdf_isolated
@@ -24,17 +26,20 @@ from vlserve.runtime.protocol import (
     GenerationResult,
     SamplingParams,
     TextDelta,
+    Usage,
     VideoPart,
 )
 from vlserve.runtime.schema_limits import check_schema
 from vlserve.sampling import check_sampling
 from vlserve.scheduling import Cost, Scheduler, Ticket
-from vlserve.schemas import InferRequest, InferResult, Metadata
+from vlserve.schemas import InferRequest, InferResult, Metadata, RefineOption
 from vlserve.service import privacy
 from vlserve.service.artifacts import record_owner
+from vlserve.service.caching import Probe, ServiceCaches
 from vlserve.service.call import Call
 from vlserve.service.costs import price
 from vlserve.service.moderation import Moderator
+from vlserve.service.refine import check_refine
 from vlserve.tasks import Task, TaskInput
 
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "presence_penalty", "seed",
@@ -53,6 +58,9 @@ class Prepared:
     input_hashes: list[str]
     started: float
     warnings: list[str] = field(default_factory=list)
+    refine: RefineOption | None = None  # multiview_3d as a job: fit the spec to the photos afterwards
+    photos: list[bytes] = field(default_factory=list)  # the images as sent (scrubbed), kept for refine only
+    probe: Probe | None = None  # the response cache's view of it (answer set: answered from the cache)
 
 
 @dataclass
@@ -61,6 +69,7 @@ class Outcome:
     answer: Any
     result: GenerationResult
     metadata: Metadata
+    prepared: Prepared | None = None  # the inputs it answered (a job's refine step reads them)
 
     def result_model(self) -> InferResult:
         return InferResult(answer=self.answer, confidence=self.result.confidence, metadata=self.metadata)
@@ -113,11 +122,14 @@ class InferenceService:
         self.fetcher = fetcher or Fetcher(fetch_policy(settings))
         self.vision = vision_settings(settings)
         self.moderator = Moderator(settings.moderation, hashes=not settings.privacy.enabled)
+        self.caches = ServiceCaches(settings)  # response and decoded-image caches (service/caching.py)
+        self._watch_caches()
         if settings.privacy.enabled:
             withhold_content()  # log lines quote no request or answer text (vlserve.redact)
 
     async def aclose(self) -> None:
         self.scheduler.close()
+        await self.caches.aclose()
         await self.fetcher.aclose()
 
     # -- preparation -----------------------------------------------------------------------
@@ -131,19 +143,28 @@ class InferenceService:
         # The task for this request: a caller's schema, an agent's history... bounded here, before any fetch.
         task = call.task = call.task.configure(call.options, self.settings)
         self._check_counts(call)
+        refine = check_refine(call, self.settings)  # /infer: 4000, submit a job instead
         task.rules.check(images=len(call.images), videos=len(call.videos),
                          documents=len(call.documents), text=call.text)
         params = self._params(call)
-        inp, hashes, warnings = await self._load_inputs(call, ticket)
+        # After every check, before anything is decoded or queued: may the response cache answer it?
+        probe = None if ticket is not None and ticket.decision != "run" else self.caches.probe(
+            call, params, key_id=key_id, model=(ticket.engine if ticket is not None else self.engine).model_name)
+        photos: list[bytes] | None = [] if refine is not None else None
+        inp, hashes, warnings = await self._load_inputs(call, ticket, photos, probe=probe,
+                                                        scope=self.caches.scope(key_id))
+        cached = probe is not None and probe.answer is not None
         inp.artifacts_dir = self.settings.recon3d.artifacts_dir / request_id
         inp.artifacts_url = f"/artifacts/{request_id}/"
         inp.recon3d, inp.formats = self.settings.recon3d, call.options.formats
-        warnings += task.prepare(inp)
+        warnings += [] if cached else task.prepare(inp)
         self.moderator.check("\n".join(t for t in call.all_text if t), stage="input", request_id=request_id,
                              key_id=key_id, input_hashes=hashes)
-        generation = GenerationRequest(task.messages(inp), params, request_id=request_id, tools=task.tools(),
-                                       prefill=task.prefill())
-        return Prepared(request_id, key_id, task, inp, generation, hashes, started, warnings)
+        generation = GenerationRequest([] if cached else task.messages(inp), params, request_id=request_id,
+                                       tools=task.tools(), prefill=task.prefill(),
+                                       cache_scope=self.caches.scope(key_id))
+        return Prepared(request_id, key_id, task, inp, generation, hashes, started, warnings, refine, photos or [],
+                        probe=probe)
 
     def _check_counts(self, call: Call) -> None:
         """Inputs and text within the server's limits (1006, 4000), before any fetch or decode."""
@@ -180,8 +201,11 @@ class InferenceService:
                          max_tokens=merged["max_tokens"])
         return SamplingParams(**merged, json_schema=schema, logprobs=call.logprobs)
 
-    async def _load_inputs(self, call: Call, ticket: Ticket | None) -> tuple[TaskInput, list[str], list[str]]:
-        """Fetch, price from the headers, reserve the price (``ticket``), then decode."""
+    async def _load_inputs(self, call: Call, ticket: Ticket | None,
+                           photos: list[bytes] | None = None, *, probe: Probe | None = None,
+                           scope: str = "") -> tuple[TaskInput, list[str], list[str]]:
+        """Fetch, price from the headers, reserve the price (``ticket``), then decode; ``photos``,
+        if given, receives the images' bytes (after privacy mode's scrubbing)."""
         lim, fetching = self.settings.limits, self.settings.fetching
         budget = FetchBudget(fetching.max_fetches_per_request, fetching.max_bytes_per_request)
         refs = [*call.images, *[v.url for v in call.videos], *[d.url for d in call.documents]]
@@ -201,8 +225,14 @@ class InferenceService:
                              vision=self.vision, limits=lim, fps=call.options.fps)
         if ticket is not None:
             await ticket.reserve(priced.cost)
+        if probe is not None and await probe.lookup(hashes):  # answered from the response cache: nothing to decode
+            return TaskInput(text=call.text, labels=call.labels), hashes, []
         image_sources = await privacy.scrub_images(self.settings, image_sources)  # headers passed the limits
-        images = await asyncio.gather(*(load_image_async(s.data, self.vision) for s in image_sources))
+        if photos is not None:
+            photos.extend(s.data for s in image_sources)
+        images = await asyncio.gather(*(  # a repeated image is decoded once (cache.media, cache/media.py)
+            self.caches.decoded.load(s.data, digest, self.vision, scope=scope, decode=load_image_async)
+            for s, digest in zip(image_sources, hashes, strict=False)))
         videos = [VideoPart(source.data, fps=call.options.fps, start=spec.start, end=spec.end)
                   for spec, source in zip(call.videos, video_sources, strict=True)]
         rendered = await asyncio.gather(*(
@@ -248,7 +278,7 @@ class InferenceService:
             warnings=[*prepared.warnings, *result.warnings],
             ttft_ms=round(result.timings.get("ttft_ms", 0.0), 1),
         )
-        return Outcome(prepared.request_id, answer, result, metadata)
+        return Outcome(prepared.request_id, answer, result, metadata, prepared)
 
     async def start(self, request: InferRequest | Call, *, request_id: str, key_id: str | None) -> Run:
         """Admit the request to its lane (before touching any media), then prepare it."""
@@ -268,6 +298,11 @@ class InferenceService:
         """Wait for a slot, then text deltas and the :class:`Outcome`; output is moderated as it grows."""
         prepared, ticket = run.prepared, run.ticket
         lane = ticket.lane.name
+        if prepared.probe is not None and prepared.probe.answer is not None:
+            ticket.release()  # answered from the response cache: nothing to queue for the engine
+            for item in self._cached_events(lane, prepared, prepared.probe.answer):
+                yield item
+            return
         text = ""
         events = ticket.stream(prepared.generation)
         try:
@@ -282,9 +317,52 @@ class InferenceService:
                 else:
                     outcome = await self.finish(prepared, event, degraded=ticket.decision == "degrade")
                     self._observe(lane, prepared, event)
+                    await self._remember(prepared, outcome)
                     yield outcome
         finally:
             await events.aclose()
+
+    async def _remember(self, prepared: Prepared, outcome: Outcome) -> None:
+        """Store a finished answer in the response cache (stored before it is sent, so that the
+        caller's next identical request finds it)."""
+        probe, result = prepared.probe, outcome.result
+        artifacts = prepared.task_input.artifacts_dir
+        if probe is None or outcome.metadata.degraded or result.finish_reason == "cancelled":
+            return
+        if artifacts is not None and artifacts.exists():  # an answer pointing at this request's files
+            return
+        metadata = outcome.metadata.model_dump(mode="json", exclude={"processing_time_ms", "ttft_ms", "cached"})
+        await self.caches.store(probe, result.text, outcome.answer, result, metadata)
+
+    def _cached_events(self, lane: str, prepared: Prepared, cached: CachedAnswer) -> list[TextDelta | Outcome]:
+        """A cached answer as a stream: the whole text as one delta, then the outcome."""
+        self.moderator.check(cached.text, stage="output", request_id=prepared.request_id,  # today's policy
+                             key_id=prepared.key_id, input_hashes=prepared.input_hashes)
+        elapsed = time.perf_counter() - prepared.started
+        self.metrics.ttft.labels(lane).observe(elapsed)
+        meta = {**cached.metadata, "processing_time_ms": round(elapsed * 1000, 1), "ttft_ms": round(elapsed * 1000, 1),
+                "cached": True}
+        metadata = Metadata.model_validate(meta)
+        usage = Usage(input_tokens=metadata.input_tokens, output_tokens=metadata.output_tokens,
+                      image_tokens=metadata.image_tokens, video_tokens=metadata.video_tokens)
+        result = GenerationResult(text=cached.text, token_ids=[], finish_reason=metadata.finish_reason,  # type: ignore[arg-type]
+                                  usage=usage, confidence=cached.confidence, model=metadata.model)
+        self.metrics.latency.labels(lane, prepared.task.name).observe(elapsed)
+        return [TextDelta(cached.text, 0), Outcome(prepared.request_id, cached.answer, result, metadata, prepared)]
+
+    def _watch_caches(self) -> None:
+        """Every cache on ``/metrics``: the service's own and those of engines that keep some."""
+        engines = self.scheduler.engines
+
+        def sources() -> list[tuple[str, CacheStats]]:
+            found = [("", stats) for stats in self.caches.stats()]
+            for name, engine in engines.items():
+                if isinstance(engine, CacheOwner):
+                    found += [(name, stats) for stats in engine.cache_stats()]
+            return found
+
+        with contextlib.suppress(ValueError):  # a second service on the same registry (tests): the first reports
+            self.metrics.registry.register(CacheCollector(sources))
 
     def _observe(self, lane: str, prepared: Prepared, result: GenerationResult) -> None:
         self.metrics.latency.labels(lane, prepared.task.name).observe(time.perf_counter() - prepared.started)
