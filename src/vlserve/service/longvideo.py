@@ -15,7 +15,8 @@ The request is checked, fetched, priced and moderated exactly as every other req
    shows how far the job is;
 4. the task merges the windows' answers into the final one.
 
-Only one window's frames and tensors are held at a time, whatever the video's length.
+At most two windows' frames (the one the model reads, the next being decoded) and one window's
+tensors are held at a time, whatever the video's length.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from vlserve.jobs.worker import report_progress
 from vlserve.media.longvideo import (
     LongVideoLimits,
     SampledWindow,
+    SamplingPlan,
+    Window,
     plan_sampling,
     probe_long_video_async,
     sample_window_async,
@@ -39,7 +42,7 @@ from vlserve.runtime.protocol import GenerationRequest, GenerationResult, Usage
 from vlserve.scheduling import Cost
 from vlserve.schemas import InferRequest, Metadata
 from vlserve.service.call import Call
-from vlserve.service.inference import InferenceService, Outcome
+from vlserve.service.inference import InferenceService, Outcome, Prepared
 from vlserve.tasks.long_video import LongVideoTask, WindowAnswer
 
 __all__ = ["is_long_video", "run_long_video"]
@@ -61,43 +64,41 @@ async def run_long_video(service: InferenceService, request: InferRequest | Call
     if not isinstance(task, LongVideoTask):
         raise RequestError(f"task {task.name!r} is not a long-video task", param="task")
     prepared = await service.prepare(call, request_id=request_id, key_id=key_id)
-    part = prepared.task_input.videos[0]
-    data = part.video
+    video = prepared.task_input.videos[0]
+    data = video.video
     if not isinstance(data, bytes):  # prepare always hands over the fetched bytes
         raise EngineError("the long-video path needs the encoded video")
     vision, limits = service.vision, LongVideoLimits.from_limits(service.settings.limits)
     probe = await probe_long_video_async(data, vision, limits)
-    plan = plan_sampling(probe.duration, limits, start=part.start, end=part.end)
+    plan = plan_sampling(probe.duration, limits, start=video.start, end=video.end)
     progress(_PLANNED)
 
-    params = prepared.generation.params
     parts: list[WindowAnswer] = []
     results: list[GenerationResult] = []
     warnings = list(prepared.warnings)
     degraded = False
-    for window in plan.windows:
-        sampled = await sample_window_async(data, window, vision, limits)
-        if sampled.missing:
-            warnings.append(f"{sampled.missing} of {len(window.times)} frames between {window.start:.1f} s and "
-                            f"{window.end:.1f} s are past the video's real end and were left out")
-        if not sampled.frames:
-            parts.append(WindowAnswer(window, 0, "", []))
-        else:
-            features = await asyncio.to_thread(window_features, sampled, vision)
-            generation = GenerationRequest(task.window_messages(prepared.task_input, plan, window, features), params,
-                                           request_id=f"{request_id}-w{window.index}")
-            cost = _window_cost(sampled, features.pixel_values.nbytes, features.num_tokens)
-            result, fell_back = await _generate(service, task.lane, generation, call.options.priority, cost)
-            del features, generation  # one window's tensors at a time
+    windows = plan.windows
+    # The next window is decoded (in a video worker) while the model reads this one: at most two
+    # windows' frames are held at once.
+    upcoming: asyncio.Future[SampledWindow] | None = asyncio.ensure_future(
+        sample_window_async(data, windows[0], vision, limits))
+    try:
+        for window in windows:
+            assert upcoming is not None
+            sampled = await upcoming
+            upcoming = None if window.index + 1 == len(windows) else asyncio.ensure_future(
+                sample_window_async(data, windows[window.index + 1], vision, limits))
+            answered, result, fell_back = await _window(service, task, prepared, plan, window, sampled, warnings,
+                                                        priority=call.options.priority)
+            parts.append(answered)
+            if result is not None:
+                results.append(result)
             degraded |= fell_back
-            service.moderator.check(result.text, stage="output", request_id=request_id, key_id=key_id,
-                                    input_hashes=prepared.input_hashes)
-            try:
-                parts.append(task.window_answer(result.text, window, len(sampled.frames)))
-            except (ValueError, KeyError, TypeError, AttributeError) as err:
-                raise EngineError(f"the model's answer for window {window.index} could not be read: {err}") from err
-            results.append(result)
-        progress(_PLANNED + (1 - _PLANNED) * (window.index + 1) / len(plan.windows))
+            progress(_PLANNED + (1 - _PLANNED) * (window.index + 1) / len(windows))
+    finally:
+        if upcoming is not None:  # a window failed: the worker decoding the next one is stopped
+            upcoming.cancel()
+            await asyncio.gather(upcoming, return_exceptions=True)
     if not results:
         raise VideoError("No frames could be decoded from the video.")
 
@@ -130,6 +131,30 @@ async def run_long_video(service: InferenceService, request: InferRequest | Call
         activated_experts=last.activated_experts, model=last.model,
     )
     return Outcome(request_id, answer, combined, metadata)
+
+
+async def _window(service: InferenceService, task: LongVideoTask, prepared: Prepared, plan: SamplingPlan,
+                  window: Window, sampled: SampledWindow, warnings: list[str], *,
+                  priority: int) -> tuple[WindowAnswer, GenerationResult | None, bool]:
+    """Ask the model about one decoded window; its answer, the engine's result (None: no frames),
+    and whether the lane's fallback engine answered."""
+    if sampled.missing:
+        warnings.append(f"{sampled.missing} of {len(window.times)} frames between {window.start:.1f} s and "
+                        f"{window.end:.1f} s are past the video's real end and were left out")
+    if not sampled.frames:
+        return WindowAnswer(window, 0, "", []), None, False
+    features = await asyncio.to_thread(window_features, sampled, service.vision)
+    generation = GenerationRequest(task.window_messages(prepared.task_input, plan, window, features),
+                                   prepared.generation.params, request_id=f"{prepared.request_id}-w{window.index}")
+    cost = _window_cost(sampled, features.pixel_values.nbytes, features.num_tokens)
+    del features  # the generation request holds the tensors until the window is answered
+    result, fell_back = await _generate(service, task.lane, generation, priority, cost)
+    service.moderator.check(result.text, stage="output", request_id=prepared.request_id, key_id=prepared.key_id,
+                            input_hashes=prepared.input_hashes)
+    try:
+        return task.window_answer(result.text, window, len(sampled.frames)), result, fell_back
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise EngineError(f"the model's answer for window {window.index} could not be read: {err}") from err
 
 
 def _window_cost(sampled: SampledWindow, tensor_bytes: int, tokens: int) -> Cost:
