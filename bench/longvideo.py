@@ -2,11 +2,12 @@
 
 Run from the repository root::
 
-    python bench/longvideo.py [--minutes 60] [--gops 2,10]
+    python bench/longvideo.py [--minutes 60] [--videos 2:0,10:3]
 
 A synthetic video (``vlserve.testing.videos.timeline_video``: 320x240, 25 fps, H.264 from libx264
-``ultrafast``, the colour changing every second) is written to a temporary file once per keyframe
-interval in ``--gops`` (seconds; 2 s is the usual interval of streamed video, 10 s x264's default).
+``ultrafast``, the colour changing every second) is written to a temporary file for each
+``KEYFRAME_SECONDS:BFRAMES`` in ``--videos``: by default a keyframe every 2 s without B-frames (how
+streamed video is cut) and x264's defaults, a keyframe every 10 s with 3 B-frames.
 The long-video planner picks the sample times of the whole video with the default
 ``limits.long_video_*`` (768 frames in 12 windows for an hour); then, each in its own process so
 its peak memory is its own:
@@ -129,7 +130,7 @@ def _child(method: str, path: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="length of the synthetic video")
-    parser.add_argument("--gops", default="2,10", help="keyframe intervals to try, in seconds")
+    parser.add_argument("--videos", default="2:0,10:3", help="KEYFRAME_SECONDS:BFRAMES of each video to try")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -139,20 +140,22 @@ def main() -> None:
     seconds = args.minutes * 60
     print(f"Long-video sampling: a {args.minutes:g}-minute synthetic video, {WIDTH}x{HEIGHT} at {FPS} fps "
           f"({round(seconds * FPS):,} frames), H.264 (libx264 ultrafast); default limits.long_video_*")
-    print(f"{'keyframes':>10} | {'method':<22} | {'time':>8} | {'decoded':>9} | {'peak RSS':>9} | frames")
+    print(f"{'keyframes':>14} | {'method':<22} | {'time':>8} | {'decoded':>9} | {'peak RSS':>9} | frames")
     with tempfile.TemporaryDirectory() as tmp:
-        for gop in (float(g) for g in args.gops.split(",")):
-            path = str(Path(tmp) / f"long_{gop:g}.mp4")
+        for spec in args.videos.split(","):
+            gop, bframes = float(spec.split(":")[0]), int(spec.split(":")[1]) if ":" in spec else 0
+            path = str(Path(tmp) / f"long_{gop:g}_{bframes}.mp4")
             started = time.perf_counter()
             timeline_video(seconds, fps=FPS, width=WIDTH, height=HEIGHT, gop=round(gop * FPS), barcode=False,
-                           path=path)
+                           bframes=bframes, path=path)
+            label = f"every {gop:g} s" + (f", {bframes}B" if bframes else "")
             made = time.perf_counter() - started
             seek, every = _child("seek", path), _child("all", path)
             for name, row in (("seek (media/longvideo)", seek), ("decode every frame", every)):
-                print(f"{'every ' + format(gop, 'g') + ' s':>10} | {name:<22} | {row['seconds']:7.2f}s | "
+                print(f"{label:>14} | {name:<22} | {row['seconds']:7.2f}s | "
                       f"{row['decoded']:9,} | {row['peak_rss'] / 2**20:6.0f} MiB | {row['frames']}")
             same = seek["frames"] == every["frames"] and seek["hashes"] == every["hashes"]
-            print(f"{'':>10} | ratio: seek {every['seconds'] / seek['seconds']:.2f}x faster, decodes "
+            print(f"{'':>14} | ratio: seek {every['seconds'] / seek['seconds']:.2f}x faster, decodes "
                   f"{seek['decoded'] / every['decoded']:.2f}x the frames ({seek['seeks']} seeks), peak RSS "
                   f"{seek['peak_rss'] / every['peak_rss']:.2f}x; equal frames: {'yes' if same else 'NO'} "
                   f"({seek['frames']} in {seek['windows']} windows at {seek['fps']:.3f} fps; file "

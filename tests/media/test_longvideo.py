@@ -127,7 +127,10 @@ def test_seeking_works_in_every_accepted_container(fmt: str, codec: str) -> None
     assert all(abs(at - t) <= 0.5 / FPS + 1e-9 for at, t in zip(sampled.times, window.times, strict=True))
 
 
-def test_seeking_gives_the_frames_a_full_decode_would_pick(clip: bytes) -> None:
+@pytest.mark.parametrize("bframes", [0, 3])
+def test_seeking_gives_the_frames_a_full_decode_would_pick(clip: bytes, bframes: int) -> None:
+    """Also with B-frames, which the sampler lets the decoder skip when they come before the time sought."""
+    clip = timeline_video(20, fps=FPS, gop=20, bframes=bframes) if bframes else clip
     times = [0.05, 0.31, 3.0, 3.04, 7.77, 7.8, 12.5, 19.95]
     with VideoFile.open(clip, SETTINGS) as video:
         sampler = SeekingSampler(video)
@@ -141,6 +144,8 @@ def test_seeking_gives_the_frames_a_full_decode_would_pick(clip: bytes) -> None:
                 reference.append((pending.pop(0), at, frame.to_ndarray(format="rgb24")))
     assert [(w, a) for w, a, _ in seeked] == [(w, a) for w, a, _ in reference]
     assert all(np.array_equal(x, y) for (_, _, x), (_, _, y) in zip(seeked, reference, strict=True))
+    # Of 200 frames; with B-frames (GOP 20) about 61 would be decoded if none were skipped.
+    assert sampler.decoded < (45 if bframes else 40)
 
 
 def test_window_features_carry_absolute_timestamps_within_the_token_budget(clip: bytes) -> None:

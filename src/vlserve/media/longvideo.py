@@ -334,7 +334,8 @@ class SeekingSampler:
         self.video = video
         self.stream = video.stream
         self.base = self.stream.time_base or Fraction(1, 90000)
-        self.origin = self.stream.start_time  # pts of the first frame (None: learnt when decoding)
+        start = self.stream.start_time  # pts of the first frame (the timeline's 0 s)
+        self.origin: int = 0 if start is None else int(start)
         self.half_frame = 0.5 / (_declared_fps(self.stream) or _DEFAULT_FPS)
         self.decoded = 0
         self.seeks = 0
@@ -343,10 +344,9 @@ class SeekingSampler:
         self._frames: Iterator[Any] | None = None
         self._held: Any = None  # the frame yielded last (it may be the nearest to the next time too)
         self._position: float | None = None  # time of the last frame decoded
+        self._earliest = 0  # pts below which no frame can be the one sought
 
     def time_of(self, frame: Any) -> float:
-        if self.origin is None:
-            self.origin = frame.pts
         return float((frame.pts - self.origin) * self.base)
 
     def frames_at(self, times: Sequence[float]) -> Iterator[tuple[float, Any]]:
@@ -364,22 +364,30 @@ class SeekingSampler:
 
     def _seek(self, wanted: float) -> None:
         # To the keyframe at or before the earliest acceptable frame (half a frame before ``wanted``).
-        origin = self.origin or 0
         ticks = max(0, math.floor((wanted - self.half_frame) / self.base))
-        self.video.container.seek(origin + ticks, stream=self.stream, backward=True, any_frame=False)
+        self.video.container.seek(self.origin + ticks, stream=self.stream, backward=True, any_frame=False)
         # (PyAV flushes the decoder on seek: no frame from before the seek comes out after it.)
         self.seeks += 1
         self._frames = self._decode()
         self._position = None
 
     def _decode(self) -> Iterator[Any]:
-        for packet in self.video.container.demux(self.stream):
-            for frame in packet.decode():
-                if frame.pts is not None:
-                    yield frame
+        codec = self.stream.codec_context
+        try:
+            for packet in self.video.container.demux(self.stream):
+                # A frame shown before the earliest acceptable time is never taken; if no other frame
+                # refers to it either (a B-frame, typically), the decoder may skip it altogether.
+                early = packet.pts is not None and packet.pts < self._earliest
+                codec.skip_frame = "NONREF" if early else "DEFAULT"
+                for frame in packet.decode():
+                    if frame.pts is not None:
+                        yield frame
+        finally:
+            codec.skip_frame = "DEFAULT"
 
     def _forward_to(self, wanted: float) -> Any:
         assert self._frames is not None
+        self._earliest = self.origin + math.floor((wanted - self.half_frame) / self.base)
         last_key: float | None = None
         for frame in self._frames:
             self.decoded += 1

@@ -68,9 +68,14 @@ def timeline_video(
     codec: str = "libx264",
     fmt: str = "mp4",
     barcode: bool = True,
+    bframes: int = 0,
     path: str | os.PathLike[str] | None = None,
 ) -> bytes:
-    """Encode ``seconds`` of timeline video; returns the bytes (also written to ``path`` if given)."""
+    """Encode ``seconds`` of timeline video; returns the bytes (also written to ``path`` if given).
+
+    ``bframes`` (libx264): B-frames between reference frames, as most encoders make by default
+    (0: none, the fastest to encode).
+    """
     frames = round(seconds * fps)
     buf: Any = io.BytesIO() if path is None else os.fspath(path)
     with av.open(buf, "w", format=fmt) as container:
@@ -79,8 +84,8 @@ def timeline_video(
         stream.codec_context.gop_size = gop or fps * 2
         if codec == "libx264":
             # One keyframe every gop frames exactly (no scene-cut keyframes), no B-frames: fast.
-            stream.options = {"preset": "ultrafast", "tune": "zerolatency", "sc_threshold": "0",
-                              "keyint_min": str(gop or fps * 2)}
+            options = {"preset": "ultrafast", "sc_threshold": "0", "keyint_min": str(gop or fps * 2)}
+            stream.options = {**options, "bf": str(bframes)} if bframes else {**options, "tune": "zerolatency"}
         cached: dict[int, av.VideoFrame] = {}
         for number in range(frames):
             segment = int(number / fps / change_every)
