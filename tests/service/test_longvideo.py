@@ -114,3 +114,33 @@ def test_too_long_and_hostile_videos_fail_with_their_codes(tmp_path: Path, engin
     assert bad.value.code == 1003
     with pytest.raises(errors.RequestError):  # video_search needs a query
         run(tmp_path, engine, {"task": "video_search", "videos": [uri(too_long)]})
+
+
+def test_a_cancelled_job_leaves_no_lane_place_or_worker_behind(tmp_path: Path, engine: Any,
+                                                                twelve_seconds: bytes) -> None:
+    """Cancelled after its first window (as a job cancel does): the next window's decode is stopped
+    and the video lane is empty again."""
+    settings = make_settings(tmp_path, limits=LIMITS)
+
+    async def main() -> dict[str, int]:
+        service = InferenceService(settings, Scheduler(settings.scheduling, {"main": engine}))
+        first_window = asyncio.Event()
+
+        def progress(value: float) -> None:
+            if value > 0.1:
+                first_window.set()
+
+        body = InferRequest.model_validate({"task": "video_summary", "videos": [uri(twelve_seconds)],
+                                            "options": {"max_tokens": 16}})
+        job = asyncio.create_task(run_long_video(service, body, request_id="c", key_id=None, progress=progress))
+        try:
+            await asyncio.wait_for(first_window.wait(), 300)
+            job.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await job
+            return dict(service.scheduler.lane("video").status())  # type: ignore[arg-type]
+        finally:
+            await service.aclose()
+
+    status = asyncio.run(main())
+    assert status["occupancy"] == 0 and status["running"] == 0 and status["waiting"] == 0
