@@ -259,6 +259,10 @@ class Scheduling(BaseModel):
         131072, ge=1, description="KV-cache budget of a running batch in token slots: rows x (longest prompt + "
         "most tokens a row may still generate). A request that would exceed it waits for rows to finish.")
     prepare_workers: int = Field(4, ge=1, description="Threads decoding media off the event loop.")
+    min_step_ms: float = Field(
+        0.0, ge=0, le=10_000, description="Benchmarks only: every forward pass of the embedded engine (a prefill "
+        "or a decode step) lasts at least this long, the engine thread sleeping out the rest, so that the tiny "
+        "model answers at a GPU deployment's pace (bench/remote.py). 0: off; never set it in production.")
     media_memory_bytes: int = Field(
         1 << 30, ge=1 << 20, description="Bytes all requests together may hold preparing media (fetched bytes, "
         "decoded and resized images, rendered pages, decoded video frames, vision tensors), estimated from headers "

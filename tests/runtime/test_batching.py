@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -187,3 +188,18 @@ def test_closing_fails_the_requests_in_flight(engine: LocalEngine) -> None:
 
     error = asyncio.run(run())
     assert error is not None and "shut down" in str(error)
+
+
+def test_min_step_paces_forward_passes_without_changing_the_answer(engine: LocalEngine,
+                                                                   batching: BatchingEngine) -> None:
+    # scheduling.min_step_ms, for benchmarks only: the tiny model at a GPU deployment's pace.
+    paced = BatchingEngine(engine, max_batch=2, window_ms=0, min_step_ms=150)
+    try:
+        started = time.perf_counter()
+        result, _ = asyncio.run(_collect(paced, ask("Count to ten.", max_tokens=6)))
+        elapsed, steps = time.perf_counter() - started, paced.steps_run
+    finally:
+        paced.close()
+    plain, _ = asyncio.run(_collect(batching, ask("Count to ten.", max_tokens=6)))
+    assert result.text == plain.text and steps >= 1
+    assert elapsed >= steps * 0.15

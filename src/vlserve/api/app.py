@@ -99,7 +99,8 @@ def batched(settings: Settings, engines: dict[str, Engine]) -> dict[str, Engine]
             engine = BatchingEngine(engine, max_batch=sum(sizes) or 8,
                                     max_tokens=settings.scheduling.batch_max_tokens,
                                     window_ms=settings.scheduling.batch_window_ms,
-                                    prepare_workers=settings.scheduling.prepare_workers)
+                                    prepare_workers=settings.scheduling.prepare_workers,
+                                    min_step_ms=settings.scheduling.min_step_ms)
         out[name] = engine
     return out
 

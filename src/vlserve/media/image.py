@@ -31,6 +31,7 @@ import io
 import math
 import os
 import struct
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,10 +150,14 @@ def load_image(source: ImageSource, settings: VisionSettings) -> Image.Image:
         _check_webp_canvas(fp.getvalue(), settings)
         image = Image.open(fp, formats=_PILLOW_FORMATS)
         probe = _checked_probe(image, fp.getvalue(), settings)
-        if (probe.decode_width, probe.decode_height) != image.size:
+        drafted = (probe.decode_width, probe.decode_height) != image.size
+        if drafted:
             image.draft(image.mode, (image.width // _draft_scale(probe), image.height // _draft_scale(probe)))
         image.load()
-        return to_rgb(_apply_orientation(image))
+        result = to_rgb(_apply_orientation(image))
+        if result is image and not drafted:
+            _remember_encoded(image, fp.getvalue())
+        return result
     except UnidentifiedImageError as err:
         raise ImageError(f"Unsupported image format. Supported formats: {_SUPPORTED_TEXT}.") from err
     except Image.DecompressionBombError as err:
@@ -306,6 +311,27 @@ def _skip_sub_blocks(view: memoryview, pos: int) -> int:
         if size == 0:
             break
     return pos
+
+
+# The encoded bytes of images that load_image returned exactly as stored, by the image's id; an
+# entry leaves with its image (the weak reference's callback), so an id is never matched after reuse.
+_ENCODED: dict[int, tuple[weakref.ReferenceType[Image.Image], bytes]] = {}
+
+
+def _remember_encoded(image: Image.Image, data: bytes) -> None:
+    key = id(image)
+    _ENCODED[key] = (weakref.ref(image, lambda _ref: _ENCODED.pop(key, None)), data)
+
+
+def encoded_source(image: Image.Image) -> bytes | None:
+    """The encoded bytes ``image`` was decoded from by :func:`load_image`, when ``image`` is that
+    decode exactly (opaque RGB as stored, no EXIF rotation, not decoded at a reduced size); the
+    bytes passed every check of ``load_image``. None for any other image: copies, resized,
+    converted or rotated images are other objects and have none.
+
+    A remote engine sends such bytes as they are instead of re-encoding the pixels."""
+    entry = _ENCODED.get(id(image))
+    return entry[1] if entry is not None and entry[0]() is image else None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

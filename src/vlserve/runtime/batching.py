@@ -43,7 +43,8 @@ class BatchingEngine:
     """An :class:`~vlserve.runtime.protocol.Engine` that batches concurrent requests continuously."""
 
     def __init__(self, engine: LocalEngine, *, max_batch: int = 8, max_tokens: int = 131072,
-                 window_ms: float = 5.0, prepare_workers: int = 4, continuous: bool = True) -> None:
+                 window_ms: float = 5.0, prepare_workers: int = 4, continuous: bool = True,
+                 min_step_ms: float = 0.0) -> None:
         self.engine = engine
         self.model_name = engine.model_name
         self.max_batch = max_batch
@@ -51,6 +52,7 @@ class BatchingEngine:
         self.continuous = continuous  # False: requests join only an empty batch (dynamic batching)
         self.window = window_ms / 1000.0
         self.max_wait = max(self.window, 0.1)
+        self.min_step = min_step_ms / 1000.0  # benchmarks only: a GPU's pace for the tiny model
         self._prepare_pool = ThreadPoolExecutor(prepare_workers, thread_name_prefix="vlserve-prepare")
         self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -120,6 +122,7 @@ class BatchingEngine:
                 for seq in [*batch.clear(), *waiting]:
                     seq.on_error(stopped)
                 return
+            forward = time.perf_counter()
             joining = self._take(waiting, batch) if self.continuous or not batch else []
             if joining:
                 self.joined_running += len(joining) if batch else 0
@@ -135,6 +138,8 @@ class BatchingEngine:
                 continue
             self.largest_batch = max(self.largest_batch, len(batch))
             self.rows, self.waiting = len(batch), len(waiting)
+            if self.min_step and (joining or batch):
+                time.sleep(max(0.0, self.min_step - (time.perf_counter() - forward)))
 
     def _admit(self, batch: RunningBatch, joining: list[Sequence]) -> None:
         """Prefill ``joining`` into ``batch``. A prefill that fails leaves the running rows as they

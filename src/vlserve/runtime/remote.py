@@ -47,11 +47,12 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 
 from vlserve import errors as e
 from vlserve.config import Upstream
 from vlserve.media import VisionSettings, count_image_tokens, count_video_tokens, probe_video_async
+from vlserve.media.image import encoded_source
 from vlserve.media.sizing import image_target_size
 from vlserve.redact import content
 from vlserve.runtime.protocol import (
@@ -76,7 +77,13 @@ log = logging.getLogger("vlserve.remote")
 #: Upstream error bodies read at most this far (an error page is never large; a hostile one may be).
 MAX_ERROR_BYTES = 64 * 1024
 #: One SSE line at most this long: a chunk carries a few tokens and their alternatives.
-MAX_LINE_CHARS = 1 << 20
+MAX_LINE_BYTES = 1 << 20
+#: Bodies of the small side requests (``/v1/models``, health) read at most this far.
+MAX_SIDE_BYTES = 1 << 20
+#: An upstream's Prometheus ``/metrics`` page read at most this far.
+MAX_METRICS_BYTES = 8 << 20
+_PASSTHROUGH_MIME = {"PNG": "image/png", "JPEG": "image/jpeg"}  # what every OpenAI-compatible server decodes
+_INLINE_PIXELS = 64 * 64  # images up to this size are encoded on the event loop (a thread hop costs about as much)
 _VIDEO_MIME = {"mp4": "video/mp4", "matroska": "video/x-matroska", "avi": "video/x-msvideo"}
 _CODES: dict[int, type[e.VlserveError]] = {}
 _closing: set[asyncio.Task[None]] = set()  # clients closing in the background, kept from the collector
@@ -101,14 +108,26 @@ class Outgoing:
     video_tokens: int = 0
     known_tools: set[str] = field(default_factory=set)
     logprobs: bool = False  # the caller asked for them (besides those fetched for confidence)
+    _encoded: bytes = b""
+
+    def wire(self, model: str) -> bytes:
+        """The JSON body for one replica: ``body`` serialised once (media included), ``model`` put in front."""
+        if not self._encoded:
+            self._encoded = json.dumps(self.body, separators=(",", ":")).encode()
+        head = b'{"model":' + json.dumps(model).encode()
+        return head + (b"}" if self._encoded == b"{}" else b"," + self._encoded[1:])
 
 
 class RemoteEngine:
     """One upstream server. ``url`` is its base (``http://host:port``); ``options`` the model's
-    upstream settings (timeouts, dialect, key); ``vision`` the server's media limits."""
+    upstream settings (timeouts, dialect, key); ``vision`` the server's media limits.
+
+    The HTTP client is aiohttp (its C parser and plain asyncio streams cost a fraction of the CPU
+    per streamed answer that httpx's pure-Python stack does, and a gateway spends most of its own
+    CPU there); one keep-alive connection pool per upstream, created on first use in the running loop."""
 
     def __init__(self, url: str, options: Upstream, vision: VisionSettings, *, name: str,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: aiohttp.ClientSession | None = None) -> None:
         self.url = url.rstrip("/").removesuffix("/v1")
         self.options = options
         self.vision = vision
@@ -116,6 +135,9 @@ class RemoteEngine:
         self._upstream_model = options.upstream_model
         self._client = client
         self._own_client = client is None
+        key = options.api_key
+        self._auth = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
+        self._post_headers = {**self._auth, "Content-Type": "application/json", "Accept": "text/event-stream"}
 
     # -- the engine protocol --------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -135,10 +157,9 @@ class RemoteEngine:
     async def health(self) -> EngineHealth:
         path = {"vlserve": "/readyz", "openai": "/v1/models"}.get(self.options.dialect, "/health")
         try:
-            response = await self.client.get(self.url + path, headers=self._headers(),
-                                             timeout=min(self.options.read_timeout, 5.0))
-            ready = response.status_code == 200
-        except httpx.HTTPError:
+            status, _ = await self._get(path, min(self.options.read_timeout, 5.0), MAX_SIDE_BYTES)
+            ready = status == 200
+        except (aiohttp.ClientError, TimeoutError):
             ready = False
         return EngineHealth(ready=ready, model=self.model_name)
 
@@ -147,77 +168,90 @@ class RemoteEngine:
             client, self._client = self._client, None
             # Without a running loop nothing is in flight: the sockets go with the client.
             with contextlib.suppress(RuntimeError):
-                task = asyncio.get_running_loop().create_task(client.aclose())
+                task = asyncio.get_running_loop().create_task(client.close())
                 _closing.add(task)
                 task.add_done_callback(_closing.discard)
 
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            await client.close()
 
     # -- beyond the protocol: used by pools -----------------------------------------------
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> aiohttp.ClientSession:
         if self._client is None:
             opts = self.options
-            timeout = httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
-                                    write=opts.read_timeout, pool=opts.connect_timeout)
-            limits = httpx.Limits(max_connections=opts.max_concurrency + 4,
-                                  max_keepalive_connections=opts.max_concurrency)
-            self._client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+            # ``connect`` bounds waiting for a pooled connection plus opening one; ``sock_read`` is
+            # the longest silence between two reads (the first token included); no total limit,
+            # since a long answer streams for as long as it needs.
+            timeout = aiohttp.ClientTimeout(total=None, connect=opts.connect_timeout,
+                                            sock_connect=opts.connect_timeout, sock_read=opts.read_timeout)
+            connector = aiohttp.TCPConnector(limit=opts.max_concurrency + 4, limit_per_host=0,
+                                             keepalive_timeout=30.0)
+            self._client = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False,
+                                                 auto_decompress=True, cookie_jar=aiohttp.DummyCookieJar())
         return self._client
 
     async def queue_depth(self) -> float | None:
         """Requests waiting in the upstream's own queue, from its Prometheus ``/metrics``; None
-        when they cannot be read."""
+        when they cannot be read (or the page is larger than ``MAX_METRICS_BYTES``)."""
         try:
-            response = await self.client.get(self.url + "/metrics", headers=self._headers(), timeout=5.0)
-        except httpx.HTTPError:
+            status, raw = await self._get("/metrics", 5.0, MAX_METRICS_BYTES)
+        except (aiohttp.ClientError, TimeoutError):
             return None
-        if response.status_code != 200 or len(response.content) > 8 << 20:
+        if status != 200 or raw is None:
             return None
-        return waiting_requests(response.text)
+        return waiting_requests(raw.decode("utf-8", "replace"))
 
     async def send(self, outgoing: Outgoing) -> AsyncGenerator[StreamEvent, None]:
         """Stream ``outgoing`` to this upstream: text deltas, then one :class:`GenerationResult`."""
-        body = {**outgoing.body, "model": await self._model()}
+        body = outgoing.wire(await self._model())
         started = time.perf_counter()
         state = _Answer()
         try:
-            async with self.client.stream("POST", self.url + "/v1/chat/completions", json=body,
-                                          headers=self._headers()) as response:
-                if response.status_code >= 400:
-                    raise await _status_error(response)
-                index, done = 0, False
-                async for line in response.aiter_lines():
-                    # Read to the end even after [DONE]: a response left unread closes its connection,
-                    # and the next request would pay for a new one.
-                    chunk = None if done else _sse_data(line)
-                    if chunk is None:
-                        continue
-                    if chunk == "[DONE]":
-                        done = True
-                        continue
-                    delta = state.absorb(chunk)
-                    if delta is not None:
-                        if index == 0:
-                            state.ttft = time.perf_counter() - started
-                        yield TextDelta(delta[0], index, delta[1])
-                        index += 1
+            async with self.client.post(self.url + "/v1/chat/completions", data=body,
+                                        headers=self._post_headers) as response:
+                complete = False
+                try:
+                    if response.status >= 400:
+                        raise await _status_error(response)
+                    index, done = 0, False
+                    async for line in _lines(response.content):
+                        # Read to the end even after [DONE]: a response left unread closes its connection,
+                        # and the next request would pay for a new one.
+                        chunk = None if done else _sse_data(line)
+                        if chunk is None:
+                            continue
+                        if chunk == "[DONE]":
+                            done = True
+                            continue
+                        delta = state.absorb(chunk)
+                        if delta is not None:
+                            if index == 0:
+                                state.ttft = time.perf_counter() - started
+                            yield TextDelta(delta[0], index, delta[1])
+                            index += 1
+                    complete = True
+                finally:
+                    if not complete:
+                        # An error, or our caller went away: drop the connection (never back to the
+                        # pool half read), which the upstream takes as an abort of the request.
+                        response.close()
                 tail = state.tool_text(outgoing.known_tools)
                 if tail:
                     yield TextDelta(tail, index)
-        except httpx.TimeoutException as err:
+        except aiohttp.ConnectionTimeoutError as err:  # opening a connection, or waiting for a pooled one
+            log.warning("upstream %s could not be reached in time: %r", self.url, err)
+            raise e.UpstreamUnavailableError("the model's upstream server could not be reached in time") from err
+        except TimeoutError as err:  # aiohttp's read timeout (SocketTimeoutError) is a TimeoutError
             log.warning("upstream %s timed out: %r", self.url, err)
-            if isinstance(err, httpx.ConnectTimeout | httpx.PoolTimeout):
-                raise e.UpstreamUnavailableError("the model's upstream server could not be reached in time") from err
             raise e.UpstreamTimeoutError(f"the model's upstream server sent nothing for "
                                          f"{self.options.read_timeout:g} seconds") from err
-        except httpx.ConnectError as err:
+        except aiohttp.ClientConnectorError as err:
             log.warning("upstream %s refused the connection: %r", self.url, err)
             raise e.UpstreamUnavailableError("the model's upstream server could not be reached") from err
-        except httpx.HTTPError as err:  # closed mid-answer, protocol violations
+        except aiohttp.ClientError as err:  # closed mid-answer, protocol violations
             log.warning("upstream %s failed mid-answer: %r", self.url, err)
             raise e.UpstreamError("the model's upstream server broke off its answer") from err
         if not state.finished:
@@ -225,22 +259,24 @@ class RemoteEngine:
         yield state.result(self.model_name, outgoing, ttft=state.ttft)
 
     # -- internals ------------------------------------------------------------------------
-    def _headers(self) -> dict[str, str]:
-        key = self.options.api_key
-        return {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
+    async def _get(self, path: str, timeout: float, limit: int) -> tuple[int, bytes | None]:
+        """GET ``path``: the status and the body (None when it is longer than ``limit``)."""
+        async with self.client.get(self.url + path, headers=self._auth,
+                                   timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            return response.status, await _read_at_most(response.content, limit)
 
     async def _model(self) -> str:
         """The name the upstream serves (configured, or the first of its ``/v1/models``)."""
         if self._upstream_model is None:
             try:
-                response = await self.client.get(self.url + "/v1/models", headers=self._headers())
-            except httpx.TimeoutException as err:
+                _, raw = await self._get("/v1/models", self.options.read_timeout, MAX_SIDE_BYTES)
+            except TimeoutError as err:
                 raise e.UpstreamTimeoutError("the model's upstream server did not list its models in time") from err
-            except httpx.HTTPError as err:
+            except aiohttp.ClientError as err:
                 log.warning("upstream %s: /v1/models failed: %r", self.url, err)
                 raise e.UpstreamUnavailableError("the model's upstream server could not be reached") from err
             try:
-                self._upstream_model = str(response.json()["data"][0]["id"])
+                self._upstream_model = str(json.loads(raw or b"")["data"][0]["id"])
             except (ValueError, KeyError, IndexError, TypeError) as err:
                 raise e.UpstreamError("the model's upstream server did not list the model it serves") from err
         return self._upstream_model
@@ -322,7 +358,25 @@ async def _image(part: ImagePart, options: Upstream, vision: VisionSettings) -> 
     image = part.image
     if not isinstance(image, Image.Image):
         raise e.EngineError("a preprocessed image cannot be sent to a remote engine; send the decoded image")
+    width, height = image.size
+    if options.image_passthrough and (passed := passthrough_uri(image, vision)) is not None:
+        return passed, count_image_tokens(width, height, vision)
+    if width * height <= _INLINE_PIXELS:  # a thread hop costs more than encoding a thumbnail
+        return _encode_image(image, options.image_format, vision)
     return await asyncio.to_thread(_encode_image, image, options.image_format, vision)
+
+
+def passthrough_uri(image: Image.Image, vision: VisionSettings) -> str | None:
+    """The caller's own encoded bytes as a data URI, when the upstream would decode exactly the
+    pixels we checked and counted: ``image`` is :func:`~vlserve.media.image.encoded_source`'s
+    untouched decode of them (so they passed every check of the embedded path), a PNG or JPEG,
+    and within the model's ``max_pixels`` (the upstream's resize then only rounds the sides to the
+    patch grid, as it does with an image we re-encode). None otherwise: then it is re-encoded."""
+    data = encoded_source(image)
+    mime = _PASSTHROUGH_MIME.get(image.format or "")
+    if data is None or mime is None or image.width * image.height > vision.max_pixels:
+        return None
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _encode_image(image: Image.Image, fmt: str, vision: VisionSettings) -> tuple[str, int]:
@@ -465,23 +519,48 @@ def _logprobs(data: Any) -> list[TokenLogprob] | None:
     return out
 
 
-def _sse_data(line: str) -> Any:
-    if len(line) > MAX_LINE_CHARS:
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The lines of a streamed body (without their ``\\n``), none longer than ``MAX_LINE_BYTES``."""
+    buffer = b""
+    async for piece in content.iter_any():
+        buffer += piece
+        if b"\n" in piece:
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line
+        if len(buffer) > MAX_LINE_BYTES:
+            raise e.UpstreamError("the model's upstream server sent an oversized stream event")
+    if buffer:
+        yield buffer
+
+
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is longer than ``limit`` bytes."""
+    raw = b""
+    async for piece in content.iter_any():
+        raw += piece
+        if len(raw) > limit:
+            return None
+    return raw
+
+
+def _sse_data(line: bytes) -> Any:
+    if len(line) > MAX_LINE_BYTES:
         raise e.UpstreamError("the model's upstream server sent an oversized stream event")
-    if not line.startswith("data:"):
+    if not line.startswith(b"data:"):
         return None
     payload = line[5:].strip()
-    if payload == "[DONE]":
-        return payload
+    if payload == b"[DONE]":
+        return "[DONE]"
     try:
         return json.loads(payload)
     except ValueError as err:
         raise e.UpstreamError("the model's upstream server sent an unreadable stream event") from err
 
 
-async def _status_error(response: httpx.Response) -> e.VlserveError:
+async def _status_error(response: aiohttp.ClientResponse) -> e.VlserveError:
     raw = b""
-    async for piece in response.aiter_bytes():
+    async for piece in response.content.iter_any():
         raw += piece
         if len(raw) > MAX_ERROR_BYTES:
             break
@@ -491,10 +570,10 @@ async def _status_error(response: httpx.Response) -> e.VlserveError:
         body = {"error": {"message": raw[:500].decode("utf-8", "replace")}}
     if not isinstance(body, dict):
         body = {}
-    err = _body_error(body, status=response.status_code)
+    err = _body_error(body, status=response.status)
     if isinstance(err, e.OverloadedError):
         with contextlib.suppress(ValueError):
-            err.retry_after = max(1.0, float(response.headers.get("retry-after", "1")))
+            err.retry_after = max(1.0, float(response.headers.get("Retry-After", "1")))
     return err
 
 
