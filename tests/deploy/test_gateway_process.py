@@ -124,7 +124,9 @@ def test_cpu_compose_gateway_in_front_of_a_real_engine(tiny_dir: Path, tmp_path:
 def wait_for_readyz(client: httpx.Client, status: int, timeout: float = 30.0) -> httpx.Response:
     deadline = time.monotonic() + timeout
     ready = client.get("/readyz")
-    while ready.status_code != status and time.monotonic() < deadline:
+    # A 503 while the engines are still being built says nothing yet about the upstreams: wait for
+    # the service (its lanes in the answer), or /infer races the start-up and gets "loading" (2001).
+    while (ready.status_code != status or "lanes" not in ready.json()) and time.monotonic() < deadline:
         time.sleep(0.2)
         ready = client.get("/readyz")
     assert ready.status_code == status, ready.text
