@@ -154,10 +154,13 @@ class LocalEngine:
                                                   add_generation_prompt=True)
         return str(text)
 
-    def _image_features(self, part: ImagePart, scope: str = "", keys: list[str | None] | None = None) -> ImageFeatures:
+    def _image_features(self, part: ImagePart, scope: str | None = "",
+                        keys: list[str | None] | None = None) -> ImageFeatures:
         identify = self.encoder_cache is not None  # content ids are only needed by the encoder cache
         image = part.image
-        if isinstance(image, ImageFeatures):
+        if scope is None:  # nothing of this request is kept
+            features, key = image if isinstance(image, ImageFeatures) else preprocess_image(image, self.vision), None
+        elif isinstance(image, ImageFeatures):
             features, key = image, pixel_id(image.pixel_values, image.grid_thw, scope) if identify else None
         else:
             features, key = self.features.image(image, self.vision, scope=scope, identify=identify,
@@ -166,9 +169,14 @@ class LocalEngine:
             keys.append(key)
         return features
 
-    def _video_features(self, part: VideoPart, scope: str = "", keys: list[str | None] | None = None) -> VideoFeatures:
+    def _video_features(self, part: VideoPart, scope: str | None = "",
+                        keys: list[str | None] | None = None) -> VideoFeatures:
         identify = self.encoder_cache is not None
-        if isinstance(part.video, VideoFeatures):
+        if scope is None:
+            features = part.video if isinstance(part.video, VideoFeatures) else load_video(
+                part.video, self.vision, fps=part.fps, start=part.start, end=part.end)
+            key = None
+        elif isinstance(part.video, VideoFeatures):
             video = part.video
             features, key = video, pixel_id(video.pixel_values, video.grid_thw, scope) if identify else None
         else:

@@ -98,8 +98,9 @@ class GenerationRequest:
     tools: list[dict[str, Any]] = field(default_factory=list)
     prefill: str = ""
     # Engines that cache media or vision outputs keep entries of different scopes apart (the
-    # service puts the API key here under cache.scope = "key"); "" is the shared scope.
-    cache_scope: str = ""
+    # service puts the API key here under cache.scope = "key"); "" is the shared scope, None: keep
+    # nothing of this request (privacy mode).
+    cache_scope: str | None = ""
 
 
 @dataclass

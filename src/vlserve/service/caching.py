@@ -85,6 +85,11 @@ class ServiceCaches:
         """Whose entries a request may see: its key's own (``cache.scope = "key"``) or everyone's."""
         return "" if self.settings.cache.scope == "shared" else f"key:{key_id or ''}"
 
+    def engine_scope(self, key_id: str | None) -> str | None:
+        """What the engine's media and encoder caches key this request's entries by; None in
+        privacy mode (nothing is kept, even by an engine configured with caches)."""
+        return None if self.settings.privacy.enabled else self.scope(key_id)
+
     def probe(self, call: Call, params: SamplingParams, *, key_id: str | None, model: str) -> Probe | None:
         """A :class:`Probe` when the response cache may answer this request, else None."""
         from vlserve.tasks import TASKS

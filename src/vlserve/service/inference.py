@@ -162,7 +162,7 @@ class InferenceService:
                              key_id=key_id, input_hashes=hashes)
         generation = GenerationRequest([] if cached else task.messages(inp), params, request_id=request_id,
                                        tools=task.tools(), prefill=task.prefill(),
-                                       cache_scope=self.caches.scope(key_id))
+                                       cache_scope=self.caches.engine_scope(key_id))
         return Prepared(request_id, key_id, task, inp, generation, hashes, started, warnings, refine, photos or [],
                         probe=probe)
 
