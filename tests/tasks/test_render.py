@@ -98,6 +98,8 @@ document.documentElement.style.background = "rgb{GREEN}";</script>
 <object data="{base}/object"></object><embed src="{base}/embed">
 <iframe src="file://{secret}" style="position:absolute;left:0;top:50px;width:320px;height:150px;border:0"></iframe>
 <iframe src="{base}/frame"></iframe><audio src="{base}/a.mp3" autoplay></audio>
+<iframe srcdoc="<img src='{base}/in-srcdoc.png'>"></iframe>
+<svg width="10" height="10"><image href="{base}/svg.png" width="10" height="10"/></svg>
 <form action="{base}/post" method="post"><input type="image" src="{base}/button.png"></form>
 </body></html>"""
     result = render_png(html, tmp_path / "page.png", settings(chromium=chromium))
@@ -109,6 +111,17 @@ document.documentElement.style.background = "rgb{GREEN}";</script>
     assert image.shape == (200, 320, 3)
     assert near(image[5:35, 5:95], (255, 0, 0)).all()  # the page itself rendered
     assert not near(image, GREEN).any()  # no script ran, and the local file did not show
+
+
+def test_a_page_cannot_navigate_to_a_local_file(chromium: Path, listener: Listener, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.html"
+    secret.write_text(f"<body style='margin:0;background:rgb{GREEN}'>secret</body>")
+    for target in (f"file://{secret}", f"http://127.0.0.1:{listener.port}/next"):
+        html = f'<meta http-equiv="refresh" content="0; url={target}"><body style="background:#fff">wait</body>'
+        result = render_png(html, tmp_path / "page.png", settings(chromium=chromium))
+        assert result.path is not None, result.warnings
+        assert not near(pixels(result.path), GREEN).any()
+    assert listener.connections == 0
 
 
 def test_a_page_that_takes_too_long_ends_in_a_warning(chromium: Path, tmp_path: Path) -> None:
