@@ -4,8 +4,11 @@ For each claimed job two tasks run side by side: the handler, and a heartbeat th
 lease every ``heartbeat_interval`` seconds and sends the progress the handler reported. When a
 heartbeat is refused, the job is no longer ours to run: either a cancel was requested (the
 handler is cancelled and the job completed as cancelled) or the lease was taken back (the
-handler is cancelled and nothing is written; another worker runs the job again). The loop also
-takes back expired leases of every worker (``requeue_expired``) every ``requeue_interval``.
+handler is cancelled and nothing is written; another worker runs the job again). A worker cut off
+from the store (its heartbeats fail or hang) cancels the handler itself once a whole lease has
+passed since its last heartbeat got through: by then another replica may have taken the job, and
+the same job must not run to completion twice. The loop also takes back expired leases of every
+worker (``requeue_expired``) every ``requeue_interval``.
 
 Handlers run in the worker's event loop; a handler that blocks the loop also blocks its
 heartbeat, so CPU-bound work belongs in a thread or another process (inference already is).
@@ -64,6 +67,7 @@ class _Run:
 
     job: Job
     progress: _Progress
+    leased_at: float  # loop time just before the claim or the last heartbeat that got through
     stopped: Literal["cancel", "lost"] | None = None
 
 
@@ -110,6 +114,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._started = False
+        self._runner: asyncio.Task[Any] | None = None
 
     @property
     def active_jobs(self) -> list[str]:
@@ -121,6 +126,7 @@ class Worker:
         if self._started:
             raise RuntimeError("a Worker runs once; make a new one")
         self._started = True
+        self._runner = asyncio.current_task()
         loop = asyncio.get_running_loop()
         next_requeue = 0.0
         failures = 0
@@ -152,6 +158,7 @@ class Worker:
         """Stop claiming and wait for running jobs; after ``timeout`` seconds cancel them.
 
         A cancelled job is not completed: its lease expires and another worker runs it again.
+        A loop stuck in a store call that never returns (an unreachable Redis) is cancelled too.
         """
         self._stop.set()
         self._wake.set()
@@ -161,6 +168,10 @@ class Worker:
             await asyncio.wait_for(asyncio.shield(self._done.wait()), timeout)
         except TimeoutError:
             await self._cancel_active()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._done.wait()), 1.0)
+            if not self._done.is_set() and self._runner is not None:
+                self._runner.cancel()
             await self._done.wait()
 
     async def _cancel_active(self) -> None:
@@ -175,11 +186,13 @@ class Worker:
 
     async def _fill(self) -> None:
         """Claim jobs until every slot is busy or no job is queued."""
+        loop = asyncio.get_running_loop()
         while len(self._active) < self.concurrency and not self._stop.is_set():
+            asked = loop.time()  # the store's lease runs from a moment after this
             job = await self.store.claim(self.worker_id, self.lanes, self.lease_seconds)
             if job is None:
                 return
-            run = _Run(job, _Progress())
+            run = _Run(job, _Progress(), leased_at=asked)
             task = asyncio.create_task(self._execute(run), name=f"vlserve-job-{job.id}")
             self._active[task] = run
             task.add_done_callback(self._finished)
@@ -232,17 +245,27 @@ class Worker:
 
     async def _keep_lease(self, run: _Run, handler: asyncio.Task[dict[str, Any]]) -> None:
         job = run.job
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            sent = loop.time()
             try:
-                ours = await self.store.heartbeat(
+                # Bounded: a store that stopped answering must not hold the beat past the lease.
+                ours = await asyncio.wait_for(self.store.heartbeat(
                     job.id, self.worker_id, self.lease_seconds, run.progress.value, attempt=job.attempts
-                )
+                ), timeout=max(self.lease_seconds - (sent - run.leased_at), self.heartbeat_interval))
             except Exception:
-                # Keep running: the lease may still be valid, and the next beat may get through.
-                log.warning("job %s: heartbeat failed", job.id, exc_info=True)
-                continue
+                if loop.time() - run.leased_at < self.lease_seconds:
+                    # Keep running: the lease may still be valid, and the next beat may get through.
+                    log.warning("job %s: heartbeat failed", job.id, exc_info=True)
+                    continue
+                log.warning("job %s: no heartbeat got through for a whole lease (%g s); stopping it, another "
+                            "worker will run it", job.id, self.lease_seconds)
+                run.stopped = "lost"
+                handler.cancel()
+                return
             if ours:
+                run.leased_at = sent
                 continue
             try:
                 cancel = await self.store.is_cancel_requested(job.id)
