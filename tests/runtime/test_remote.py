@@ -205,6 +205,11 @@ def test_queue_depth_is_read_from_prometheus_text() -> None:
             'vllm:num_requests_waiting{model_name="b"} 2.0\n')
     assert waiting_requests(text) == 5.0
     assert waiting_requests("# TYPE other gauge\nother 1.0\n") is None
+    # A whole page: only the exact series count, not others sharing a prefix or a label value.
+    page = ('# TYPE vlserve_queue_depth gauge\nvlserve_queue_depth{lane="interactive"} 4.0\n'
+            'vlserve_queue_depth{lane="batch"} 1.0\nvlserve_queue_depth_seconds_bucket{le="1.0"} 9.0\n'
+            'other{name="vlserve_queue_depth"} 7.0\n' + "".join(f'h_bucket{{le="{i}"}} {i}\n' for i in range(5000)))
+    assert waiting_requests(page) == 5.0
 
 
 def test_gateway_with_remote_engines_never_imports_torch(upstream: str, tmp_path: Path) -> None:

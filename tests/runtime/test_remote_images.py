@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from tests.runtime.upstreams import FakeVllm
+from tests.runtime.upstreams import FakeVllm, gateway, gateway_settings
 from vlserve.config import Upstream
 from vlserve.media import VisionSettings, count_image_tokens, load_image
 from vlserve.runtime.protocol import GenerationRequest, GenerationResult, ImagePart, Message, SamplingParams, TextPart
@@ -35,6 +37,12 @@ def rotated_jpeg() -> bytes:
     return encoded("JPEG", 96, 64, exif=exif.tobytes())
 
 
+def images_in(body: dict[str, Any]) -> list[bytes]:
+    uris = [p["image_url"]["url"] for m in body["messages"] if isinstance(m["content"], list)
+            for p in m["content"] if p["type"] == "image_url"]
+    return [base64.b64decode(uri.split(",", 1)[1]) for uri in uris]
+
+
 def sent_images(images: list[Image.Image], vision: VisionSettings, **options: Any) -> tuple[list[bytes], int]:
     """The images' bytes as the upstream received them, and the image tokens counted here."""
     fake = FakeVllm()
@@ -48,8 +56,7 @@ def sent_images(images: list[Image.Image], vision: VisionSettings, **options: An
                 await eng.aclose()
 
         result = asyncio.run(run())
-    uris = [p["image_url"]["url"] for p in fake.bodies[0]["messages"][0]["content"] if p["type"] == "image_url"]
-    return [base64.b64decode(uri.split(",", 1)[1]) for uri in uris], result.usage.image_tokens
+    return images_in(fake.bodies[0]), result.usage.image_tokens
 
 
 def test_images_within_limits_travel_as_the_callers_own_bytes() -> None:
@@ -70,9 +77,12 @@ def test_images_that_need_work_are_re_encoded_as_checked() -> None:
     }
     images = [load_image(data, vision) for data in sources.values()]
     images.append(load_image(png, vision).copy())  # a derived image: its pixels may differ from the file's
+    drawn = load_image(png, vision)
+    ImageDraw.Draw(drawn).rectangle((0, 0, 20, 20), fill=(255, 0, 0))  # changed in place after decoding
+    images.append(drawn)
     sent, _ = sent_images(images, vision)
-    assert len(sent) == 4
-    for original, data, image in zip([*sources.values(), png], sent, images, strict=True):
+    assert len(sent) == 5
+    for original, data, image in zip([*sources.values(), png, png], sent, images, strict=True):
         assert data != original and data.startswith(b"\x89PNG")  # re-encoded as image_format = png
         received = Image.open(io.BytesIO(data))
         assert received.size == image.size and received.mode == "RGB"
@@ -96,3 +106,17 @@ def test_passthrough_off_always_re_encodes() -> None:
     sent, _ = sent_images([image], vision, image_passthrough=False)
     assert sent[0] != jpeg and sent[0].startswith(b"\x89PNG")
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(sent[0]))), np.asarray(image))
+
+
+def test_through_a_gateway_the_upstream_gets_the_callers_bytes(tmp_path: Path) -> None:
+    # The whole service path: fetch, price, decode (the second time from the decoded-image cache,
+    # which hands out views of the cached pixels), task prompt, then the pool's RemoteEngine.
+    png = encoded("PNG")
+    request = {"task": "vqa", "images": ["data:image/png;base64," + base64.b64encode(png).decode()],
+               "text": "What is it?", "options": {"max_tokens": 4}}
+    fake = FakeVllm()
+    with fake.serve() as url, gateway(gateway_settings(tmp_path, [url], dialect="vllm")) as gw:
+        for _ in range(2):
+            answer = httpx.post(gw + "/infer", json=request, timeout=60)
+            assert answer.status_code == 200, answer.text
+    assert [images_in(body) for body in fake.bodies] == [[png], [png]]

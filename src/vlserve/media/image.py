@@ -123,9 +123,30 @@ def probe_image(data: bytes, settings: VisionSettings) -> ImageProbe:
 
 
 async def load_image_async(source: ImageSource, settings: VisionSettings) -> Image.Image:
-    """``load_image`` on the image decoding pool: never queued behind PDFs, videos or the default executor."""
+    """``load_image`` on the image decoding pool: never queued behind PDFs, videos or the default executor.
+
+    Encoded bytes whose header says they are heavy (``vlserve.media.isolated.is_heavy``: above
+    ``isolate_image_pixels``, or 16-bit/float) decode in a niced worker process instead, so they
+    neither hold this pool's few threads nor take the CPU from the engine.
+    """
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(image_pool(), load_image, source, settings)
+    if not isinstance(source, bytes):
+        return await loop.run_in_executor(image_pool(), load_image, source, settings)
+    light = await loop.run_in_executor(image_pool(), _load_light, source, settings)
+    if light is not None:
+        return light
+    from vlserve.media.isolated import load_image_isolated  # it imports this module
+
+    return await load_image_isolated(source, settings)
+
+
+def _load_light(data: bytes, settings: VisionSettings) -> Image.Image | None:
+    """``load_image(data)``, or None without decoding anything when the image is heavy."""
+    from vlserve.media.isolated import is_heavy
+
+    if is_heavy(probe_image(data, settings), settings):
+        return None
+    return load_image(data, settings)
 
 
 def load_image(source: ImageSource, settings: VisionSettings) -> Image.Image:
@@ -313,25 +334,42 @@ def _skip_sub_blocks(view: memoryview, pos: int) -> int:
     return pos
 
 
-# The encoded bytes of images that load_image returned exactly as stored, by the image's id; an
-# entry leaves with its image (the weak reference's callback), so an id is never matched after reuse.
+# The encoded bytes of images that load_image returned exactly as stored, by the id of their pixel
+# buffer (Pillow's ImagingCore), so that views sharing that buffer (the decoded-image cache hands
+# out such views) find them too. The entry holds its image weakly and leaves with it.
 _ENCODED: dict[int, tuple[weakref.ReferenceType[Image.Image], bytes]] = {}
 
 
 def _remember_encoded(image: Image.Image, data: bytes) -> None:
-    key = id(image)
-    _ENCODED[key] = (weakref.ref(image, lambda _ref: _ENCODED.pop(key, None)), data)
+    # Read-only: Pillow copies the pixels into a new buffer before any change (paste, draw, putpixel),
+    # so an entry never vouches for pixels that differ from ``data``.
+    image.readonly = 1
+    key = id(image.im)
+
+    def forget(ref: weakref.ReferenceType[Image.Image]) -> None:
+        if _ENCODED.get(key, (None,))[0] is ref:
+            del _ENCODED[key]
+
+    _ENCODED[key] = (weakref.ref(image, forget), data)
 
 
-def encoded_source(image: Image.Image) -> bytes | None:
-    """The encoded bytes ``image`` was decoded from by :func:`load_image`, when ``image`` is that
-    decode exactly (opaque RGB as stored, no EXIF rotation, not decoded at a reduced size); the
-    bytes passed every check of ``load_image``. None for any other image: copies, resized,
-    converted or rotated images are other objects and have none.
+def encoded_source(image: Image.Image) -> tuple[bytes, str] | None:
+    """The encoded bytes ``image``'s pixels were decoded from by :func:`load_image`, and their Pillow
+    format (``"PNG"``, ``"JPEG"``...), when ``image`` holds exactly that decode (opaque RGB as stored,
+    no EXIF rotation, not decoded at a reduced size), itself or through a view sharing its pixels;
+    the bytes passed every check of ``load_image``. None for any other image: copies, resized,
+    converted, rotated or changed images have pixels of their own.
 
     A remote engine sends such bytes as they are instead of re-encoding the pixels."""
-    entry = _ENCODED.get(id(image))
-    return entry[1] if entry is not None and entry[0]() is image else None
+    try:
+        core = image.im
+    except (AttributeError, ValueError):  # never loaded, or closed
+        return None
+    entry = _ENCODED.get(id(core))
+    owner = entry[0]() if entry is not None else None
+    if entry is None or owner is None or owner.im is not core or owner.format is None:
+        return None
+    return entry[1], owner.format
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

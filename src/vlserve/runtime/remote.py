@@ -82,6 +82,7 @@ MAX_LINE_BYTES = 1 << 20
 MAX_SIDE_BYTES = 1 << 20
 #: An upstream's Prometheus ``/metrics`` page read at most this far.
 MAX_METRICS_BYTES = 8 << 20
+_QUEUE_SERIES = ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "vlserve_queue_depth")
 _PASSTHROUGH_MIME = {"PNG": "image/png", "JPEG": "image/jpeg"}  # what every OpenAI-compatible server decodes
 _INLINE_PIXELS = 64 * 64  # images up to this size are encoded on the event loop (a thread hop costs about as much)
 _VIDEO_MIME = {"mp4": "video/mp4", "matroska": "video/x-matroska", "avi": "video/x-msvideo"}
@@ -372,10 +373,11 @@ def passthrough_uri(image: Image.Image, vision: VisionSettings) -> str | None:
     untouched decode of them (so they passed every check of the embedded path), a PNG or JPEG,
     and within the model's ``max_pixels`` (the upstream's resize then only rounds the sides to the
     patch grid, as it does with an image we re-encode). None otherwise: then it is re-encoded."""
-    data = encoded_source(image)
-    mime = _PASSTHROUGH_MIME.get(image.format or "")
-    if data is None or mime is None or image.width * image.height > vision.max_pixels:
+    source = encoded_source(image)
+    mime = _PASSTHROUGH_MIME.get(source[1]) if source is not None else None
+    if source is None or mime is None or image.width * image.height > vision.max_pixels:
         return None
+    data = source[0]
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
@@ -608,10 +610,14 @@ def waiting_requests(text: str) -> float | None:
     ``vllm:num_requests_waiting``, SGLang's ``sglang:num_queue_reqs``, vlserve's ``vlserve_queue_depth``."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    names = {"vllm:num_requests_waiting", "sglang:num_queue_reqs", "vlserve_queue_depth"}
+    names = set(_QUEUE_SERIES)
+    # Only the lines of these series are parsed: a server's whole page (histograms per lane and
+    # task) takes the pure-Python parser tens of milliseconds of the gateway's CPU per probe.
+    wanted = "\n".join(line for line in text.splitlines()
+                       if line.startswith(_QUEUE_SERIES) and line.partition("{")[0].split(" ")[0] in names)
     found = None
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(wanted):
             for sample in family.samples:
                 if sample.name in names:
                     found = (found or 0.0) + float(sample.value)
