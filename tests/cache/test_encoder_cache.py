@@ -120,3 +120,25 @@ def test_the_forward_outputs_are_bit_identical(engine: Any) -> None:
         cached = logits()
         assert engine.encoder_cache.stats.hits == 1
     assert torch.equal(reference, cached)
+
+
+def test_a_repeated_video_skips_decoding_and_the_tower_with_identical_output(engine: Any) -> None:
+    from vlserve.runtime.protocol import VideoPart
+    from vlserve.testing.videos import timeline_video
+
+    video = timeline_video(2.0, fps=4, width=64, height=48)
+
+    def ask_video() -> GenerationResult:
+        parts = [VideoPart(video, fps=2.0), TextPart("What happens?")]
+        return engine.generate_sync(GenerationRequest([Message("user", parts)],  # type: ignore[no-any-return]
+                                                      SamplingParams(max_tokens=6, logprobs=2)))
+
+    with encoder(engine, None):
+        reference = ask_video()
+    features = engine.features.stats
+    with encoder(engine, VisionEncoderCache(64 << 20)) as calls:
+        decoded = features.stored
+        first, second = ask_video(), ask_video()
+        assert calls == [1]  # the second request did not run the tower
+        assert features.stored == decoded  # decoded once, by the uncached reference run
+    assert same(reference, first) and same(reference, second)

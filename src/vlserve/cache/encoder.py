@@ -84,7 +84,9 @@ class VisionEncoderCache:
         layers = len(done[0][1]) if done else 0
         deepstack = [tuple(e[1][n] for e in done) for n in range(layers)]
         embeds = tuple(e[0] for e in done)
-        return BaseModelOutputWithDeepstackFeatures(pooler_output=embeds, deepstack_features=deepstack)
+        # Per item, as get_image_features splits them (its annotations say otherwise).
+        return BaseModelOutputWithDeepstackFeatures(pooler_output=embeds,  # type: ignore[arg-type]
+                                                    deepstack_features=deepstack)  # type: ignore[arg-type]
 
 
 def _nbytes(entry: Entry) -> int:

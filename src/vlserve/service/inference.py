@@ -32,6 +32,7 @@ from vlserve.runtime.protocol import (
 from vlserve.runtime.schema_limits import check_schema
 from vlserve.sampling import check_sampling
 from vlserve.scheduling import Cost, Scheduler, Ticket
+from vlserve.scheduling.fairness import current_client
 from vlserve.schemas import InferRequest, InferResult, Metadata, RefineOption
 from vlserve.service import privacy
 from vlserve.service.artifacts import record_owner
@@ -148,8 +149,9 @@ class InferenceService:
                          documents=len(call.documents), text=call.text)
         params = self._params(call)
         # After every check, before anything is decoded or queued: may the response cache answer it?
-        probe = None if ticket is not None and ticket.decision != "run" else self.caches.probe(
-            call, params, key_id=key_id, model=(ticket.engine if ticket is not None else self.engine).model_name)
+        # (Only requests admitted to run on their lane's own engine: start() -> events().)
+        probe = None if ticket is None or ticket.decision != "run" else self.caches.probe(
+            call, params, key_id=key_id, model=ticket.engine.model_name)
         photos: list[bytes] | None = [] if refine is not None else None
         inp, hashes, warnings = await self._load_inputs(call, ticket, photos, probe=probe,
                                                         scope=self.caches.scope(key_id))
@@ -286,7 +288,7 @@ class InferenceService:
         if getattr(call.task, "jobs_only", False):  # long videos: many model calls, minutes of work
             raise RequestError(f"task {call.task.name!r} runs only as an async job: send the same body to "
                                "POST /jobs and follow GET /jobs/{id} (progress, then the result)", param="task")
-        ticket = self.scheduler.lane(call.task.lane).admit(call.options.priority)
+        ticket = self.scheduler.lane(call.task.lane).admit(call.options.priority, client=current_client(key_id))
         try:
             prepared = await self.prepare(call, request_id=request_id, key_id=key_id, ticket=ticket)
         except BaseException:
