@@ -1,15 +1,16 @@
 """Gateway scaling: requests/s and latency with one gateway replica versus two, same upstream, same
 load, same run.
 
-    python bench/gateway_scaling.py [--n 240] [--rounds 3] [--concurrency 16] [--upstream-ms 0]
+    python bench/gateway_scaling.py [--n 200] [--rounds 4] [--concurrency 16] [--upstream-ms 0]
                                     [--no-redis]
 
 Two `vlserve serve` gateways (processes, no model: `main` is a pool of the upstream) start once; a
 round sends the same `/infer` vqa requests (64 px PNGs) either all to gateway A, or to A and B in
-turn (client-side round-robin, as a load balancer would). Rounds alternate one / two so that both
-see the same machine load. The upstream is a minimal OpenAI-compatible **stand-in** process that
-streams a short answer at once (``--upstream-ms`` adds a fixed per-answer delay), so the gateways
-are the bottleneck, which is what this measures; in production the upstream is vLLM on a GPU.
+turn (client-side round-robin, as a load balancer would). Rounds alternate one / two, in turns
+going first, so that both see the same machine load; both gateways are warmed at full load first.
+The upstream is a minimal OpenAI-compatible **stand-in** process that streams a short answer at
+once (``--upstream-ms`` adds a fixed per-answer delay), so the gateways are
+the bottleneck, which is what this measures; in production the upstream is vLLM on a GPU.
 
 With redis-server installed (and not ``--no-redis``) the gateways run as deployed with several
 replicas: API keys with per-key rate limits shared through Redis (one Lua call per request), jobs
@@ -195,8 +196,8 @@ def main() -> None:
         run_stub(int(sys.argv[2]), float(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=240, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--n", type=int, default=200, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--upstream-ms", type=float, default=0.0, help="the stand-in's delay per answer")
     parser.add_argument("--no-redis", action="store_true", help="no keys, no Redis (even if installed)")
@@ -224,11 +225,12 @@ def main() -> None:
         auth = redis_url is not None
         results: dict[str, list[tuple[float, list[float]]]] = {"1 gateway": [], "2 gateways": []}
         try:
-            for url in gateways:  # warm both: connections, first-request paths
-                asyncio.run(load([url], bodies[:8], 4, auth))
-            for _ in range(args.rounds):
-                results["1 gateway"].append(asyncio.run(load(gateways[:1], bodies, args.concurrency, auth)))
-                results["2 gateways"].append(asyncio.run(load(gateways, bodies, args.concurrency, auth)))
+            for url in gateways:  # warm both at full load: connections, worker pools, first-request paths
+                asyncio.run(load([url], bodies[:max(32, args.n // 4)], args.concurrency, auth))
+            sides = {"1 gateway": gateways[:1], "2 gateways": gateways}
+            for round_ in range(args.rounds):  # the order alternates too: neither side always goes first
+                for side in sorted(sides, reverse=round_ % 2 == 1):
+                    results[side].append(asyncio.run(load(sides[side], bodies, args.concurrency, auth)))
         except Exception:
             for log in sorted(tmp.glob("*.log")):
                 print(f"--- {log.name}\n{log.read_text()[-3000:]}", file=sys.stderr)
