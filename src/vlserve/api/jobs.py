@@ -22,6 +22,7 @@ from vlserve.jobs.model import dump_json
 from vlserve.schemas import InferRequest
 from vlserve.service.jobs import check_quota, public_job_error
 from vlserve.service.privacy import refuse_jobs
+from vlserve.service.refine import check_submission
 from vlserve.tasks import get_task
 
 router = APIRouter(prefix="/jobs")
@@ -65,6 +66,7 @@ async def submit(body: InferRequest | list[InferRequest], request: Request,
     # before anything is queued. The answer lists the jobs in request order, whatever the grouping.
     groups: dict[tuple[str, int], list[int]] = {}
     for index, item in enumerate(bodies):
+        check_submission(item, request.app.state.settings)  # options.refine that cannot run: 4000 now
         groups.setdefault((get_task(item.task).lane, item.options.priority), []).append(index)
     jobs: list[Job | None] = [None] * len(bodies)
     for (lane, priority), indices in groups.items():

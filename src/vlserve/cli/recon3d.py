@@ -150,28 +150,37 @@ def from_images(
     formats: Annotated[str, typer.Option("--formats", "-f", help="files to write, or all")] = "all",
     temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
     seed: Annotated[int | None, typer.Option(help="sampling seed")] = None,
-    marker_size: Annotated[float | None, typer.Option("--marker-size", help="refine: ArUco marker side, mm "
-                                                      "(then SfM on the photos fits the spec; OUT/refined)")] = None,
-    known_dimension: Annotated[str | None, typer.Option("--known-dimension", help="refine with one true "
-                                                        "dimension PARAM=VALUE instead of a marker")] = None,
+    marker_size: Annotated[float | None, typer.Option(
+        "--refine-marker-mm", "--marker-size", help="refine: side of the printed ArUco marker beside the object, "
+        "mm (then SfM on the photos fits the spec: OUT/refined.*)")] = None,
+    known_dimension: Annotated[str | None, typer.Option(
+        "--refine-known", "--known-dimension", help="refine with one true dimension PARAM=VALUE "
+        "(e.g. f.diameter=80mm) instead of a marker")] = None,
 ) -> None:
     """Reconstruct an object from photos: Qwen3-VL fills the spec, which is compiled to every format."""
-    from vlserve.cli.recon3d_photos import run_from_images
+    from vlserve.cli.recon3d_photos import refine_from_images, run_from_images
     from vlserve.recon3d.exporters import parse_formats
+    from vlserve.recon3d.refine.options import scale_source
 
     if not 1 <= len(images) <= 12:
         raise _fail(RequestError(f"give 1 to 12 photos, got {len(images)}"))
+    refine = marker_size is not None or known_dimension is not None
     try:
+        if refine:  # a typo in the scale fails before the model loads
+            scale_source(marker_size, known_dimension)
+        settings = _settings()
+        wanted = parse_formats(formats)
         answer = run_from_images(images, labels=[x.strip() for x in labels.split(",")] if labels else [],
                                  model=model, out=out, note=note, max_tokens=max_tokens, device=device,
-                                 console=console, formats=parse_formats(formats), temperature=temperature, seed=seed)
-        if marker_size is not None or known_dimension is not None:
-            from vlserve.cli.refine import refine_into
-
-            refine_into(answer["spec"], images, out / "refined", marker_size=marker_size,
-                        known_dimension=known_dimension)
+                                 console=console, formats=wanted, temperature=temperature, seed=seed,
+                                 settings=settings)
+        if refine:
+            refine_from_images(answer, images, out, wanted, marker_size_mm=marker_size,
+                               known_dimension=known_dimension, settings=settings, console=console)
     except VlserveError as err:
         raise _fail(err) from None
+    except OSError as err:
+        raise _fail(RequestError(f"cannot read or write a file: {err}")) from None
 
 
 def _settings() -> Any:

@@ -86,6 +86,32 @@ def run_from_text_model(description: str, *, model: str, out: Path, max_tokens: 
     return answer
 
 
+def refine_from_images(answer: dict[str, Any], images: list[Path], out: Path, formats: list[str], *,
+                       marker_size_mm: float | None, known_dimension: str | None, settings: Settings,
+                       console: Console) -> dict[str, Any]:
+    """Fit ``answer``'s spec to the photos (the service's refinement: isolated worker, same limits
+    as a job's) and write ``OUT/refined.*`` beside the model's files; ``result.json`` is rewritten
+    with ``refined_spec``, ``refine_report`` and ``refined_files``. Not refined (too few photos
+    registered, no marker, the time limit): a warning, and the model's own files stand."""
+    import asyncio
+
+    from vlserve.recon3d.refine.pipeline import format_report
+    from vlserve.service.refine import file_names, refine_answer
+
+    photos = [p.read_bytes() for p in images]
+    with console.status(f"structure-from-motion on {len(images)} photos, then fitting the spec"):
+        asyncio.run(refine_answer(settings, answer, photos, file_names(images), out, "", formats,
+                                  marker_size_mm=marker_size_mm, known_dimension=known_dimension))
+    report = answer["refine_report"]
+    (out / "result.json").write_text(json.dumps(answer, indent=2, ensure_ascii=False))
+    if report["refined"]:
+        console.print(escape(format_report(report)), highlight=False)
+        console.print(f"refined files in {out}: {', '.join(answer['refined_files'].values())}")
+    else:
+        console.print(f"[yellow]not refined:[/] {escape(report['reason'])}", highlight=False)
+    return answer
+
+
 def _report(answer: dict[str, Any], out: Path, console: Console) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(answer, indent=2, ensure_ascii=False))

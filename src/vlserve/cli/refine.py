@@ -20,32 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from vlserve.errors import RequestError, VlserveError
+from vlserve.recon3d.refine.options import refine_options
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
-
-
-def refine_options(limits: Any) -> Any:
-    """:class:`RefineOptions` from ``Settings.recon3d.refine`` (the configured bounds)."""
-    from vlserve.recon3d.refine.fit import FitOptions
-    from vlserve.recon3d.refine.pipeline import RefineOptions
-    from vlserve.recon3d.refine.sfm import SfmOptions
-
-    return RefineOptions(
-        sfm=SfmOptions(
-            max_photos=limits.max_photos,
-            max_image_size=limits.max_image_size,
-            max_features=limits.max_features,
-            min_registered=limits.min_registered,
-            mapping_seconds=limits.mapping_seconds,
-        ),
-        fit=FitOptions(
-            seconds=limits.fit_seconds,
-            max_evaluations=limits.fit_evaluations,
-            max_points=limits.fit_points,
-            max_change=limits.max_change,
-        ),
-    )
 
 
 def refine(

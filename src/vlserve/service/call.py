@@ -29,6 +29,7 @@ class Call:
     labels: list[str] = field(default_factory=list)
     options: InferOptions = field(default_factory=InferOptions)
     logprobs: int | None = None
+    job: bool = False  # an async job (POST /jobs): options that take minutes (refine) are allowed
 
     @classmethod
     def of(cls, request: InferRequest | Call) -> Call:

@@ -20,8 +20,10 @@ from vlserve.jobs import (
 )
 from vlserve.jobs.model import WORKER_DIED_MESSAGE
 from vlserve.schemas import Envelope, InferRequest
+from vlserve.service.call import Call
 from vlserve.service.inference import InferenceService
 from vlserve.service.longvideo import is_long_video, run_long_video
+from vlserve.service.refine import refine_job
 
 log = logging.getLogger("vlserve.jobs")
 
@@ -68,7 +70,11 @@ def job_handler(service: InferenceService) -> Any:
                 if is_long_video(request):  # window by window, reporting progress (service/longvideo.py)
                     outcome = await run_long_video(service, request, request_id=f"job_{job.id}", key_id=key_id)
                 else:
-                    outcome = await service.infer(request, request_id=f"job_{job.id}", key_id=key_id)
+                    call = Call.of(request)
+                    call.job = True  # what only jobs may ask for (options.refine) is allowed
+                    outcome = await service.infer(call, request_id=f"job_{job.id}", key_id=key_id)
+                if request.options.refine is not None:  # SfM fitting, once the model's lane slot is free
+                    await refine_job(service.settings, outcome, request.options.refine)
             except OverloadedError as err:
                 # An accepted job waits for room in its lane instead of failing.
                 await asyncio.sleep(min(err.retry_after, 5.0))
