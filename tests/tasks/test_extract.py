@@ -14,7 +14,7 @@ from vlserve.errors import RequestError
 from vlserve.schemas import InferOptions
 from vlserve.tasks import get_task
 from vlserve.tasks.base import TaskInput
-from vlserve.tasks.extract import Extract
+from vlserve.tasks.extract import Extract, validation_errors
 
 SCHEMA: dict[str, Any] = {"type": "object", "properties": {
     "name": {"type": "string"}, "total": {"type": "number", "minimum": 0},
@@ -66,3 +66,18 @@ def test_the_shared_task_holds_no_schema() -> None:
     assert isinstance(shared, Extract) and shared.schema() is None
     configure(SCHEMA)
     assert shared.schema() is None  # each request configured its own copy
+
+
+def test_a_backtracking_pattern_cannot_hold_the_server() -> None:
+    # Exponential for a backtracking engine (Python's re would take days on this string); the
+    # schema's patterns share one deadline, after which the answer is reported, not checked further.
+    schema = {"type": "object", "properties": {"id": {"type": "string", "pattern": "^(a|aa)+$"}}}
+    errors = validation_errors(schema, {"id": "a" * 40 + "b"}, pattern_seconds=0.05)
+    assert errors == [{"path": "/id", "message": "checking the pattern '^(a|aa)+$' took too long"}]
+    assert validation_errors(schema, {"id": "aaa"}, pattern_seconds=0.05) == []
+    assert validation_errors(schema, {"id": "ab"})[0]["message"] == "'ab' does not match '^(a|aa)+$'"
+
+
+def test_pattern_properties_are_refused() -> None:
+    with pytest.raises(RequestError, match="patternProperties is not supported"):
+        configure({"type": "object", "patternProperties": {"^(a+)+$": {"type": "string"}}})

@@ -88,7 +88,8 @@ def ask(
     top_k: Annotated[int, typer.Option()] = 0,
     seed: Annotated[int | None, typer.Option()] = None,
     fps: Annotated[float | None, typer.Option(help="Video frames sampled per second.")] = None,
-    schema: Annotated[Path | None, typer.Option(help="JSON Schema file: constrain the answer to it.")] = None,
+    schema: Annotated[Path | None, typer.Option(help="JSON Schema file: constrain the answer to it (with "
+                                                "--server: for --task extract).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
@@ -105,21 +106,20 @@ def ask(
     from vlserve.cli.asking import run_ask, run_ask_server
     from vlserve.cli.config import load_or_exit
 
-    if server:
-        try:
-            run_ask_server(server, api_key, question, task=task, images=image or [], videos=video or [],
-                           options={"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-                                    "top_k": top_k, "seed": seed, "fps": fps},
-                           json_output=json_output, out=sys.stdout)
-        except VlserveError as err:
-            raise fail(err) from None
-        return
-
     try:
         json_schema: dict[str, Any] | None = json.loads(schema.read_text()) if schema else None
     except (OSError, ValueError) as err:
         err_console.print(f"[bold red]error[/]: cannot read the schema {schema}: {err}")
         raise typer.Exit(code=2) from None
+    if server:
+        try:  # a server takes a caller's schema with task extract (options.json_schema; None is left out)
+            run_ask_server(server, api_key, question, task=task, images=image or [], videos=video or [],
+                           options={"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+                                    "top_k": top_k, "seed": seed, "fps": fps, "json_schema": json_schema},
+                           json_output=json_output, out=sys.stdout)
+        except VlserveError as err:
+            raise fail(err) from None
+        return
     try:
         run_ask(
             question,

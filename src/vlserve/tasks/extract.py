@@ -12,6 +12,8 @@ validated against it once more with ``jsonschema`` and says whether it passed.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from vlserve.config import Settings
@@ -21,6 +23,8 @@ from vlserve.schemas import InferOptions
 from vlserve.tasks.base import InputRules, Task, TaskInput
 
 MAX_REPORTED_ERRORS = 10
+#: Time all of a schema's ``pattern`` checks of one answer may take together.
+PATTERN_SECONDS = 1.0
 
 
 class Extract(Task):
@@ -74,13 +78,19 @@ class Extract(Task):
 
 
 def check_valid_schema(schema: dict[str, Any]) -> None:
-    """Refuse (4000) a schema that is not a JSON Schema, or that refers outside itself."""
+    """Refuse (4000) a schema that is not a JSON Schema, that refers outside itself, or whose
+    regular expressions would be run where no time limit can reach them."""
     from jsonschema import exceptions, validators
 
-    for ref in _refs(schema):
-        if not ref.startswith("#"):
+    for key, value in _keywords(schema):
+        if key in ("$ref", "$dynamicRef", "$recursiveRef") and isinstance(value, str) and not value.startswith("#"):
             raise RequestError(f"the JSON schema may refer only to its own definitions ($ref \"#/...\"), not "
-                               f"{ref[:80]!r}", param="json_schema")
+                               f"{value[:80]!r}", param="json_schema")
+        if key == "patternProperties":
+            # jsonschema matches these with Python's backtracking `re` (an expression such as
+            # "(a+)+b" takes exponential time on the model's keys); `pattern` is checked under a deadline.
+            raise RequestError("patternProperties is not supported in options.json_schema; name the properties, "
+                               "or use additionalProperties", param="json_schema")
     cls = validators.validator_for(schema, default=validators.Draft202012Validator)
     try:
         cls.check_schema(schema)
@@ -90,12 +100,15 @@ def check_valid_schema(schema: dict[str, Any]) -> None:
                            param="json_schema") from None
 
 
-def validation_errors(schema: dict[str, Any], data: Any) -> list[dict[str, str]]:
-    """Where ``data`` breaks ``schema`` (at most :data:`MAX_REPORTED_ERRORS`), as ``{path, message}``."""
+def validation_errors(schema: dict[str, Any], data: Any, *,
+                      pattern_seconds: float = PATTERN_SECONDS) -> list[dict[str, str]]:
+    """Where ``data`` breaks ``schema`` (at most :data:`MAX_REPORTED_ERRORS`), as ``{path, message}``.
+    The schema's ``pattern`` expressions are caller-written: together they get ``pattern_seconds``."""
     from jsonschema import validators
     from referencing import Registry
 
-    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+    base = validators.validator_for(schema, default=validators.Draft202012Validator)
+    cls = validators.extend(base, {"pattern": _DeadlinePattern(time.monotonic() + pattern_seconds)})
     # An empty registry: references resolve inside the schema only, nothing is ever retrieved.
     validator = cls(schema, registry=Registry())
     out = []
@@ -106,17 +119,37 @@ def validation_errors(schema: dict[str, Any], data: Any) -> list[dict[str, str]]
     return out
 
 
-def _refs(node: Any) -> list[str]:
-    """Every ``$ref``/``$dynamicRef`` value in the schema, iteratively (its depth is already bounded)."""
-    found, stack = [], [node]
+class _DeadlinePattern:
+    """jsonschema's ``pattern`` keyword with the ``regex`` module, under one deadline for all strings
+    (Python's ``re`` cannot be interrupted, and a caller's expression may backtrack for ever)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
+        import regex
+        from jsonschema import ValidationError
+
+        if not validator.is_type(instance, "string"):
+            return
+        try:
+            found = regex.search(pattern, instance, timeout=max(0.001, self.deadline - time.monotonic()))
+        except TimeoutError:
+            yield ValidationError(f"checking the pattern {pattern[:60]!r} took too long")
+            return
+        if found is None:
+            yield ValidationError(f"{instance[:60]!r} does not match {pattern[:60]!r}")
+
+
+def _keywords(node: Any) -> Iterator[tuple[str, Any]]:
+    """Every ``(key, value)`` of every object in the schema, iteratively (its depth is bounded)."""
+    stack = [node]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             for key, value in item.items():
-                if key in ("$ref", "$dynamicRef", "$recursiveRef") and isinstance(value, str):
-                    found.append(value)
-                elif isinstance(value, dict | list):
+                yield str(key), value
+                if isinstance(value, dict | list):
                     stack.append(value)
         elif isinstance(item, list):
             stack.extend(v for v in item if isinstance(v, dict | list))
-    return found
