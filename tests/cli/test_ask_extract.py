@@ -27,7 +27,8 @@ def test_ask_extract_through_a_server(engine: object, tmp_path: Path) -> None:
     runner = CliRunner()
     for url in run_server(create_app(make_settings(tmp_path), engine=engine)):  # type: ignore[arg-type]
         result = runner.invoke(app, ["ask", "--server", url, "--task", "extract", "--schema", str(schema),
-                                     "--image", str(image), "--max-tokens", "40", "--json", "Read the label"])
+                                     "--image", str(image), "--max-tokens", "40", "--json", "--timeout", "600",
+                                     "Read the label"])
         assert result.exit_code == 0, result.output
         answer = json.loads(result.stdout)["answer"]
         assert answer["valid"] is True

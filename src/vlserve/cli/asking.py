@@ -119,11 +119,14 @@ def run_ask(
 
 
 def run_ask_server(url: str, api_key: str | None, question: str, *, task: str, images: list[str],
-                   videos: list[str], options: dict[str, Any], json_output: bool, out: IO[str]) -> None:
-    """``vlserve ask --server URL``: the same question through the SDK and the task API."""
+                   videos: list[str], options: dict[str, Any], json_output: bool, out: IO[str],
+                   timeout: float | None = None) -> None:
+    """``vlserve ask --server URL``: the same question through the SDK and the task API
+    (``timeout``: seconds to wait for the answer; None: the SDK's defaults)."""
     from vlserve.client import Client, Final, Token
 
-    with Client(url, api_key=api_key) as client:
+    waits = {} if timeout is None else {"timeout": timeout, "video_timeout": timeout}
+    with Client(url, api_key=api_key, **waits) as client:
         if json_output:  # the same shape as the local mode's (result_dict)
             answer = client.ask(images, question, task=task, videos=videos, **options)
             out.write(json.dumps(dataclasses.asdict(answer), ensure_ascii=False, indent=2) + "\n")

@@ -96,6 +96,8 @@ def ask(
     server: Annotated[str | None, typer.Option(help="Ask a running vlserve at this URL instead.")] = None,
     task: Annotated[str, typer.Option(help="Task, with --server (vqa, captioning, chart_parse, ...).")] = "vqa",
     api_key: Annotated[str | None, typer.Option(envvar="VLSERVE_API_KEY", help="API key for --server.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0.1, help="Seconds to wait for --server's answer (default 30, with a video 120).")] = None,
     config: Annotated[Path | None, typer.Option(
         help="Settings file: media limits as the server applies them (default: the server's defaults).")] = None,
 ) -> None:
@@ -116,7 +118,7 @@ def ask(
             run_ask_server(server, api_key, question, task=task, images=image or [], videos=video or [],
                            options={"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
                                     "top_k": top_k, "seed": seed, "fps": fps, "json_schema": json_schema},
-                           json_output=json_output, out=sys.stdout)
+                           json_output=json_output, out=sys.stdout, timeout=timeout)
         except VlserveError as err:
             raise fail(err) from None
         return
