@@ -68,6 +68,15 @@ class Limits(BaseModel):
     video_workers: int = Field(default=2, ge=1, description="Worker processes probing and decoding videos.")
     video_timeout_seconds: float = Field(default=60.0, gt=0, description="Wall-clock seconds one video may take (1003).")
     video_memory_bytes: int = Field(default=2 << 30, ge=64 << 20, description="Memory one video decode may use (1003).")
+    image_isolate_pixels: int = Field(default=8 * 1024 * 1024, ge=1, description="Images decoding to more pixels "
+                                      "than this, and every 16-bit or float image, decode in the isolated image "
+                                      "workers (niced, hard limits) and resize on a niced thread: heavy pixel work "
+                                      "yields the CPU to the engine and to everyone's small images.")
+    image_workers: int = Field(default=2, ge=1, description="Worker processes decoding heavy images.")
+    image_timeout_seconds: float = Field(default=15.0, gt=0, description="Wall-clock and CPU seconds one heavy image "
+                                         "decode may take (1001).")
+    image_memory_bytes: int = Field(default=2 << 30, ge=64 << 20, description="Memory one heavy image decode may "
+                                    "use (1001).")
     # Long-video tasks (video_summary, video_search: async jobs only; docs/media.md#long-videos).
     long_video_max_seconds: float = Field(default=7200.0, gt=0, description="Longest video, or start/end range, "
                                           "that video_summary and video_search analyse (1002).")
@@ -164,6 +173,10 @@ class LaneSettings(BaseModel):
 
     queue_size: int = Field(32, ge=0, description="Requests that may wait beyond those running.")
     concurrency: int = Field(4, ge=1, description="Requests running at once (also the batch size).")
+    max_client_share: float = Field(
+        0.5, gt=0, le=1, description="Share of the lane's places (concurrency + queue_size) one client (API key, "
+        "else client address) may hold; its further requests are refused with 2001 while others still get in. "
+        "At least one place.")
     queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a slot (then 2001).")
     model: str = Field("main", description="Name of the engine serving this lane (see `models`).")
     fallback: str | None = Field(None, description="Engine answering with code 2001 when the lane is full.")
@@ -269,6 +282,10 @@ class Scheduling(BaseModel):
         "before anything is decoded and reserved until the request ends.")
     visual_tokens: int = Field(
         262_144, ge=1, description="Visual tokens of all requests in flight together (their prefill cost).")
+    client_budget_share: float = Field(
+        0.5, gt=0, le=1, description="Share of each cost budget (media memory, visual tokens; server and lane) one "
+        "client may hold while it has a request reserved: its next request waits behind its own (2001 after "
+        "queue_timeout) while other clients' go past. A client with nothing reserved may take any request that fits.")
 
     @field_validator("lanes", mode="before")
     @classmethod

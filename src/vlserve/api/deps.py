@@ -5,13 +5,16 @@ from __future__ import annotations
 from fastapi import Request
 
 from vlserve.errors import OverloadedError
+from vlserve.scheduling.fairness import client_id, set_client
 from vlserve.service.inference import InferenceService
 
 
 async def caller(request: Request) -> str | None:
     """Authenticate the request (no-op when no keys are configured); returns the key id."""
     client = request.client.host if request.client else None
-    return await request.app.state.keyring.authenticate(request.headers.get("authorization"), client)
+    key_id: str | None = await request.app.state.keyring.authenticate(request.headers.get("authorization"), client)
+    set_client(client_id(key_id, client))  # whose share of lanes and budgets this request uses
+    return key_id
 
 
 def service_of(request: Request) -> InferenceService:

@@ -3,7 +3,7 @@
     WorkerPool(name, workers, WorkerLimits(...))   processes started lazily, one job each at a time
     ├── submit / run / arun(fn, *args)              fn runs in a worker; VlserveErrors come back as is
     └── WorkerTimeout / WorkerOutOfMemory / WorkerCrashed   the job hit a limit or killed its worker
-    configure(limits) / document_pool() / video_pool()      the server's pools, sized from config.Limits
+    configure(limits) / document_pool() / video_pool() / image_pool()   the server's pools (config.Limits)
 
 See docs/inputs.md ("Isolation") for what runs where and why.
 """
@@ -17,7 +17,7 @@ from vlserve.isolation.pool import (
     WorkerPool,
     WorkerTimeout,
 )
-from vlserve.isolation.pools import configure, document_pool, video_pool
+from vlserve.isolation.pools import configure, document_pool, image_pool, video_pool
 
 __all__ = [
     "IsolationError",
@@ -29,5 +29,6 @@ __all__ = [
     "WorkerTimeout",
     "configure",
     "document_pool",
+    "image_pool",
     "video_pool",
 ]

@@ -59,6 +59,8 @@ def limit_fields(limits: Limits) -> dict[str, Any]:
         image_decode_pixels=limits.image_decode_pixels,
         max_image_frames=limits.max_image_frames,
         video_containers=tuple(limits.video_containers),
+        isolate_image_pixels=limits.image_isolate_pixels,
+        heavy_nice=limits.worker_nice,
     )
 
 
@@ -100,6 +102,11 @@ class VisionSettings:
     image_decode_pixels: int = _LIMITS.image_decode_pixels
     max_image_frames: int = _LIMITS.max_image_frames
     video_containers: tuple[str, ...] = tuple(_LIMITS.video_containers)
+    # Heavy pixel work (docs/inputs.md, "Isolation"): images above isolate_image_pixels (and every
+    # 16-bit or float image) decode in the isolated image workers, and resize on a thread of this
+    # niceness, so a few large images cannot take the CPU from the engine and everyone's small ones.
+    isolate_image_pixels: int = _LIMITS.image_isolate_pixels
+    heavy_nice: int = _LIMITS.worker_nice
 
     def __post_init__(self) -> None:
         # Fail at configuration time rather than deep inside a request.

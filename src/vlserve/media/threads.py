@@ -9,6 +9,12 @@ jobs of this pool (that could deadlock a full pool).
 Image decoding has a pool of its own (``image_pool``): it never queues behind video frames,
 PDF renders (which run in worker processes, see ``vlserve.isolation``) or anything else using
 the event loop's default executor.
+
+Heavy pixel work of the server process (resizing images above ``isolate_image_pixels``) runs on
+``heavy_pool``, whose threads are *niced*: on a busy machine the kernel gives the CPU to the
+engine, the event loop and small images first, so a few huge inputs slow down only themselves.
+(Linux applies niceness per thread; an unprivileged process can raise a thread's niceness but
+never lower it again, which is why heavy jobs get threads of their own.)
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["image_pool", "media_pool", "pool_size"]
+__all__ = ["heavy_pool", "image_pool", "media_pool", "pool_size"]
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _images: ThreadPoolExecutor | None = None
+_heavy: dict[int, ThreadPoolExecutor] = {}
 
 
 def pool_size() -> int:
@@ -49,3 +56,24 @@ def image_pool() -> ThreadPoolExecutor:
         if _images is None:
             _images = ThreadPoolExecutor(max_workers=pool_size(), thread_name_prefix="vlserve-image")
         return _images
+
+
+def heavy_pool(nice: int) -> ThreadPoolExecutor:
+    """A pool of threads running at niceness ``nice`` (one pool per value, created on first call)."""
+    with _lock:
+        pool = _heavy.get(nice)
+        if pool is None:
+            pool = _heavy[nice] = ThreadPoolExecutor(max_workers=pool_size(), thread_name_prefix=f"vlserve-heavy{nice}",
+                                                     initializer=_renice, initargs=(nice,))
+        return pool
+
+
+def _renice(nice: int) -> None:
+    """Raise this thread's niceness by ``nice`` (Linux: setpriority on the thread id)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        pass  # niceness is a preference: a platform refusing it still decodes correctly

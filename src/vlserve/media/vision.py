@@ -17,7 +17,7 @@ from vlserve.media.image import to_rgb
 from vlserve.media.patches import new_patch_buffer, write_frame
 from vlserve.media.settings import VisionSettings
 from vlserve.media.sizing import count_image_tokens, image_target_size, smart_resize
-from vlserve.media.threads import media_pool, pool_size
+from vlserve.media.threads import heavy_pool, media_pool, pool_size
 
 __all__ = ["ImageFeatures", "count_image_tokens", "preprocess_image", "smart_resize"]
 
@@ -49,7 +49,7 @@ def preprocess_image(image: Image.Image, settings: VisionSettings) -> ImageFeatu
     width, height = rgb.size
     target = image_target_size(width, height, settings)
     # Pillow returns a plain copy for an unchanged size, so skipping the call is equal.
-    resized = rgb if target == rgb.size else rgb.resize(target, Image.Resampling.BICUBIC)
+    resized = rgb if target == rgb.size else _resize(rgb, target, settings)
     pixels = np.asarray(resized)  # (H, W, 3) uint8
     grid_h, grid_w = target[1] // settings.patch_size, target[0] // settings.patch_size
     out = new_patch_buffer(1, grid_h, grid_w, settings)
@@ -61,6 +61,14 @@ def preprocess_image(image: Image.Image, settings: VisionSettings) -> ImageFeatu
         resized_size=target,
         merge_size=settings.merge_size,
     )
+
+
+def _resize(rgb: Image.Image, target: tuple[int, int], settings: VisionSettings) -> Image.Image:
+    """Bicubic resize; a large source (tenths of a second of CPU) resizes on a niced thread, so it
+    takes the CPU only when the engine and small requests leave it free (same result either way)."""
+    if rgb.width * rgb.height <= settings.isolate_image_pixels:
+        return rgb.resize(target, Image.Resampling.BICUBIC)
+    return heavy_pool(settings.heavy_nice).submit(rgb.resize, target, Image.Resampling.BICUBIC).result()
 
 
 # Below this many pixels the thread hand-off costs more than it saves.

@@ -21,7 +21,8 @@ class Scheduler:
         self.budgets = Budgets(
             Budget("server", memory_bytes=settings.media_memory_bytes, visual_tokens=settings.visual_tokens),
             {name: Budget(f"{name} lane", memory_bytes=lane.media_memory_bytes, visual_tokens=lane.visual_tokens)
-             for name, lane in settings.lanes.items()})
+             for name, lane in settings.lanes.items()},
+            client_share=settings.client_budget_share)
         self.metrics.watch_budgets(self.budgets)
         for name, lane in settings.lanes.items():
             if lane.model not in engines:

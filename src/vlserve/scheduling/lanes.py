@@ -8,16 +8,18 @@ the request is sent to the lane's fallback engine (answered with code 2001 and
 else refused with 2001 and ``Retry-After``. An engine that refuses work itself (a pool of remote
 replicas, all ejected or at their limits) degrades the same way: at admission when it says so up
 front (``accepting()``), or when its stream fails with 2001 or 5007 before the first event.
-Waiting requests run in priority order (higher first, then arrival) and give up after
-``queue_timeout``.
+Waiting requests run in priority order (higher first, then the client with the fewest requests
+in the lane, then arrival) and give up after ``queue_timeout``. One client holds at most
+``max_client_share`` of a lane's places (see :mod:`vlserve.scheduling.fairness`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
+import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from vlserve.config import LaneSettings
 from vlserve.errors import OverloadedError, UpstreamUnavailableError
 from vlserve.runtime.protocol import Engine, GenerationRequest, StreamEvent
 from vlserve.scheduling.budget import Budget, Budgets, Cost, Reservation
+from vlserve.scheduling.fairness import ANONYMOUS
 from vlserve.scheduling.metrics import Metrics
 
 Decision = Literal["run", "degrade"]
@@ -43,6 +46,7 @@ class Ticket:
     admitted_at: float
     released: bool = False
     reservation: Reservation | None = None
+    client: str = ANONYMOUS  # who sent it (scheduling.fairness): shares of places, slots and budgets
 
     async def reserve(self, cost: Cost) -> None:
         """Take ``cost`` from the lane's and the server's budgets (1005 if it can never fit; waits
@@ -53,7 +57,8 @@ class Ticket:
         if self.reservation is not None:
             self.reservation.release()
             self.reservation = None
-        self.reservation = await lane.budgets.reserve(lane.name, cost, timeout=lane.settings.queue_timeout)
+        self.reservation = await lane.budgets.reserve(lane.name, cost, timeout=lane.settings.queue_timeout,
+                                                      client=self.client)
         if self.released:  # the request ended while it waited
             self.reservation.release()
 
@@ -115,8 +120,9 @@ class Lane:
         self.occupancy = 0  # admitted requests not yet finished (preparing, waiting or running)
         self.running = 0
         self.degraded = 0  # requests of this lane in flight on the fallback
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
+        self.clients: Counter[str] = Counter()  # places held per client (degraded requests not counted)
 
     @property
     def capacity(self) -> int:
@@ -127,22 +133,37 @@ class Lane:
         return self.occupancy >= self.capacity
 
     @property
+    def client_places(self) -> int:
+        """Places (running and queued) one client may hold: ``max_client_share`` of the capacity, at least 1."""
+        return max(1, math.floor(self.capacity * self.settings.max_client_share))
+
+    @property
     def can_degrade(self) -> bool:
         return self.fallback is not None and self.degraded < self.settings.fallback_capacity
 
-    def admit(self, priority: int = 0) -> Ticket:
+    def admit(self, priority: int = 0, client: str = ANONYMOUS) -> Ticket:
         """Decide at once: run here, degrade to the fallback, or raise 2001. A lane with room whose
-        engine refuses work now (a pool with no replica free) degrades when it can."""
+        engine refuses work now (a pool with no replica free) degrades when it can. A client holding
+        its share of the places (``client_places``) finds the lane full while others still get in."""
         now = time.perf_counter()
-        if not self.full and (_accepting(self.engine) or not self.can_degrade):
+        over_share = self.clients[client] >= self.client_places
+        if over_share and not self.can_degrade:
+            self.metrics.refused.labels(self.name).inc()
+            raise OverloadedError(
+                f"this client already has {self.clients[client]} requests in the {self.name} lane, the most one "
+                "client may have; retry when some have finished",
+                retry_after=self._retry_after(), lane=self.name, per_client=self.client_places,
+            )
+        if not self.full and not over_share and (_accepting(self.engine) or not self.can_degrade):
             self.occupancy += 1
+            self.clients[client] += 1
             self._gauges()
             self.metrics.admitted.labels(self.name).inc()
-            return Ticket(self, "run", self.engine, priority, now)
+            return Ticket(self, "run", self.engine, priority, now, client=client)
         if self.can_degrade:
             self.degraded += 1
             self.metrics.degraded.labels(self.name).inc()
-            return Ticket(self, "degrade", self.fallback, priority, now)  # type: ignore[arg-type]
+            return Ticket(self, "degrade", self.fallback, priority, now, client=client)  # type: ignore[arg-type]
         self.metrics.refused.labels(self.name).inc()
         raise OverloadedError(
             f"the {self.name} lane is full ({self.capacity} requests); retry shortly",
@@ -158,6 +179,7 @@ class Lane:
         if ticket.decision != "run" or ticket.released or not self.can_degrade:
             return False
         self.occupancy -= 1
+        self._forget_client(ticket.client)
         self.degraded += 1
         self._gauges()
         self.metrics.degraded.labels(self.name).inc()
@@ -166,50 +188,60 @@ class Lane:
 
     async def wait_for_slot(self, ticket: Ticket) -> None:
         if self.running < self.settings.concurrency and not self._waiters:
-            self.running += 1
-            self._gauges()
+            self._grant()
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (-ticket.priority, next(self._seq), future)
-        heapq.heappush(self._waiters, entry)
+        waiter = _Waiter(-ticket.priority, next(self._seq), ticket.client,
+                         asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
         self._gauges()
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.settings.queue_timeout)
+            await asyncio.wait_for(asyncio.shield(waiter.turn), self.settings.queue_timeout)
         except TimeoutError:
-            if future.done():  # the slot arrived just as we gave up: hand it on
+            if waiter.turn.done():  # the slot arrived just as we gave up: hand it on
                 self.slot_done()
             else:
-                future.cancel()
-                self._waiters.remove(entry)
-                heapq.heapify(self._waiters)
+                waiter.turn.cancel()
+                self._waiters.remove(waiter)
             self._gauges()
             raise OverloadedError(
                 f"waited {self.settings.queue_timeout:g} s in the {self.name} lane without a free slot",
                 retry_after=self._retry_after(), lane=self.name,
             ) from None
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
+            if waiter.turn.done() and not waiter.turn.cancelled():
                 self.slot_done()
-            elif entry in self._waiters:
-                self._waiters.remove(entry)
-                heapq.heapify(self._waiters)
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
             raise
 
     def slot_done(self) -> None:
-        while self._waiters:
-            _, _, future = heapq.heappop(self._waiters)
-            if not future.done():
-                future.set_result(None)  # the slot passes straight to the next waiter
-                self._gauges()
-                return
+        """A running slot is free: it passes straight to the next waiter (highest priority,
+        then the client with the fewest requests in this lane, then arrival), or back to the lane."""
         self.running -= 1
+        while self._waiters:
+            waiter = min(self._waiters, key=lambda w: (w.rank, self.clients[w.client], w.seq))
+            self._waiters.remove(waiter)
+            if not waiter.turn.done():
+                self._grant()
+                waiter.turn.set_result(None)
+                return
         self._gauges()
+
+    def _grant(self) -> None:
+        self.running += 1
+        self._gauges()
+
+    def _forget_client(self, client: str) -> None:
+        self.clients[client] -= 1
+        if self.clients[client] <= 0:
+            del self.clients[client]  # clients come and go: keep only those holding a place
 
     def leave(self, ticket: Ticket) -> None:
         if ticket.decision == "degrade":
             self.degraded -= 1
             return
         self.occupancy -= 1
+        self._forget_client(ticket.client)
         self._gauges()
 
     def _gauges(self) -> None:
@@ -220,6 +252,16 @@ class Lane:
         return {"occupancy": self.occupancy, "running": self.running, "waiting": len(self._waiters),
                 "capacity": self.capacity, "degraded": self.degraded,
                 "accepting": not self.full or self.can_degrade}
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A request waiting for a running slot."""
+
+    rank: int  # minus its priority: lower goes first
+    seq: int  # arrival order
+    client: str
+    turn: asyncio.Future[None]
 
 
 def _accepting(engine: Engine) -> bool:

@@ -233,8 +233,8 @@ class InferenceService:
         if photos is not None:
             photos.extend(s.data for s in image_sources)
         images = await asyncio.gather(*(  # a repeated image is decoded once (cache.media, cache/media.py)
-            self.caches.decoded.load(s.data, digest, self.vision, scope=scope, decode=load_image_async)
-            for s, digest in zip(image_sources, hashes, strict=False)))
+            self.caches.decoded.load(s.data, sha, self.vision, scope=scope, decode=load_image_async)
+            for s, sha in zip(image_sources, hashes, strict=False)))
         videos = [VideoPart(source.data, fps=call.options.fps, start=spec.start, end=spec.end)
                   for spec, source in zip(call.videos, video_sources, strict=True)]
         rendered = await asyncio.gather(*(
