@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
 from tests.jobs.helpers import free_port
+from vlserve.api.app import create_app
 from vlserve.config import ApiKey, Settings
 from vlserve.errors import AuthError, OverloadedError, RateLimitError
 from vlserve.service.auth import KeyRing, hash_key, keyring_for
 from vlserve.service.ratelimit import MemoryLimiter, RedisLimiter
+from vlserve.testing.fake_engine import FakeEngine
+from vlserve.testing.server import serving
 
 KEY = "vls-test-key"
 KEYS = [ApiKey(id="alice", sha256=hash_key(KEY), rate_per_minute=5)]
@@ -150,3 +155,19 @@ def test_backend_follows_the_jobs_store_by_default(redis_url: str) -> None:
                                                   "jobs": {"backend": "redis", "redis_url": redis_url}}))
     assert isinstance(forced.limiter, MemoryLimiter)
     asyncio.run(shared.aclose())
+
+
+def test_a_gateway_with_redis_down_answers_without_a_500(tmp_path: Path) -> None:
+    """Over HTTP: the rate-limit Redis is a port nobody listens on. `local` keeps serving and still
+    meters each key (5 a minute: the 6th is 4029); `refuse` answers 503 with 2001 and Retry-After."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    for mode, expected in (("local", [200] * 5 + [429]), ("refuse", [503] * 6)):
+        settings = Settings.model_validate({
+            "data_dir": str(tmp_path / mode), "expose_ui": False, "jobs": {"workers": 0},
+            "auth": {"keys": [k.model_dump() for k in KEYS], "rate_limit_backend": "redis", "redis_url": dead,
+                     "redis_unavailable": mode, "redis_timeout": 0.5}})
+        with serving(create_app(settings, engine=FakeEngine("fake"))) as url:
+            answers = [httpx.get(url + "/jobs", headers={"authorization": GOOD}, timeout=10) for _ in range(6)]
+        assert [a.status_code for a in answers] == expected, [a.text for a in answers]
+        assert answers[-1].json()["code"] == (4029 if mode == "local" else 2001)
+        assert "retry-after" in answers[-1].headers
