@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,71 +24,83 @@ def cached(envelope: dict[str, Any]) -> bool:
     return bool(envelope["result"]["metadata"]["cached"])
 
 
-def test_a_repeated_request_is_answered_from_the_cache(engine: Any, tmp_path: Path) -> None:
-    with server(engine, settings(tmp_path, **ON)) as url:
-        body = vqa(image_uri(1))
-        first, second = infer(url, body), infer(url, body)
-        assert not cached(first) and cached(second)
-        assert second["result"]["answer"] == first["result"]["answer"]
-        assert second["result"]["confidence"] == first["result"]["confidence"]
-        keep = ("input_tokens", "output_tokens", "image_tokens", "model", "finish_reason")
-        assert {k: second["result"]["metadata"][k] for k in keep} == {k: first["result"]["metadata"][k] for k in keep}
-        assert metric(url, "vlserve_cache_hits_total", cache="response", engine="") == 1
-        assert metric(url, "vlserve_cache_stored_total", cache="response", engine="") == 1
-
-        # The stream of a cached answer: the whole text as one token event, then the final event.
-        with httpx.stream("POST", url + "/infer_stream", json=body, timeout=60) as response:
-            events = [line.removeprefix("event: ") for line in response.iter_lines() if line.startswith("event:")]
-            assert response.status_code == 200
-        assert events == ["token", "final"]
-        stream = httpx.post(url + "/infer_stream", json=body, timeout=60).text
-        final = json.loads(stream.split("event: final\ndata: ")[1].split("\n")[0])
-        assert final["metadata"]["cached"] is True and final["answer"] == first["result"]["answer"]
+@pytest.fixture(scope="module")
+def on(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server with the response cache on (memory, per-key scope); each test its own images."""
+    with server(engine, settings(tmp_path_factory.mktemp("on"), **ON)) as url:
+        yield url
 
 
-def test_a_changed_byte_option_text_or_task_never_hits(engine: Any, tmp_path: Path) -> None:
-    with server(engine, settings(tmp_path, **ON)) as url:
-        base = vqa(image_uri(2))
-        assert not cached(infer(url, base))
-        variants = [
-            vqa(image_uri(2, flip=(5, 7, 1))),  # one pixel, so the bytes differ
-            vqa(image_uri(2), max_tokens=7),  # an option
-            vqa(image_uri(2), stop=["zz"]),
-            vqa(image_uri(2), seed=3),
-            vqa(image_uri(2), text="What is shown here?"),  # the text
-            {**vqa(image_uri(2)), "task": "captioning", "text": "What is shown?"},  # the task
-        ]
-        for body in variants:
-            assert not cached(infer(url, body)), body
-        assert cached(infer(url, base))  # and the original still hits
-        # Options that change only the delivery share the entry.
-        assert cached(infer(url, vqa(image_uri(2), priority=3)))
+def response_metric(url: str, name: str) -> float:
+    return metric(url, f"vlserve_cache_{name}", cache="response", engine="")
 
 
-def test_a_callers_schema_is_part_of_the_key(engine: Any, tmp_path: Path) -> None:
+def test_a_repeated_request_is_answered_from_the_cache(on: str) -> None:
+    url = on
+    hits, stored = response_metric(url, "hits_total"), response_metric(url, "stored_total")
+    body = vqa(image_uri(1))
+    first, second = infer(url, body), infer(url, body)
+    assert not cached(first) and cached(second)
+    assert second["result"]["answer"] == first["result"]["answer"]
+    assert second["result"]["confidence"] == first["result"]["confidence"]
+    keep = ("input_tokens", "output_tokens", "image_tokens", "model", "finish_reason")
+    assert {k: second["result"]["metadata"][k] for k in keep} == {k: first["result"]["metadata"][k] for k in keep}
+    assert response_metric(url, "hits_total") == hits + 1
+    assert response_metric(url, "stored_total") == stored + 1
+
+    # The stream of a cached answer: the whole text as one token event, then the final event.
+    with httpx.stream("POST", url + "/infer_stream", json=body, timeout=60) as response:
+        events = [line.removeprefix("event: ") for line in response.iter_lines() if line.startswith("event:")]
+        assert response.status_code == 200
+    assert events == ["token", "final"]
+    stream = httpx.post(url + "/infer_stream", json=body, timeout=60).text
+    final = json.loads(stream.split("event: final\ndata: ")[1].split("\n")[0])
+    assert final["metadata"]["cached"] is True and final["answer"] == first["result"]["answer"]
+
+
+def test_a_changed_byte_option_text_or_task_never_hits(on: str) -> None:
+    url = on
+    base = vqa(image_uri(2))
+    assert not cached(infer(url, base))
+    variants = [
+        vqa(image_uri(2, flip=(5, 7, 1))),  # one pixel, so the bytes differ
+        vqa(image_uri(2), max_tokens=7),  # an option
+        vqa(image_uri(2), stop=["zz"]),
+        vqa(image_uri(2), seed=3),
+        vqa(image_uri(2), text="What is shown here?"),  # the text
+        {**vqa(image_uri(2)), "task": "captioning", "text": "What is shown?"},  # the task
+    ]
+    for body in variants:
+        assert not cached(infer(url, body)), body
+    assert cached(infer(url, base))  # and the original still hits
+    # Options that change only the delivery share the entry.
+    assert cached(infer(url, vqa(image_uri(2), priority=3)))
+
+
+def test_a_callers_schema_is_part_of_the_key(on: str) -> None:
     def extract(schema: dict[str, Any]) -> dict[str, Any]:
         return {"task": "extract", "images": [image_uri(3)], "text": "Read it.",
                 "options": {"max_tokens": 40, "json_schema": schema}}
 
     one = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
     two = {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]}
-    with server(engine, settings(tmp_path, **ON)) as url:
-        if "extract" not in {t["name"] for t in httpx.get(url + "/tasks").json()["tasks"]}:
-            pytest.skip("no task with a caller's schema on this server")
-        first = infer(url, extract(one))
-        assert not cached(infer(url, extract(two)))
-        again = infer(url, extract(one))
-        assert cached(again) and again["result"]["answer"] == first["result"]["answer"]
+    url = on
+    if "extract" not in {t["name"] for t in httpx.get(url + "/tasks").json()["tasks"]}:
+        pytest.skip("no task with a caller's schema on this server")
+    first = infer(url, extract(one))
+    assert not cached(infer(url, extract(two)))
+    again = infer(url, extract(one))
+    assert cached(again) and again["result"]["answer"] == first["result"]["answer"]
 
 
-def test_only_deterministic_requests_are_cached(engine: Any, tmp_path: Path) -> None:
-    with server(engine, settings(tmp_path, **ON)) as url:
-        sampled = vqa(image_uri(4), temperature=0.8)
-        assert not cached(infer(url, sampled)) and not cached(infer(url, sampled))
-        seeded = vqa(image_uri(4), temperature=0.8, seed=11)
-        first = infer(url, seeded)
-        second = infer(url, seeded)
-        assert cached(second) and second["result"]["answer"] == first["result"]["answer"]
+def test_only_deterministic_requests_are_cached(on: str) -> None:
+    url = on
+    sampled = vqa(image_uri(4), temperature=0.8)
+    assert not cached(infer(url, sampled)) and not cached(infer(url, sampled))
+    seeded = vqa(image_uri(4), temperature=0.8, seed=11)
+    first = infer(url, seeded)
+    second = infer(url, seeded)
+    assert cached(second) and second["result"]["answer"] == first["result"]["answer"]
 
 
 def test_entries_expire_after_their_ttl(engine: Any, tmp_path: Path) -> None:
@@ -164,26 +177,27 @@ def test_a_cached_answer_does_not_bypass_auth_rate_limits_or_validation(engine: 
         assert httpx.post(url + "/infer", json=too_long, headers=bearer("bob"), timeout=30).json()["code"] == 4000
 
 
-def test_async_jobs_are_answered_from_the_cache(engine: Any, tmp_path: Path) -> None:
-    with server(engine, settings(tmp_path, **ON)) as url:
-        body = vqa(image_uri(12))
-        first = infer(url, body)
-        job = httpx.post(url + "/jobs", json=body, timeout=30).json()["jobs"][0]
-        deadline = time.monotonic() + 60
-        while (state := httpx.get(f"{url}/jobs/{job['id']}", timeout=10).json())["status"] not in ("succeeded",
-                                                                                                    "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        result = state["result"]["result"]
-        assert result["metadata"]["cached"] is True and result["answer"] == first["result"]["answer"]
+def test_async_jobs_are_answered_from_the_cache(on: str) -> None:
+    url = on
+    body = vqa(image_uri(12))
+    first = infer(url, body)
+    job = httpx.post(url + "/jobs", json=body, timeout=30).json()["jobs"][0]
+    deadline = time.monotonic() + 60
+    while (state := httpx.get(f"{url}/jobs/{job['id']}", timeout=10).json())["status"] not in ("succeeded",
+                                                                                                "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    result = state["result"]["result"]
+    assert result["metadata"]["cached"] is True and result["answer"] == first["result"]["answer"]
 
 
-def test_failures_are_not_cached(engine: Any, tmp_path: Path) -> None:
-    with server(engine, settings(tmp_path, **ON)) as url:
-        broken = vqa("data:image/png;base64," + "iVBORw0KGgoAAAANSUhEUgAA")  # a truncated PNG
-        for _ in range(2):
-            assert httpx.post(url + "/infer", json=broken, timeout=30).json()["code"] == 1001
-        assert metric(url, "vlserve_cache_stored_total", cache="response", engine="") == 0
+def test_failures_are_not_cached(on: str) -> None:
+    url = on
+    stored = response_metric(url, "stored_total")
+    broken = vqa("data:image/png;base64," + "iVBORw0KGgoAAAANSUhEUgAA")  # a truncated PNG
+    for _ in range(2):
+        assert httpx.post(url + "/infer", json=broken, timeout=30).json()["code"] == 1001
+    assert response_metric(url, "stored_total") == stored
 
 
 def test_redis_is_shared_by_gateways_and_a_model_change_never_hits(engine: Any, moe_engine: Any, tmp_path: Path,
