@@ -14,6 +14,7 @@ import pytest
 
 from tests.api.helpers import LiveServer, make_settings, run_server
 from vlserve.api.app import create_app
+from vlserve.tasks import get_task
 from vlserve.testing.hostile import SDP
 from vlserve.testing.videos import timeline_video
 
@@ -27,9 +28,12 @@ def uri(video: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def server(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """No keys; windows of 5 s, a 40 s limit; jobs heartbeat (and report progress) every second."""
+    """No keys; windows of 5 s, a 40 s limit; jobs heartbeat (and report progress) every 1.3 s."""
     tmp = tmp_path_factory.mktemp("longvideo")
-    settings = make_settings(tmp, limits=LIMITS, jobs={"sqlite_path": str(tmp / "jobs.sqlite3"), "lease_seconds": 3.0})
+    settings = make_settings(tmp, limits=LIMITS, jobs={"sqlite_path": str(tmp / "jobs.sqlite3"), "lease_seconds": 4})
+    # The session engine's first JSON-schema request sets up the grammar engine for its tokenizer,
+    # which can hold the GIL for many seconds on a loaded machine: done here, not inside a job.
+    engine.grammar.matcher(get_task("video_summary").schema(), 64)
     app = create_app(settings, engine=engine)
     for url in run_server(app):
         yield LiveServer(url, settings, app)
@@ -45,12 +49,12 @@ def finish(url: str, job_id: str, timeout: float = 300) -> tuple[dict[str, Any],
     seen: list[float] = []
     deadline = time.monotonic() + timeout
     while True:
-        job = httpx.get(f"{url}/jobs/{job_id}", timeout=10).json()
+        job = httpx.get(f"{url}/jobs/{job_id}", timeout=60).json()
         seen.append(job["progress"])
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job, seen
         assert time.monotonic() < deadline, job
-        time.sleep(0.05)
+        time.sleep(0.25)
 
 
 def submit(url: str, body: dict[str, Any]) -> str:
@@ -63,7 +67,7 @@ def submit(url: str, body: dict[str, Any]) -> str:
 
 def test_a_summary_job_covers_the_video_in_order(server: LiveServer, fifteen_seconds: str) -> None:
     job, seen = finish(server.url, submit(server.url, {"task": "video_summary", "videos": [fifteen_seconds],
-                                                       "options": {"max_tokens": 32}}))
+                                                       "options": {"max_tokens": 16}}))
     assert job["status"] == "succeeded", job["error"]
     assert seen == sorted(seen) and job["progress"] == 1.0  # progress only moves forward, to the end
     result = job["result"]
@@ -80,12 +84,14 @@ def test_a_summary_job_covers_the_video_in_order(server: LiveServer, fifteen_sec
 
 
 def test_a_search_job_answers_moments(server: LiveServer, fifteen_seconds: str) -> None:
+    part = {"url": fifteen_seconds, "start": 5.0, "end": 15.0}
     job, _ = finish(server.url, submit(server.url, {"task": "video_search", "text": "a green screen",
-                                                    "videos": [fifteen_seconds], "options": {"max_tokens": 32}}))
+                                                    "videos": [part], "options": {"max_tokens": 16}}))
     assert job["status"] == "succeeded", job["error"]
     answer = job["result"]["result"]["answer"]
-    assert answer["query"] == "a green screen" and len(answer["windows"]) == 3
-    assert all(set(m) == {"start", "end", "reason"} and 0 <= m["start"] <= m["end"] <= 15.0
+    assert answer["query"] == "a green screen"
+    assert [(w["start"], w["end"]) for w in answer["windows"]] == [(5.0, 10.0), (10.0, 15.0)]
+    assert all(set(m) == {"start", "end", "reason"} and 5.0 <= m["start"] <= m["end"] <= 15.0
                for m in answer["moments"])
 
 
@@ -93,7 +99,7 @@ def test_progress_is_visible_while_the_job_runs(server: LiveServer) -> None:
     """Eight windows: the job's progress is seen between 0 and 1 before it finishes."""
     forty = uri(timeline_video(40, fps=4, width=64, height=48, barcode=False))
     job, seen = finish(server.url, submit(server.url, {"task": "video_summary", "videos": [forty],
-                                                       "options": {"max_tokens": 24}}))
+                                                       "options": {"max_tokens": 8}}))
     assert job["status"] == "succeeded", job["error"]
     assert len(job["result"]["result"]["answer"]["windows"]) == 8
     assert any(0 < p < 1 for p in seen), seen
