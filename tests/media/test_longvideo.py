@@ -73,6 +73,10 @@ def test_the_sampling_rate_adapts_to_the_length() -> None:
     assert hour.fps < short.fps and two_hours.fps < hour.fps
     assert hour.frames == two_hours.frames == limits.max_frames  # the frame budget, spread thinner
     assert len(two_hours.windows) == math.ceil(7200 / limits.window_seconds)
+    # A caller's options.fps lowers the rate (never raises it past limits.long_video_fps).
+    slow = plan_sampling(600.0, limits.at_most(0.1))
+    assert slow.frames == 60 and slow.fps == pytest.approx(0.1) and len(slow.windows) == 2
+    assert plan_sampling(60.0, limits.at_most(8.0)).fps == pytest.approx(2.0)
 
 
 def test_a_range_is_planned_and_ranges_past_the_limit_are_refused() -> None:

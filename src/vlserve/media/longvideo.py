@@ -104,6 +104,10 @@ class LongVideoLimits:
             window_tokens=limits.long_video_window_tokens,
         )
 
+    def at_most(self, fps: float | None) -> LongVideoLimits:
+        """These limits with a caller's sampling rate (``options.fps``) as the ceiling, never above ours."""
+        return self if fps is None else replace(self, fps=min(self.fps, float(fps)))
+
 
 @dataclass(frozen=True)
 class LongVideoProbe:

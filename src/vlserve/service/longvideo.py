@@ -68,7 +68,7 @@ async def run_long_video(service: InferenceService, request: InferRequest | Call
     data = video.video
     if not isinstance(data, bytes):  # prepare always hands over the fetched bytes
         raise EngineError("the long-video path needs the encoded video")
-    vision, limits = service.vision, LongVideoLimits.from_limits(service.settings.limits)
+    vision, limits = service.vision, LongVideoLimits.from_limits(service.settings.limits).at_most(call.options.fps)
     probe = await probe_long_video_async(data, vision, limits)
     plan = plan_sampling(probe.duration, limits, start=video.start, end=video.end)
     progress(_PLANNED)
