@@ -220,3 +220,16 @@ def test_a_window_past_the_worker_deadline_is_1003_for_that_job_only(clip: bytes
     finally:
         tight.close()
     assert len(sample_window(clip, window, SETTINGS, limits).frames) == 40  # the server's pool is unaffected
+
+
+def test_times_past_the_real_end_are_reported_missing_not_failed(clip: bytes) -> None:
+    """A header may claim more than the stream holds: those sample times simply have no frame."""
+    limits = LongVideoLimits(window_seconds=10.0, fps=1.0, max_frames=40)
+    beyond = Window(0, 18.0, 26.0, (18.5, 19.5, 22.0, 25.0))
+    sampled = sample_window(clip, beyond, SETTINGS, limits, isolated=False)
+    assert sampled.missing == 2 and [round(t, 1) for t in sampled.times] == [18.5, 19.5]
+    assert window_features(sampled, SETTINGS).grid_thw[0] == 1
+    nothing = sample_window(clip, Window(0, 30.0, 40.0, (31.0, 35.0)), SETTINGS, limits, isolated=False)
+    assert nothing.frames == [] and nothing.missing == 2
+    with pytest.raises(VideoError):
+        window_features(nothing, SETTINGS)
