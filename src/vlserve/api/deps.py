@@ -17,7 +17,8 @@ async def caller(request: Request) -> str | None:
     return key_id
 
 
-def service_of(request: Request) -> InferenceService:
+async def service_of(request: Request) -> InferenceService:
+    # async: FastAPI runs a plain-def dependency on its thread pool, a hop on every request.
     service = getattr(request.app.state, "service", None)
     if service is None:
         raise OverloadedError("the model is still loading; retry shortly", retry_after=5)
