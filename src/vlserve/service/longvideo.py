@@ -40,6 +40,7 @@ from vlserve.media.longvideo import (
 )
 from vlserve.runtime.protocol import GenerationRequest, GenerationResult, Usage
 from vlserve.scheduling import Cost
+from vlserve.scheduling.fairness import current_client
 from vlserve.schemas import InferRequest, Metadata
 from vlserve.service.call import Call
 from vlserve.service.inference import InferenceService, Outcome, Prepared
@@ -148,7 +149,8 @@ async def _window(service: InferenceService, task: LongVideoTask, prepared: Prep
                                    prepared.generation.params, request_id=f"{prepared.request_id}-w{window.index}")
     cost = _window_cost(sampled, features.pixel_values.nbytes, features.num_tokens)
     del features  # the generation request holds the tensors until the window is answered
-    result, fell_back = await _generate(service, task.lane, generation, priority, cost)
+    result, fell_back = await _generate(service, task.lane, generation, priority, cost,
+                                        client=current_client(prepared.key_id))
     service.moderator.check(result.text, stage="output", request_id=prepared.request_id, key_id=prepared.key_id,
                             input_hashes=prepared.input_hashes)
     try:
@@ -163,12 +165,13 @@ def _window_cost(sampled: SampledWindow, tensor_bytes: int, tokens: int) -> Cost
 
 
 async def _generate(service: InferenceService, lane: Any, generation: GenerationRequest, priority: int,
-                    cost: Cost) -> tuple[GenerationResult, bool]:
-    """One window through the lane (admission, budget, a running slot); waits while it is full.
-    Returns the result and whether it ran on the lane's fallback engine."""
+                    cost: Cost, *, client: str) -> tuple[GenerationResult, bool]:
+    """One window through the lane (admission, budget, a running slot), counted against the job
+    owner's fair share like any request of theirs; waits while the lane is full. Returns the result
+    and whether it ran on the lane's fallback engine."""
     while True:
         try:
-            ticket = service.scheduler.lane(lane).admit(priority)
+            ticket = service.scheduler.lane(lane).admit(priority, client=client)
         except OverloadedError as err:
             await asyncio.sleep(min(err.retry_after, 5.0))
             continue
