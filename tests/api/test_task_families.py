@@ -8,6 +8,7 @@ to the original (non-square) image; bad inputs get their documented codes.
 from __future__ import annotations
 
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -200,3 +201,23 @@ def test_extract_refuses_bad_schemas_with_4000(server: LiveServer) -> None:
                           "options": {"json_schema": {"type": "string"}}}), 4000, "options.json_schema")
     refused(post(server, {**base, "images": [], "options": {"json_schema": INVOICE_SCHEMA}}), 4000,
             "image, video or document")
+
+
+def test_gui_action_streams_its_call_and_ends_with_the_typed_action(server: LiveServer) -> None:
+    body = {"task": "gui_action", "images": [SCREEN], "text": "Close the dialog",
+            "options": {"max_tokens": 64, "stream": True}}
+    response = httpx.post(server.url + "/infer_stream", json=body,
+                          headers={"Authorization": f"Bearer {KEYS['alice']}"}, timeout=300)
+    assert response.status_code == 200, response.text
+    events, name = [], None
+    for line in response.text.splitlines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[6:])))
+    tokens = "".join(data["token"] for kind, data in events if kind == "token")
+    final = [data for kind, data in events if kind == "final"]
+    assert len(final) == 1 and final[0]["code"] == 0
+    answer = final[0]["answer"]
+    assert json.loads(tokens) == answer["call"]  # the streamed text is the call itself (no "<tool_call>")
+    assert answer["image_size"] == [WIDTH, HEIGHT] and "type" in answer["action"]
