@@ -102,6 +102,8 @@ class ServiceCaches:
             return None  # OpenAI chats and log-probabilities: not cached
         if params.temperature > 0 and params.seed is None:
             return None  # sampled without a seed: each answer is meant to differ
+        if call.options.refine is not None:
+            return None  # a refine job measures its own photos after the model: never answered from the cache
         ttl = response.task_ttl_seconds.get(task.name, response.ttl_seconds)
         if ttl <= 0:
             return None

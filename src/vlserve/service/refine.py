@@ -199,6 +199,11 @@ async def _run_refinement(settings: Settings, spec: dict[str, Any], photos: list
         raise EngineError("the refinement stopped unexpectedly in its worker") from err
     except IsolationError as err:
         raise EngineError(f"the refinement could not run in its worker ({err.reason})") from err
+    except VlserveError:
+        raise
+    except Exception as err:  # the pool itself failed, not the photos: ours, logged; the model still goes out
+        log.exception("refinement worker pool failed")
+        raise EngineError(f"the refinement could not run in its worker ({type(err).__name__})") from err
     return result
 
 
