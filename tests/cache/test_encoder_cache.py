@@ -27,11 +27,15 @@ def ask(engine: Any, *images: Image.Image, scope: str = "") -> GenerationResult:
     return engine.generate_sync(request)  # type: ignore[no-any-return]
 
 
-def same(a: GenerationResult, b: GenerationResult) -> bool:
-    """Same tokens and bit-identical log-probabilities (the model saw identical vision outputs)."""
+def same(a: GenerationResult, b: GenerationResult, *, exact: bool = True) -> bool:
+    """Same tokens and bit-identical log-probabilities (the model saw identical vision outputs);
+    ``exact=False``: log-probabilities within float tolerance."""
     assert a.logprobs is not None and b.logprobs is not None
-    return a.token_ids == b.token_ids and [(t.logprob, t.top) for t in a.logprobs] == \
-        [(t.logprob, t.top) for t in b.logprobs]
+    if exact:
+        return a.token_ids == b.token_ids and [(t.logprob, t.top) for t in a.logprobs] == \
+            [(t.logprob, t.top) for t in b.logprobs]
+    return a.token_ids == b.token_ids and np.allclose([t.logprob for t in a.logprobs], [t.logprob for t in b.logprobs],
+                                                      rtol=1e-4, atol=1e-4)
 
 
 @contextmanager
@@ -69,7 +73,9 @@ def test_cached_and_new_images_together_match_the_uncached_path(engine: Any) -> 
         ask(engine, a)
         mixed = ask(engine, b, a)
         assert calls == [1, 1]  # the second call encoded only b
-    assert same(reference, mixed)
+    # On CPU bit-identical too; a GPU may tile the tower's matrix products differently for one image
+    # than for two (the cached a was encoded alone), so there within float tolerance.
+    assert same(reference, mixed, exact=str(engine.device) == "cpu")
 
 
 def test_a_changed_pixel_or_scope_never_hits(engine: Any) -> None:
