@@ -4,6 +4,7 @@ flood get exactly the answers they get alone."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ import pytest
 
 from tests.api.helpers import LiveServer, make_settings, run_server
 from vlserve.api.app import create_app
-from vlserve.testing.hostile import CASES, Case, data_uri, run_case, small_png
+from vlserve.isolation import image_pool
+from vlserve.testing.hostile import CASES, Case, data_uri, float_tiff, run_case, small_png
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +80,15 @@ def test_a_slow_pdf_is_stopped_at_its_limit_while_images_keep_flowing(hostile_se
         worker.join(120)
     assert answers == [0, 0, 0]
     assert outcome == [(415, 1004)]
+
+
+def test_a_float_tiff_is_decoded_in_a_niced_isolated_worker(hostile_server: LiveServer) -> None:
+    """Heavy pixel work of one client runs at low priority outside the server process."""
+    body = {"task": "vqa", "text": "What is it?", "images": [data_uri(float_tiff(600))], "options": {"max_tokens": 2}}
+    with httpx.Client(base_url=hostile_server.url, timeout=300) as client:
+        assert client.post("/infer", json=body).json()["code"] == 0
+    workers = image_pool().pids()
+    assert workers, "the float TIFF was decoded inside the server process"
+    server = os.getpriority(os.PRIO_PROCESS, 0)
+    assert all(os.getpriority(os.PRIO_PROCESS, pid) >= min(19, server + hostile_server.settings.limits.worker_nice)
+               for pid in workers)
