@@ -75,3 +75,12 @@ def test_every_page_is_shown_numbered() -> None:
     parts = user.content
     assert [p.text for p in parts if isinstance(p, TextPart)] == ["Page 1:", "Page 2:", "QwenVL HTML"]
     assert sum(isinstance(p, ImagePart) for p in parts) == 2
+
+
+def test_runaway_nesting_is_read_without_recursion_errors() -> None:
+    # The model writes the HTML: thousands of nested containers must not crash the answer (a 500).
+    for html in ("<div>" * 5000 + "deep", '<div data-page="1">' * 3000 + '<p data-bbox="0 0 10 10">p</p>'):
+        answer = DocParse().answer(html, INP)
+        assert answer["markdown"].endswith(("deep", "p"))
+    shallow = DocParse().answer("<div>" * 10 + '<p data-bbox="0 0 1000 1000">kept</p>', INP)
+    assert [e["text"] for e in shallow["elements"]] == ["kept"]

@@ -32,6 +32,7 @@ _TAG_TYPES = {
     "code": "code", "math": "formula", "blockquote": "text", "address": "text", "caption": "caption",
 }
 MAX_ELEMENTS = 2000
+MAX_DEPTH = 32  # containers without a box looked into; the model writes the HTML, so it is bounded
 
 
 def pages_of(inp: TaskInput) -> list[Image.Image]:
@@ -93,7 +94,7 @@ class _Reader:
     warnings: list[str] = field(default_factory=list)
     _bad_boxes: int = 0
 
-    def walk(self, node: Element, page: int) -> None:
+    def walk(self, node: Element, page: int, depth: int = 0) -> None:
         # Loose text and inline elements between blocks run together into one paragraph.
         inline: list[str] = [node.text or ""]
 
@@ -114,10 +115,11 @@ class _Reader:
                 box = child.get("data-bbox")
                 if box is not None:
                     self.take(child, box, child_page)
-                elif child.tag in _BLOCK_TAGS or not len(child):
+                elif child.tag in _BLOCK_TAGS or not len(child) or depth >= MAX_DEPTH:
+                    # (past MAX_DEPTH nested containers, a model's runaway nesting is read as one block)
                     self.markdown.append(to_markdown(child))
                 else:  # a container without a box (a page's div, a section): its children are the blocks
-                    self.walk(child, child_page)
+                    self.walk(child, child_page, depth + 1)
             inline.append(child.tail or "")
         flush()
 
