@@ -81,3 +81,11 @@ def test_a_backtracking_pattern_cannot_hold_the_server() -> None:
 def test_pattern_properties_are_refused() -> None:
     with pytest.raises(RequestError, match="patternProperties is not supported"):
         configure({"type": "object", "patternProperties": {"^(a+)+$": {"type": "string"}}})
+
+
+def test_an_answer_nested_without_end_is_reported_not_parsed() -> None:
+    task = configure({"type": "array"})  # any items: the model may nest arrays as deep as it likes
+    deep = task.answer("[" * 5000 + "]" * 5000, INP)
+    assert deep["data"] is None and deep["valid"] is False and "deeper than 64" in deep["errors"][0]["message"]
+    fine = task.answer(json.dumps([["[not nesting]", {"k": "}}}"}]]), INP)
+    assert fine["valid"] is True and fine["data"] == [["[not nesting]", {"k": "}}}"}]]

@@ -25,6 +25,8 @@ from vlserve.tasks.base import InputRules, Task, TaskInput
 MAX_REPORTED_ERRORS = 10
 #: Time all of a schema's ``pattern`` checks of one answer may take together.
 PATTERN_SECONDS = 1.0
+#: Deepest answer read (a schema's own depth is bounded by limits.max_schema_depth, at most this).
+MAX_ANSWER_DEPTH = 64
 
 
 class Extract(Task):
@@ -67,6 +69,12 @@ class Extract(Task):
         return f"{request}\nJSON Schema of the answer:\n{schema}"
 
     def answer(self, text: str, inp: TaskInput) -> dict[str, Any]:
+        # A permissive schema ({} or an object without properties) lets the model nest without end;
+        # such an answer is reported, not parsed or walked by recursive code (a RecursionError: a 500).
+        if _nesting(text) > MAX_ANSWER_DEPTH:
+            return {"data": None, "valid": False, "errors": [
+                {"path": "/", "message": f"the answer nests deeper than {MAX_ANSWER_DEPTH} levels; give the schema "
+                                         "explicit properties and items"}]}
         data = json.loads(text)
         errors = validation_errors(self.json_schema or {}, data)
         return {"data": data, "valid": not errors, "errors": errors}
@@ -117,6 +125,28 @@ def validation_errors(schema: dict[str, Any], data: Any, *,
         if len(out) >= MAX_REPORTED_ERRORS:
             break
     return out
+
+
+def _nesting(text: str) -> int:
+    """How deep the JSON ``text`` nests its arrays and objects (brackets inside strings skipped)."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 class _DeadlinePattern:
