@@ -69,3 +69,69 @@ def size_of(spec: dict[str, Any], name: str) -> float:
     if field.startswith("position."):
         return float(part["position"]["xyz".index(field[-1])])
     return float((part.get("size") or part["params"])[field])
+
+
+FLANGE: dict[str, Any] = {
+    "spec_version": "1.0",
+    "name": "flange",
+    "parts": [
+        {
+            "id": "f",
+            "template": "flange",
+            "params": {
+                "diameter": 80,
+                "thickness": 16,
+                "bore_size": 24,
+                "bolt_count": 6,
+                "bolt_diameter": 10,
+                "bolt_circle_diameter": 58,
+            },
+        }
+    ],
+}
+
+
+def ring(n: int, distance: float, elevation_deg: float = 35.0) -> NDArray[np.float64]:
+    """(n, 3) camera centres on a ring around the origin's vertical axis, looking down."""
+    azimuth = np.linspace(0, 2 * np.pi, n, endpoint=False) + 0.1
+    e = np.radians(elevation_deg)
+    return np.stack(
+        [
+            distance * np.cos(e) * np.cos(azimuth),
+            distance * np.cos(e) * np.sin(azimuth),
+            np.full(n, distance * np.sin(e)),
+        ],
+        axis=1,
+    )
+
+
+def seen_points(
+    spec: dict[str, Any], n: int, cameras: NDArray[np.float64], *, noise: float, seed: int = 0
+) -> tuple[NDArray[np.float64], list[NDArray[np.int64]]]:
+    """Points on the spec's surface (standing on z = 0, unmoved) as the ``cameras`` see them:
+    only points some camera sees (front-facing, not hidden by the object itself), each with the
+    indices of the cameras that see it, plus Gaussian ``noise`` (mm)."""
+    from vlserve.recon3d.refine.sightlines import inside_lengths, ray_caster
+
+    model = compile_spec(spec)
+    vertices = model.vertices - [0.0, 0.0, model.bounds[0][2]]
+    rng = np.random.default_rng(seed)
+    tri = vertices[model.faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area = 0.5 * np.linalg.norm(normals, axis=1)
+    unit = normals / np.maximum(2 * area, 1e-12)[:, None]
+    face = rng.choice(len(tri), 4 * n, p=area / area.sum())
+    a, b = rng.random(len(face)), rng.random(len(face))
+    fold = a + b > 1
+    a[fold], b[fold] = 1 - a[fold], 1 - b[fold]
+    t = tri[face]
+    points = t[:, 0] + (t[:, 1] - t[:, 0]) * a[:, None] + (t[:, 2] - t[:, 0]) * b[:, None]
+    caster = ray_caster(vertices, model.faces)
+    seen = np.zeros((len(points), len(cameras)), dtype=bool)
+    for k, c in enumerate(cameras):
+        facing = (np.einsum("ij,ij->i", unit[face], c - points)) > 0
+        clear = inside_lengths(caster, unit, np.repeat(c[None], len(points), axis=0), points, 0.05) < 1e-6
+        seen[:, k] = facing & clear
+    keep = np.flatnonzero(seen.sum(axis=1) >= 2)[:n]
+    observers = [np.flatnonzero(seen[i]) for i in keep]
+    return points[keep] + rng.normal(0, noise, (len(keep), 3)), observers

@@ -8,10 +8,11 @@ import pytest
 pytest.importorskip("manifold3d")
 pytest.importorskip("scipy")
 
-from tests.recon3d.refine.helpers import BLOCK, perturbed, size_of, surface_points  # noqa: E402
+from tests.recon3d.refine.helpers import BLOCK, FLANGE, perturbed, ring, seen_points, size_of, surface_points  # noqa: E402
 from vlserve.recon3d import compile_spec  # noqa: E402
 from vlserve.recon3d.refine.fit import FitOptions, fit_spec  # noqa: E402
 from vlserve.recon3d.refine.params import parse_known_dimension, spec_parameters  # noqa: E402
+from vlserve.recon3d.refine.sightlines import Sightlines  # noqa: E402
 
 FAST = FitOptions(yaw_starts=4, max_points=250, seconds=60)
 GUESS = perturbed(BLOCK, {"base.x": 1.2, "base.y": 0.85, "base.z": 1.15, "boss.diameter": 0.8, "boss.height": 1.25})
@@ -61,3 +62,17 @@ def test_refined_spec_compiles_and_keeps_topology() -> None:
     assert [p["shape"] for p in result.spec["parts"]] == ["box", "cylinder"]
     assert model.watertight and model.bodies == 1
     assert abs(model.volume / compile_spec(BLOCK).volume - 1) < 0.03
+
+
+def test_holes_guessed_off_are_found_with_free_space_and_the_feature_search() -> None:
+    # a bolt circle guessed 20 % too large puts the bolt holes on solid material: the local fit
+    # only shrinks them there; the feature search moves them, the sight lines bound the disc
+    guess = perturbed(FLANGE, {"f.diameter": 1.15, "f.bolt_circle_diameter": 1.2, "f.bolt_diameter": 0.8})
+    cameras = ring(12, 250.0)
+    points, observers = seen_points(FLANGE, 500, cameras, noise=0.1)
+    lines = Sightlines.from_tracks(cameras, points, observers)
+    options = FitOptions(yaw_starts=4, max_points=500, max_sightlines=800, segments=48, seconds=240)
+    result = fit_spec(guess, points, metric=True, options=options, sightlines=lines)
+    for name in ("f.diameter", "f.thickness", "f.bore_size", "f.bolt_diameter", "f.bolt_circle_diameter"):
+        error = abs(size_of(result.spec, name) / size_of(FLANGE, name) - 1)
+        assert error < 0.02, (name, size_of(result.spec, name))

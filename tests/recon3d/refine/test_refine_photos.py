@@ -23,6 +23,7 @@ from vlserve.recon3d.refine.fit import FitOptions  # noqa: E402
 from vlserve.recon3d.refine.pipeline import RefineOptions, format_report  # noqa: E402
 from vlserve.recon3d.refine.render import as_mesh, render_views, save_views  # noqa: E402
 from vlserve.recon3d.refine.sfm import SfmOptions, run_sfm  # noqa: E402
+from vlserve.recon3d.validation import load_spec  # noqa: E402
 
 MARKER_MM = 40.0
 GUESS = perturbed(BLOCK, {"base.x": 1.2, "base.y": 0.82, "base.z": 1.15, "boss.diameter": 0.8, "boss.height": 1.25})
@@ -75,3 +76,28 @@ def test_photos_that_do_not_register_are_named(tmp_path: Path) -> None:
     assert set(err.value.unregistered) | set(err.value.registered) == {p.name for p in paths}
     assert len(err.value.unregistered) >= 2
     assert err.value.details["unregistered"] == err.value.unregistered
+
+
+def test_photos_that_cannot_measure_give_back_the_spec_unrefined(tmp_path: Path) -> None:
+    # what a job that was asked to refine wants: the model it has, and why it was not refined
+    import cv2
+
+    rng = np.random.default_rng(5)
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"noise_{i}.png"
+        cv2.imwrite(str(path), (rng.random((240, 320)) * 255).astype(np.uint8))
+        paths.append(path)
+    options = RefineOptions(sfm=SfmOptions(max_features=512))
+    result = refine(GUESS, paths, marker_size_mm=MARKER_MM, options=options, on_failure="keep")
+    assert not result.refined and result.fit is None
+    assert "photos registered" in (result.reason or "")
+    assert result.spec == load_spec(GUESS).model_dump(mode="json", exclude_none=True)
+    report = result.report
+    assert report["refined"] is False and report["code"] == 4000 and report["reason"] == result.reason
+    assert set(report["views"]["unregistered"]) | set(report["views"]["registered"]) == {p.name for p in paths}
+    assert all(p["after"] == p["before"] for p in report["parameters"])
+    assert format_report(report).splitlines()[0].startswith("block with boss: NOT REFINED")
+    # the default still raises: callers that want an error get one
+    with pytest.raises(TooFewViewsError):
+        refine(GUESS, paths, marker_size_mm=MARKER_MM, options=options)

@@ -33,6 +33,7 @@ from vlserve.recon3d.errors import SpecError
 from vlserve.recon3d.refine._deps import require
 from vlserve.recon3d.refine.distance import MeshDistance, surface_samples
 from vlserve.recon3d.refine.params import Param, apply_values, describe, spec_parameters
+from vlserve.recon3d.refine.sightlines import Sightlines, inside_lengths, ray_caster
 from vlserve.recon3d.spec import MM_PER_UNIT, ObjectSpec
 
 
@@ -54,6 +55,13 @@ class FitOptions:
     max_primitives: int = 300
     max_triangles: int = 150_000
     """a spec bigger than this (at ``segments``) is refused: every evaluation rebuilds it"""
+    feature_search: bool = True
+    """search the parameters that do not move the bounding box (holes, bores) globally"""
+    max_sightlines: int = 1000
+    """camera → point sight lines checked for free space at each evaluation (random subset beyond)"""
+    sightline_margin: float = 0.01
+    """the last this much (share of the object's size) of a sight line is not checked: its
+    point lies on the surface, within noise"""
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,10 @@ class _Built:
     """(s,) area of each sample / total visible area"""
     bins: NDArray[np.int64]
     """(s,) coverage residual each sample belongs to (plan leaf × facing direction)"""
+    caster: Any = None
+    """ray intersector for the free-space term (None without sight lines)"""
+    normals: Any = None
+    """(m, 3) outward face normals"""
 
 
 class _Problem:
@@ -160,9 +172,13 @@ class _Problem:
         metric: bool,
         ground: bool,
         options: FitOptions,
+        sightlines: Sightlines | None = None,
     ) -> None:
         spatial = require("scipy.spatial")
         self.data, self.params, self.free, self.fixed = data, params, free, fixed
+        self.sightlines = (sightlines or Sightlines(np.zeros((0, 3)), np.zeros((0, 3)))).subset(
+            options.max_sightlines, options.seed
+        )
         self.points = points
         spacing = spatial.cKDTree(all_points).query(all_points, k=min(4, len(all_points)))[0][:, -1]
         self.tolerance = 2.0 * float(np.median(spacing))
@@ -182,6 +198,14 @@ class _Problem:
         self.scale0 = 1.0 if metric else _initial_scale(vertices, points)
         self.size_world = self.size_mm * self.scale0
         self.f_scale = 0.004 * self.size_world
+        self.margin_world = options.sightline_margin * self.size_world
+        # sight lines weigh as much as the points in all, and one blocked by a grossly wrong
+        # start counts no more than 5 % of the object's size: they steer the final shape, while
+        # the points and the pose bring the model near first
+        self.sight_weight = min(1.0, float(np.sqrt(len(points) / max(len(self.sightlines), 1))))
+        self.sight_cap = 0.05 * self.size_world
+        self.use_sightlines = False
+        """off for the pose-only starts (the mesh does not change there), on for the joint fit"""
         self.ground_weight = np.sqrt(len(points))
         self.prior_weight = 0.5 * self.f_scale
         self.best: tuple[float, NDArray[np.float64]] | None = None
@@ -252,7 +276,22 @@ class _Problem:
             samples[visible],
             weights,
             (leaf * 6 + direction)[visible].astype(np.int64),
+            ray_caster(model.vertices, model.faces) if len(self.sightlines) else None,
+            normals,
         )
+
+    def free_space(self, built: _Built, pose: Pose) -> NDArray[np.float64]:
+        """(o,) weighted, capped world length of each sight line that runs inside the posed model."""
+        if built.caster is None or not self.use_sightlines:
+            return np.zeros(len(self.sightlines))
+        inside = inside_lengths(
+            built.caster,
+            built.normals,
+            pose.inverse(self.sightlines.origins),
+            pose.inverse(self.sightlines.targets),
+            self.margin_world / pose.scale,
+        )
+        return np.asarray(self.sight_weight * np.minimum(inside * pose.scale, self.sight_cap))
 
     # --- pose ----------------------------------------------------------------------------------
 
@@ -286,7 +325,7 @@ class _Problem:
 
     @property
     def size(self) -> int:
-        return len(self.points) + self.n_bins + (1 if self.ground else 0) + len(self.free)
+        return len(self.points) + self.n_bins + (1 if self.ground else 0) + len(self.free) + len(self.sightlines)
 
     def _evaluate(self, x: NDArray[np.float64], base: Any) -> dict[str, Any] | None:
         """Residuals and what the Jacobian needs, or None for a vector that does not compile."""
@@ -312,6 +351,8 @@ class _Problem:
         # parameters apart (a boss's height hidden inside the block it stands on), keep the
         # spec's split instead of drifting
         parts.append(self.prior_weight * x[self.pose_dims + 1 :])
+        # (5) free space: solid across a camera's line of sight to a point it saw
+        parts.append(self.free_space(built, pose))
         return {
             "r": np.concatenate(parts),
             "pose": pose,
@@ -375,6 +416,13 @@ class _Problem:
             self._pose_columns(
                 jac[row : row + 1], np.array([[0.0, 0.0, self.ground_weight]]), (out["lowest"] - pose.translation)[None]
             )
+        # (5) free space: finite differences of the ray casts (no rebuild)
+        if len(self.sightlines) and self.use_sightlines:
+            rows = slice(self.size - len(self.sightlines), self.size)
+            for k in range(self.pose_dims):
+                shifted = x.copy()
+                shifted[k] += 1e-4
+                jac[rows, k] = (self.free_space(out["built"], self.pose(shifted, base)) - r[rows]) / 1e-4
         if with_params:
             step = 1e-3
             for j in range(self.pose_dims, len(x)):
@@ -404,11 +452,14 @@ def fit_spec(
     ground: bool = True,
     support: NDArray[np.float64] | None = None,
     options: FitOptions | None = None,
+    sightlines: Sightlines | None = None,
 ) -> FitResult:
     """Fit ``spec`` to the object's world ``points`` (mm when ``metric``); see the module doc.
 
     ``support``: other observed surface points (the table around the object); the model's
     visible surface must lie near an observed point, but only ``points`` are fitted.
+    ``sightlines``: camera centre → observed point segments (world frame, object and table
+    points), which the model must not block (:mod:`.sightlines`).
     """
     optimize = require("scipy.optimize")
     options = options or FitOptions()
@@ -433,6 +484,7 @@ def fit_spec(
         metric=metric,
         ground=ground and options.ground_contact,
         options=options,
+        sightlines=sightlines,
     )
     start = problem.mesh(np.zeros(len(free) + 1))
     assert start is not None
@@ -463,10 +515,18 @@ def fit_spec(
     jac = None
     x_final = x_start
     noise = problem.f_scale
+    features = _feature_indices(problem) if options.feature_search else []
+    problem.use_sightlines = True
     try:
         for f_scale in (10 * noise, 3 * noise, noise):
             problem.f_scale = f_scale
             problem.best = None
+            if f_scale == noise and features:
+                # 3. the features (holes, bores, bolt circles) the outer shape does not depend
+                #    on: a global search along each, pose and outer dimensions held — a hole
+                #    guessed 20 % off sits on solid material, where the local fit only shrinks it
+                x_final = _search_features(problem, base, np.clip(x_final, lo, hi), features, lo, hi, 3 * noise)
+                problem.best = None
             res = optimize.least_squares(
                 lambda x: problem.residuals(x, base),
                 np.clip(x_final, lo, hi),
@@ -525,6 +585,65 @@ def fit_spec(
         stopped,
         notes,
     )
+
+
+def _feature_indices(problem: _Problem) -> list[int]:
+    """Indices (into the full vector ``x``) of the free parameters that do not move the model's
+    bounding box: holes, bores, bolt circles, inner features. The outer dimensions are measured
+    well by the local fit (the points and free space bound them); these are searched globally."""
+    u0 = np.zeros(len(problem.free) + 1)
+    start = problem.mesh(u0)
+    if start is None:
+        return []
+    extents = np.ptp(start.vertices, axis=0)
+    out = []
+    for j, p in enumerate(problem.free):
+        u = u0.copy()
+        u[1 + j] = 0.02 if p.kind == "offset" else 0.1
+        moved = problem.mesh(u) or problem.mesh(-u)
+        if moved is None:
+            continue
+        if np.abs(np.ptp(moved.vertices, axis=0) - extents).max() < 1e-4 * problem.size_mm:
+            out.append(problem.pose_dims + 1 + j)
+    return out
+
+
+def _search_features(
+    problem: _Problem,
+    base: Any,
+    x: NDArray[np.float64],
+    features: list[int],
+    lo: list[float],
+    hi: list[float],
+    f_scale: float,
+    rounds: int = 2,
+) -> NDArray[np.float64]:
+    """Coordinate-wise grid search of the feature parameters (a coarse grid over ±30 % — ±15 %
+    of the object's size for positions — then a fine one around the best), minimising the
+    robust cost at ``f_scale``; vectors that do not compile cost a wall."""
+    saved = problem.f_scale
+    problem.f_scale = f_scale
+
+    def cost(v: NDArray[np.float64]) -> float:
+        r = problem.residuals(v, base)
+        return float((2 * (np.sqrt(1 + (r / f_scale) ** 2) - 1)).sum())
+
+    x = x.copy()
+    best = cost(x)
+    try:
+        for _ in range(rounds):
+            for j in features:
+                offset = problem.free[j - problem.pose_dims - 1].kind == "offset"
+                for span, n in ((0.15 if offset else 0.3, 9), (0.03 if offset else 0.06, 7)):
+                    for value in np.clip(x[j] + np.linspace(-span, span, n), lo[j], hi[j]):
+                        trial = x.copy()
+                        trial[j] = value
+                        c = cost(trial)
+                        if c < best:
+                            best, x = c, trial
+    finally:
+        problem.f_scale = saved
+    return x
 
 
 def _pose_fit(

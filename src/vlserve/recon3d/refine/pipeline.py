@@ -6,6 +6,11 @@
 The model (or a person) supplies the topology and rough numbers; the photos supply the
 measurements. Scale comes from a printed ArUco marker (``marker_size_mm``) or from one known
 dimension of the spec (``known_dimension="f.diameter=80"``); one of the two is required.
+
+When the photos cannot measure the object (too few register, no marker in them, too few points
+on the object), :func:`refine` raises :class:`RefineError`; with ``on_failure="keep"`` it
+returns the spec unrefined instead, with ``refined: false`` and the reason in the report — what
+a job that was asked to refine an already-built model wants.
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from vlserve.recon3d.refine.errors import ScaleError
+import numpy as np
+
+from vlserve.recon3d.refine.errors import RefineError, ScaleError, TooFewViewsError
 from vlserve.recon3d.refine.fit import FitOptions, FitResult, fit_spec
-from vlserve.recon3d.refine.params import parse_known_dimension, spec_parameters
+from vlserve.recon3d.refine.params import describe, parse_known_dimension, spec_parameters
 from vlserve.recon3d.refine.points import object_points
 from vlserve.recon3d.refine.scale import marker_frame, plane_frame
 from vlserve.recon3d.refine.sfm import SfmOptions, SfmResult, run_sfm
+from vlserve.recon3d.refine.sightlines import Sightlines
 from vlserve.recon3d.spec import ObjectSpec
 from vlserve.recon3d.validation import load_spec
 
@@ -43,8 +51,13 @@ class RefineResult:
 
     spec: dict[str, Any]
     report: dict[str, Any]
-    fit: FitResult
-    sfm: SfmResult
+    fit: FitResult | None
+    """None when the spec was returned unrefined (``on_failure="keep"``)"""
+    sfm: SfmResult | None
+    """None when structure-from-motion itself failed"""
+    refined: bool = True
+    reason: str | None = None
+    """why the spec was returned unrefined"""
 
 
 def refine(
@@ -55,8 +68,15 @@ def refine(
     known_dimension: str | None = None,
     options: RefineOptions | None = None,
     workdir: Path | None = None,
+    on_failure: Literal["raise", "keep"] = "raise",
 ) -> RefineResult:
-    """Refine ``spec`` against ``photos`` (raises RefineError / SpecError, code 4000)."""
+    """Refine ``spec`` against ``photos`` (raises RefineError / SpecError, code 4000).
+
+    ``on_failure="keep"``: when the photos cannot measure the object (too few registered, no
+    marker, too few points, the fit's limits), return the spec unrefined with the reason
+    (``result.refined`` false, ``report["reason"]``) instead of raising. Errors of the call
+    itself (no or two sources of scale, an unknown dimension name, an invalid spec) still raise.
+    """
     options = options or RefineOptions()
     started = time.monotonic()
     model = load_spec(spec)
@@ -66,12 +86,31 @@ def refine(
     if known_dimension is not None:
         # checked before the slow SfM: a typo in the name fails at once
         known = parse_known_dimension(known_dimension, spec_parameters(model)[1], model.units)
-    sfm = run_sfm(photos, options=options.sfm, workdir=workdir)
-    frame = marker_frame(sfm, marker_size_mm) if marker_size_mm is not None else plane_frame(sfm)
-    selected = object_points(sfm.points, sfm.errors, frame, max_error_px=options.max_reprojection_error_px)
-    fitted = fit_spec(
-        model, selected.points, metric=frame.metric, known=known, support=selected.ground, options=options.fit
-    )
+    sfm: SfmResult | None = None
+    try:
+        sfm = run_sfm(photos, options=options.sfm, workdir=workdir)
+        frame = marker_frame(sfm, marker_size_mm) if marker_size_mm is not None else plane_frame(sfm)
+        selected = object_points(sfm.points, sfm.errors, frame, max_error_px=options.max_reprojection_error_px)
+        sightlines = None
+        if sfm.observers:
+            # every observation is a segment of free space: camera centre → the point it saw
+            cameras = frame.apply(np.array([v.center for v in sfm.views]).reshape(-1, 3))
+            sightlines = Sightlines.from_tracks(
+                cameras, selected.points, [sfm.observers[i] for i in selected.indices]
+            ) + Sightlines.from_tracks(cameras, selected.ground, [sfm.observers[i] for i in selected.ground_indices])
+        fitted = fit_spec(
+            model,
+            selected.points,
+            metric=frame.metric,
+            known=known,
+            support=selected.ground,
+            options=options.fit,
+            sightlines=sightlines,
+        )
+    except RefineError as err:
+        if on_failure != "keep":
+            raise
+        return _unrefined(model, photos, sfm, err, time.monotonic() - started)
     refined = load_spec(fitted.spec).model_dump(mode="json", exclude_none=True)
     warnings = list(fitted.notes)
     if len(sfm.views) < FEW_VIEWS:
@@ -87,6 +126,7 @@ def refine(
     report = {
         "name": model.name,
         "units": model.units,
+        "refined": True,
         "views": sfm.summary(),
         "scale": {
             "source": _scale_source(frame.source, frame.metric, known, model.units),
@@ -121,6 +161,45 @@ def refine(
     return RefineResult(refined, report, fitted, sfm)
 
 
+def _unrefined(
+    model: ObjectSpec, photos: list[Path], sfm: SfmResult | None, err: RefineError, seconds: float
+) -> RefineResult:
+    """The spec as given, with a report that says why it was not refined."""
+    data, params = spec_parameters(model)
+    if sfm is not None:
+        views = sfm.summary()
+    else:
+        registered = err.registered if isinstance(err, TooFewViewsError) else []
+        unregistered = err.unregistered if isinstance(err, TooFewViewsError) else [Path(p).name for p in photos]
+        views = {"photos": len(photos), "registered": registered, "unregistered": unregistered, "points": 0}
+    report = {
+        "name": model.name,
+        "units": model.units,
+        "refined": False,
+        "reason": err.message,
+        "code": err.code,
+        "views": views,
+        "parameters": [
+            {
+                "name": p.name,
+                "place": describe(p, data),
+                "before": p.value,
+                "after": p.value,
+                "change": 0.0,
+                "kind": p.kind,
+                "assumed": p.assumed,
+                "fixed": False,
+                "observed": False,
+            }
+            for p in params
+        ],
+        "warnings": [f"not refined: {err.message}"],
+        "seconds": round(seconds, 2),
+    }
+    spec = model.model_dump(mode="json", exclude_none=True)
+    return RefineResult(spec, report, None, sfm, refined=False, reason=err.message)
+
+
 def _scale_source(source: str, metric: bool, known: tuple[Any, float] | None, units: str) -> str:
     if metric or known is None:
         return source
@@ -134,6 +213,15 @@ def _mm(value: float, key: str, mm: float) -> float:
 def format_report(report: dict[str, Any]) -> str:
     """The report as plain text: views, scale, each dimension before/after, residuals, warnings."""
     views = report["views"]
+    if report.get("refined") is False:
+        lines = [
+            f"{report['name']}: NOT REFINED ({len(views['registered'])}/{views['photos']} photos registered, "
+            f"{report['seconds']:.1f} s): {report['reason']}",
+            "the spec is returned as it was given",
+        ]
+        if views["unregistered"]:
+            lines.append(f"not registered: {', '.join(views['unregistered'])}")
+        return "\n".join(lines)
     lines = [
         f"{report['name']}: {len(views['registered'])}/{views['photos']} photos registered, "
         f"{views['points']} points ({report['object_points']} on the object), {report['seconds']:.1f} s",

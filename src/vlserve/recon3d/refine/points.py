@@ -7,7 +7,7 @@ objects by keeping the largest cluster of points linked within a radius.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +30,10 @@ class ObjectPoints:
     """all SfM points before selection"""
     ground: NDArray[np.float64]
     """(g, 3) ground points around the object's footprint: where the object is *not*"""
+    indices: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """(n,) index of each of ``points`` in the SfM points (to find the photos that saw it)"""
+    ground_indices: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """(g,) index of each of ``ground`` in the SfM points"""
 
 
 def object_points(
@@ -42,7 +46,8 @@ def object_points(
     seed: int = 0,
 ) -> ObjectPoints:
     """Select the object's points from all SfM ``points`` (reconstruction frame)."""
-    world = frame.apply(points[errors <= max_error_px])
+    reliable = np.flatnonzero(errors <= max_error_px)
+    world = frame.apply(points[reliable])
     if len(world) < MIN_OBJECT_POINTS:
         raise RefineError(f"only {len(world)} reliable points were reconstructed: take sharper, overlapping photos")
     z = world[:, 2]
@@ -52,27 +57,27 @@ def object_points(
     # the ground points' own spread (flat table + SfM noise), with a floor at 1.5 % of the height
     noise = float(np.median(np.abs(z[near_ground]))) * 1.4826 if near_ground.any() else 0.0
     threshold = max(4.0 * noise, 0.015 * height)
-    candidates = world[z > threshold]
-    candidates = candidates[candidates[:, 2] < 3.0 * height + threshold]
+    chosen = reliable[(z > threshold) & (z < 3.0 * height + threshold)]
+    candidates = world[(z > threshold) & (z < 3.0 * height + threshold)]
     if len(candidates) < MIN_OBJECT_POINTS:
         raise RefineError(
             f"only {len(candidates)} points stand above the ground plane: is the object in the photos, "
             "textured enough, and standing on the table?"
         )
-    kept = _largest_cluster(candidates, height)
+    in_cluster = _largest_cluster(candidates, height)
+    kept, chosen = candidates[in_cluster], chosen[in_cluster]
     if len(kept) < MIN_OBJECT_POINTS:
         raise RefineError(f"the object's point cluster has only {len(kept)} points: take more photos closer up")
     if len(kept) > max_points:
-        kept = kept[np.random.default_rng(seed).choice(len(kept), max_points, replace=False)]
+        pick = np.sort(np.random.default_rng(seed).choice(len(kept), max_points, replace=False))
+        kept, chosen = kept[pick], chosen[pick]
     lo, hi = kept[:, :2].min(axis=0), kept[:, :2].max(axis=0)
     margin = 0.5 * (hi - lo)
-    around = world[
-        (np.abs(z) <= threshold) & np.all((world[:, :2] >= lo - margin) & (world[:, :2] <= hi + margin), axis=1)
-    ]
-    return ObjectPoints(kept, threshold, len(points), around)
+    near = (np.abs(z) <= threshold) & np.all((world[:, :2] >= lo - margin) & (world[:, :2] <= hi + margin), axis=1)
+    return ObjectPoints(kept, threshold, len(points), world[near], chosen, reliable[near])
 
 
-def _largest_cluster(points: NDArray[np.float64], height: float) -> NDArray[np.float64]:
+def _largest_cluster(points: NDArray[np.float64], height: float) -> NDArray[np.bool_]:
     spatial = require("scipy.spatial")
     sparse = require("scipy.sparse")
     csgraph = require("scipy.sparse.csgraph")
@@ -86,4 +91,4 @@ def _largest_cluster(points: NDArray[np.float64], height: float) -> NDArray[np.f
     graph = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(points),) * 2)
     _, labels = csgraph.connected_components(graph, directed=False)
     biggest = np.bincount(labels).argmax()
-    return points[labels == biggest]
+    return np.asarray(labels == biggest)

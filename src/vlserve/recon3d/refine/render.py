@@ -243,7 +243,8 @@ def render_views(
     scene = Scene(vertices, faces, marker=marker, seed=seed)
     target = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] + 0.3 * extent[2]])
     if marker is not None:
-        target[0] += 0.2 * (marker.center[0] - target[0])
+        # aim between the object and the marker: both in frame from most of the ring
+        target[0] += 0.5 * (marker.center[0] - target[0])
     span = float(np.linalg.norm(extent)) + (marker_size if marker_size else 0.0)
     K = intrinsics(width, height)
     distance = closeness * span * K[0, 0] / width
