@@ -77,6 +77,10 @@ class Limits(BaseModel):
                                          "decode may take (1001).")
     image_memory_bytes: int = Field(default=2 << 30, ge=64 << 20, description="Memory one heavy image decode may "
                                     "use (1001).")
+    image_encode_ahead_tokens: int = Field(default=512, ge=0, description="A request with at least this many image "
+                                           "tokens runs its vision tower on a niced thread while it waits to join "
+                                           "the batch (embedded engine, vision-encoder cache on), not inside the "
+                                           "batch's prefill, which stalls every running request; 0: never.")
     # Long-video tasks (video_summary, video_search: async jobs only; docs/media.md#long-videos).
     long_video_max_seconds: float = Field(default=7200.0, gt=0, description="Longest video, or start/end range, "
                                           "that video_summary and video_search analyse (1002).")
@@ -332,6 +336,17 @@ class Jobs(BaseModel):
                                      "they finished (0: kept until max_finished).")
     max_finished: int = Field(100_000, ge=0, description="Finished jobs kept at most; the oldest go first "
                               "(0: no count limit).")
+    # GET /jobs/{id}/events (docs/jobs.md#following-a-job): Server-Sent Events while a job runs.
+    events_max_streams_per_key: int = Field(4, ge=0, description="Event streams one key may hold open on this "
+                                            "replica; one more is refused with 4029 (0: no event streams).")
+    events_max_streams: int = Field(256, ge=0, description="Event streams open on this replica at once; one more "
+                                    "is refused with 2001 (0: no event streams).")
+    events_poll_interval: float = Field(0.5, gt=0, le=60, description="Seconds between reads of the job's state "
+                                        "(a summary without bodies) while a stream is open.")
+    events_keepalive_seconds: float = Field(15.0, gt=0, le=300, description="A comment line is sent after this "
+                                            "long without an event, so proxies keep the stream open.")
+    events_max_seconds: float = Field(3600.0, gt=0, description="A stream open this long ends with an error "
+                                      "event (4008); reconnect to follow the job further.")
 
 
 class Rendering(BaseModel):

@@ -7,7 +7,8 @@
             ...
 
 Async jobs: ``jobs = client.submit_jobs([JobRequest("ocr", images=["scan.png"]), ...])``, then
-``client.wait(jobs[0]).answer``; also ``get_job``, ``list_jobs``, ``cancel_job`` and ``wait_all``.
+``client.wait(jobs[0]).answer``; also ``get_job``, ``list_jobs``, ``cancel_job`` and ``wait_all``;
+``for event in client.job_events(jobs[0])`` follows one as the server streams it (progress, then final).
 
 Errors raise the server's typed exception (``vlserve.errors``), carrying ``code``, ``status``
 and ``request_id``. Overload (2001), rate limits (429) and 5xx are retried with jittered
@@ -16,6 +17,6 @@ exponential backoff that honours ``Retry-After``. Timeouts default to 30 s, and 
 
 from vlserve.client._base import Answer, Final, StreamItem, Token
 from vlserve.client._client import AsyncClient, Client
-from vlserve.client._jobs import Job, JobRequest
+from vlserve.client._jobs import Job, JobEvent, JobRequest
 
-__all__ = ["Answer", "AsyncClient", "Client", "Final", "Job", "JobRequest", "StreamItem", "Token"]
+__all__ = ["Answer", "AsyncClient", "Client", "Final", "Job", "JobEvent", "JobRequest", "StreamItem", "Token"]

@@ -24,7 +24,17 @@ from vlserve.client._base import (
     stream_item,
     timeout_for,
 )
-from vlserve.client._jobs import Job, JobRef, JobRequest, job_bodies, job_from, job_path, list_params
+from vlserve.client._jobs import (
+    Job,
+    JobEvent,
+    JobRef,
+    JobRequest,
+    job_bodies,
+    job_event,
+    job_from,
+    job_path,
+    list_params,
+)
 from vlserve.errors import FetchError, VlserveError
 
 
@@ -130,6 +140,27 @@ class Client(_Common):
             time.sleep(poll_interval)
         return current
 
+    def job_events(self, job: JobRef, *, read_timeout: float = 60.0) -> Iterator[JobEvent]:
+        """Follow a job as the server streams it (``GET /jobs/{id}/events``): ``progress`` events as
+        it moves, then one ``final`` event with the finished job. A stream error (for instance 4008
+        once the server's ``jobs.events_max_seconds`` passed) is raised typed; so is a refused stream
+        (4029: this key's streams are at the server's cap; 2001: the server's). ``read_timeout``
+        must exceed the server's keep-alive interval (15 s by default)."""
+        timeout = httpx.Timeout(self.timeout, read=read_timeout)
+        for attempt in range(self.max_retries + 1):
+            with self._http.stream("GET", job_path(job) + "/events", timeout=timeout) as response:
+                if response.status_code >= 400:
+                    error = decode_error(response.status_code, response.read(), response.headers)
+                    if not self._retryable(error, attempt):
+                        raise error
+                    time.sleep(self._delay(error, attempt))
+                    continue
+                decoder = SSEDecoder()
+                for line in response.iter_lines():
+                    if (item := decoder.feed(line)) is not None:
+                        yield job_event(*item)
+                return
+
     def wait_all(self, jobs: Iterable[JobRef], *, timeout: float = 600.0, poll_interval: float = 0.5) -> list[Job]:
         """:meth:`wait` for each job, within one ``timeout``; returns them in the order given."""
         deadline = time.monotonic() + timeout
@@ -229,6 +260,23 @@ class AsyncClient(_Common):
                 raise TimeoutError(f"job {current.id} is still {current.status} after {timeout:g} s")
             await asyncio.sleep(poll_interval)
         return current
+
+    async def job_events(self, job: JobRef, *, read_timeout: float = 60.0) -> AsyncIterator[JobEvent]:
+        """The asyncio twin of :meth:`Client.job_events` (``async for event in client.job_events(job)``)."""
+        timeout = httpx.Timeout(self.timeout, read=read_timeout)
+        for attempt in range(self.max_retries + 1):
+            async with self._http.stream("GET", job_path(job) + "/events", timeout=timeout) as response:
+                if response.status_code >= 400:
+                    error = decode_error(response.status_code, await response.aread(), response.headers)
+                    if not self._retryable(error, attempt):
+                        raise error
+                    await asyncio.sleep(self._delay(error, attempt))
+                    continue
+                decoder = SSEDecoder()
+                async for line in response.aiter_lines():
+                    if (item := decoder.feed(line)) is not None:
+                        yield job_event(*item)
+                return
 
     async def wait_all(self, jobs: Iterable[JobRef], *, timeout: float = 600.0,
                        poll_interval: float = 0.5) -> list[Job]:

@@ -74,6 +74,25 @@ def job_from(data: dict[str, Any]) -> Job:
     )
 
 
+@dataclass
+class JobEvent:
+    """One event of :meth:`Client.job_events`: ``kind`` is ``"progress"`` (``job`` has its id,
+    status, progress and attempts) or ``"final"`` (``job`` as :meth:`Client.get_job` returns it,
+    finished); ``final`` is always the last one."""
+
+    kind: str
+    job: Job
+
+
+def job_event(name: str, data: Any) -> JobEvent:
+    """A :class:`JobEvent` from one SSE event of ``/jobs/{id}/events``; ``error`` is raised typed."""
+    if name in ("progress", "final"):
+        return JobEvent(name, job_from(data))
+    if name == "error":
+        raise api_error(int(data["code"]), str(data["msg"]), status=200, request_id=data.get("request_id"))
+    raise errors.VlserveError(f"unexpected job event {name!r}")
+
+
 def job_bodies(requests: Iterable[JobRequest | dict[str, Any]]) -> list[dict[str, Any]]:
     """``/jobs`` bodies: a :class:`JobRequest` is encoded, a dict is sent as the ``/infer`` body it is."""
     return [r.payload() if isinstance(r, JobRequest) else dict(r) for r in requests]

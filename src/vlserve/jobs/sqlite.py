@@ -271,6 +271,10 @@ class SQLiteJobStore:
         """The owner's job, or ``NotFoundError``."""
         return await self._run(_get_owned, job_id, owner_of(owner))
 
+    async def summary(self, job_id: str, owner: str | None) -> JobSummary:
+        """The owner's job without its bodies, or ``NotFoundError``."""
+        return await self._run(_summary_owned, job_id, owner_of(owner))
+
     async def list(
         self,
         owner: str | None,
@@ -435,6 +439,14 @@ def _get_owned(conn: sqlite3.Connection, job_id: str, owner: str) -> Job:
     if job is None or job.owner != owner:
         raise NotFoundError(f"job {job_id!r} not found")
     return job
+
+
+def _summary_owned(conn: sqlite3.Connection, job_id: str, owner: str) -> JobSummary:
+    row = conn.execute(f"SELECT {_SUMMARY_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    summary = None if row is None else _to_summary(row)
+    if summary is None or summary.owner != owner:
+        raise NotFoundError(f"job {job_id!r} not found")
+    return summary
 
 
 def _list(conn: sqlite3.Connection, owner: str, status: str | None, limit: int, offset: int) -> list[JobSummary]:

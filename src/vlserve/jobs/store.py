@@ -45,6 +45,11 @@ class JobStore(Protocol):
         """The job, or ``NotFoundError`` when it does not exist or belongs to another owner."""
         ...
 
+    async def summary(self, job_id: str, owner: str | None) -> JobSummary:
+        """The job without its request and result bodies (cheap to read often, e.g. to follow its
+        progress), or ``NotFoundError`` like ``get``."""
+        ...
+
     async def list(
         self,
         owner: str | None,
