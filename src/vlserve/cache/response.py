@@ -88,6 +88,8 @@ class ResponseCache:
         answer = CachedAnswer.from_bytes(data)
         if answer is None:  # written by an incompatible version, or damaged: treat as absent
             log.warning("response cache entry %s could not be read; ignored", key[:16])
+            self.stats.hits -= 1  # the store found bytes, but the cache had no answer
+            self.stats.misses += 1
         return answer
 
     async def store_answer(self, key: str, answer: CachedAnswer, ttl: float) -> bool:
