@@ -61,6 +61,7 @@ def limit_fields(limits: Limits) -> dict[str, Any]:
         video_containers=tuple(limits.video_containers),
         isolate_image_pixels=limits.image_isolate_pixels,
         heavy_nice=limits.worker_nice,
+        encode_ahead_tokens=limits.image_encode_ahead_tokens,
     )
 
 
@@ -107,6 +108,7 @@ class VisionSettings:
     # niceness, so a few large images cannot take the CPU from the engine and everyone's small ones.
     isolate_image_pixels: int = _LIMITS.image_isolate_pixels
     heavy_nice: int = _LIMITS.worker_nice
+    encode_ahead_tokens: int = _LIMITS.image_encode_ahead_tokens  # 0: the tower runs in the prefill
 
     def __post_init__(self) -> None:
         # Fail at configuration time rather than deep inside a request.

@@ -32,6 +32,7 @@ from typing import Any
 
 from vlserve.cache.lru import CacheStats
 from vlserve.errors import EngineError
+from vlserve.media.threads import heavy_pool
 from vlserve.runtime.local import LocalEngine
 from vlserve.runtime.protocol import EngineHealth, GenerationRequest, GenerationResult, StreamEvent, TextDelta
 from vlserve.runtime.running import RunningBatch, Sequence
@@ -87,6 +88,9 @@ class BatchingEngine:
                 on_finish=lambda s: put(self.engine.result(s)), on_error=put))
         finally:
             self._preparing -= 1
+        if self.engine.should_encode_ahead(seq.inputs):  # a large image: its tower off the engine thread
+            await loop.run_in_executor(heavy_pool(self.engine.vision.heavy_nice), self.engine.encode_ahead,
+                                       seq.inputs)
         self._submit(seq)
         try:
             while True:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import logging
 import os
 import queue
 import threading
@@ -48,6 +49,8 @@ from vlserve.runtime.running import RunningBatch, Sequence
 from vlserve.sampling import check_sampling
 
 _DONE = object()
+
+log = logging.getLogger("vlserve.engine")
 
 
 class LocalEngine:
@@ -227,6 +230,32 @@ class LocalEngine:
                        on_error=on_error or (lambda _: None))
         seq.prepare_ms = (seq.submitted - started) * 1000
         return seq
+
+    def should_encode_ahead(self, inputs: ModelInputs) -> bool:
+        """Whether ``inputs`` has enough image tokens (``vision.encode_ahead_tokens``) to run its
+        vision tower ahead of its prefill (:meth:`encode_ahead`); needs the vision-encoder cache."""
+        cache = self.encoder_cache
+        return (cache is not None and cache.enabled and self.vision.encode_ahead_tokens > 0
+                and inputs.image_tokens >= self.vision.encode_ahead_tokens
+                and len(inputs.image_keys) == len(inputs.images) and all(inputs.image_keys))
+
+    def encode_ahead(self, inputs: ModelInputs) -> None:
+        """Run the vision tower of ``inputs``' images now, in the calling thread, into the encoder
+        cache. Its prefill in the engine thread, which stalls every running row, then finds the
+        tower's outputs there: the batching engine calls this on a niced thread
+        (``vision.heavy_nice``) so a large image costs its own request the tower's time, not
+        everyone beside it. The model's outputs are the same as with the tower in the prefill."""
+        cache = self.encoder_cache
+        if cache is None or not self.should_encode_ahead(inputs):
+            return
+        vision = inputs.vision_kwargs()
+        batch = {"pixel_values": torch.from_numpy(vision["pixel_values"]).to(self.model.dtype).to(self.device),
+                 "image_grid_thw": torch.from_numpy(vision["image_grid_thw"]).to(self.device)}
+        try:
+            with torch.inference_mode():
+                cache.inputs(self.model, batch, {"image": list(inputs.image_keys)})
+        except Exception:  # noqa: BLE001 - best effort: the prefill computes what is missing, and reports it
+            log.warning("vision tower ahead of the prefill failed; the prefill runs it", exc_info=True)
 
     def generate_batch(
         self,
