@@ -204,7 +204,7 @@ def _reconstruct(pycolmap: Any, photos: list[Path], options: SfmOptions, root: P
             registered=[names[n].name for n in sorted(registered_names)],
             unregistered=unregistered,
         )
-    views = []
+    views: list[CameraView] = []
     view_index: dict[int, int] = {}
     for image_id in sorted(best.reg_image_ids(), key=lambda i: best.image(i).name):
         image = best.image(image_id)

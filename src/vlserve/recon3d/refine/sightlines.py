@@ -65,10 +65,13 @@ def ray_caster(vertices: NDArray[np.float64], faces: NDArray[np.int64]) -> Any:
     trimesh = require("trimesh")
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     try:
-        from trimesh.ray.ray_pyembree import RayMeshIntersector
+        from trimesh.ray import ray_pyembree
+
+        return ray_pyembree.RayMeshIntersector(mesh)
     except ImportError:  # embreex missing: trimesh's own intersector (much slower, still correct)
-        from trimesh.ray.ray_triangle import RayMeshIntersector
-    return RayMeshIntersector(mesh)
+        from trimesh.ray import ray_triangle
+
+        return ray_triangle.RayMeshIntersector(mesh)
 
 
 def inside_lengths(
