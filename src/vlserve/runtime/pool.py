@@ -26,7 +26,14 @@ from vlserve import errors as e
 from vlserve.config import Upstream
 from vlserve.media import VisionSettings
 from vlserve.redact import content
-from vlserve.runtime.protocol import EngineHealth, GenerationRequest, GenerationResult, StreamEvent, TextDelta
+from vlserve.runtime.protocol import (
+    EngineHealth,
+    GenerationRequest,
+    GenerationResult,
+    StreamEvent,
+    TextDelta,
+    accepts_decoded_video,
+)
 from vlserve.runtime.remote import RemoteEngine, encode_request
 
 log = logging.getLogger("vlserve.pool")
@@ -58,6 +65,7 @@ class EnginePool:
         self.replicas = [Replica(x) for x in engines or [RemoteEngine(url, options, vision, name=name)
                                                          for url in options.upstreams]]
         self._prober: asyncio.Task[None] | None = None
+        self.accepts_decoded_video = all(accepts_decoded_video(r.engine) for r in self.replicas)
 
     # -- the engine protocol --------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> GenerationResult:

@@ -29,9 +29,12 @@ class TextPart:
 
 @dataclass
 class ImagePart:
-    """An image: already decoded (PIL) or already preprocessed for the model."""
+    """An image: already decoded (PIL) or already preprocessed for the model. ``encoding`` asks an
+    engine that re-encodes images (a remote one) for ``"jpeg"`` or ``"png"`` (None: its own setting);
+    frames of a video, already lossy, travel as JPEG."""
 
     image: Image.Image | ImageFeatures
+    encoding: Literal["png", "jpeg"] | None = None
 
 
 @dataclass
@@ -169,6 +172,9 @@ class Engine(Protocol):
     """What the task and HTTP layers need from a model runtime."""
 
     model_name: str
+    # Optional capability (read with :func:`accepts_decoded_video`): False for engines that can only
+    # send encoded media on, so callers show them a long video's frames as timestamped images.
+    # accepts_decoded_video: bool
 
     async def generate(self, request: GenerationRequest) -> GenerationResult: ...
 
@@ -181,6 +187,14 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release threads and connections; requests still in flight fail with an engine error."""
         ...
+
+
+def accepts_decoded_video(engine: Engine) -> bool:
+    """Whether ``engine`` takes a :class:`VideoPart` of already decoded frames or preprocessed
+    ``VideoFeatures`` (the embedded engine does; one behind an HTTP protocol, which carries encoded
+    files only, does not). An engine says so with a class attribute ``accepts_decoded_video``;
+    one without it is taken to run the model in-process, as the protocol's original engines do."""
+    return bool(getattr(engine, "accepts_decoded_video", True))
 
 
 @runtime_checkable

@@ -127,6 +127,8 @@ class RemoteEngine:
     per streamed answer that httpx's pure-Python stack does, and a gateway spends most of its own
     CPU there); one keep-alive connection pool per upstream, created on first use in the running loop."""
 
+    accepts_decoded_video = False  # the protocol carries encoded files: decoded frames go as images
+
     def __init__(self, url: str, options: Upstream, vision: VisionSettings, *, name: str,
                  client: aiohttp.ClientSession | None = None) -> None:
         self.url = url.rstrip("/").removesuffix("/v1")
@@ -365,8 +367,8 @@ async def _image(part: ImagePart, options: Upstream, vision: VisionSettings) -> 
     if options.image_passthrough and (passed := passthrough_uri(image, vision)) is not None:
         return passed, count_image_tokens(width, height, vision)
     if width * height <= _INLINE_PIXELS:  # a thread hop costs more than encoding a thumbnail
-        return _encode_image(image, options.image_format, vision)
-    return await asyncio.to_thread(_encode_image, image, options.image_format, vision)
+        return _encode_image(image, part.encoding or options.image_format, vision)
+    return await asyncio.to_thread(_encode_image, image, part.encoding or options.image_format, vision)
 
 
 def passthrough_uri(image: Image.Image, vision: VisionSettings) -> str | None:

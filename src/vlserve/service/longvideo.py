@@ -7,8 +7,10 @@ The request is checked, fetched, priced and moderated exactly as every other req
    into windows and sample times (:func:`vlserve.media.longvideo.plan_sampling`: 1002 beyond
    ``limits.long_video_max_seconds``);
 2. for each window in order, its frames are decoded by seeking in a video worker (a hostile file
-   costs its own job a 1003, nothing else), made into encoder input with absolute timestamps,
-   and the model is asked for the window's JSON answer through the ``video`` lane, with its
+   costs its own job a 1003, nothing else), made into encoder input with absolute timestamps
+   (for a lane whose engines take no decoded video, remote ones: timestamped images,
+   :mod:`vlserve.media.timed_frames`), and the model is asked for the window's JSON answer
+   through the ``video`` lane, with its
    admission, budgets (the window's cost) and fallback, like any request; an overloaded lane makes
    the job wait, not fail;
 3. progress (``jobs.worker.report_progress``) moves after each window, so ``GET /jobs/{id}``
@@ -38,7 +40,8 @@ from vlserve.media.longvideo import (
     sample_window_async,
     window_features,
 )
-from vlserve.runtime.protocol import GenerationRequest, GenerationResult, Usage
+from vlserve.media.timed_frames import window_images
+from vlserve.runtime.protocol import GenerationRequest, GenerationResult, Usage, accepts_decoded_video
 from vlserve.scheduling import Cost
 from vlserve.scheduling.fairness import current_client
 from vlserve.schemas import InferRequest, Metadata
@@ -144,11 +147,21 @@ async def _window(service: InferenceService, task: LongVideoTask, prepared: Prep
                         f"{window.end:.1f} s are past the video's real end and were left out")
     if not sampled.frames:
         return WindowAnswer(window, 0, "", []), None, False
-    features = await asyncio.to_thread(window_features, sampled, service.vision)
-    generation = GenerationRequest(task.window_messages(prepared.task_input, plan, window, features),
-                                   prepared.generation.params, request_id=f"{prepared.request_id}-w{window.index}")
-    cost = _window_cost(sampled, features.pixel_values.nbytes, features.num_tokens)
-    del features  # the generation request holds the tensors until the window is answered
+    request_id = f"{prepared.request_id}-w{window.index}"
+    lane = service.scheduler.lane(task.lane)
+    if all(accepts_decoded_video(e) for e in (lane.engine, lane.fallback) if e is not None):
+        features = await asyncio.to_thread(window_features, sampled, service.vision)
+        generation = GenerationRequest(task.window_messages(prepared.task_input, plan, window, features),
+                                       prepared.generation.params, request_id=request_id)
+        cost = _window_cost(sampled, features.pixel_values.nbytes, features.num_tokens)
+        del features  # the generation request holds the tensors until the window is answered
+    else:  # a remote engine: the frames as timestamped images, within the window's token budget
+        budget = service.settings.limits.long_video_window_tokens
+        images = await asyncio.to_thread(window_images, sampled, service.vision, budget)
+        generation = GenerationRequest(task.window_image_messages(prepared.task_input, plan, window, images),
+                                       prepared.generation.params, request_id=request_id)
+        cost = _window_cost(sampled, sum(len(i.image.tobytes()) for i in images), sum(i.tokens for i in images))
+        del images
     result, fell_back = await _generate(service, task.lane, generation, priority, cost,
                                         client=current_client(prepared.key_id))
     service.moderator.check(result.text, stage="output", request_id=prepared.request_id, key_id=prepared.key_id,

@@ -15,12 +15,13 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vlserve.runtime.protocol import Message, TextPart, VideoPart
+from vlserve.runtime.protocol import ImagePart, Message, Part, TextPart, VideoPart
 from vlserve.tasks.base import InputRules, Task, TaskInput
 
 if TYPE_CHECKING:
     from vlserve.media import VideoFeatures
     from vlserve.media.longvideo import SamplingPlan, Window
+    from vlserve.media.timed_frames import TimedImage
 
 #: Times the model may write, in seconds (bounded so a number always fits; clipped to the window after).
 SECONDS = {"type": "number", "minimum": 0, "maximum": 86_400}
@@ -79,14 +80,28 @@ class LongVideoTask(Task):
     def window_messages(self, inp: TaskInput, plan: SamplingPlan, window: Window,
                         features: VideoFeatures) -> list[Message]:
         """The prompt for one window: where it lies in the video, its frames, what to answer."""
-        where = (
+        return [Message("system", self.system_prompt),
+                Message("user", [self._where(plan, window), VideoPart(features),
+                                 TextPart(self.window_instruction(inp, plan, window))])]
+
+    def window_image_messages(self, inp: TaskInput, plan: SamplingPlan, window: Window,
+                              images: list[TimedImage]) -> list[Message]:
+        """The same prompt for an engine that takes no decoded video: each frame an image (sent as
+        JPEG) after its ``<t seconds>`` marker at its absolute time, as Qwen3-VL writes them."""
+        frames: list[Part] = []
+        for item in images:
+            frames += [TextPart(f"<{item.time:.1f} seconds>"), ImagePart(item.image, encoding="jpeg")]
+        return [Message("system", self.system_prompt),
+                Message("user", [self._where(plan, window), *frames,
+                                 TextPart(self.window_instruction(inp, plan, window))])]
+
+    @staticmethod
+    def _where(plan: SamplingPlan, window: Window) -> TextPart:
+        return TextPart(
             f"This is part {window.index + 1} of {len(plan.windows)} of a video {plan.end:.1f} seconds long: "
             f"the frames from {window.start:.1f} s to {window.end:.1f} s. Each group of frames is preceded "
             "by its time in seconds from the start of the whole video."
         )
-        ask = self.window_instruction(inp, plan, window)
-        return [Message("system", self.system_prompt),
-                Message("user", [TextPart(where), VideoPart(features), TextPart(ask)])]
 
     def window_answer(self, text: str, window: Window, frames: int) -> WindowAnswer:
         """One window's JSON answer, its times clipped to the window and sorted."""
