@@ -152,14 +152,16 @@ async def _window(service: InferenceService, task: LongVideoTask, prepared: Prep
     if all(accepts_decoded_video(e) for e in (lane.engine, lane.fallback) if e is not None):
         features = await asyncio.to_thread(window_features, sampled, service.vision)
         generation = GenerationRequest(task.window_messages(prepared.task_input, plan, window, features),
-                                       prepared.generation.params, request_id=request_id)
+                                       prepared.generation.params, request_id=request_id,
+                                       cache_scope=prepared.generation.cache_scope)
         cost = _window_cost(sampled, features.pixel_values.nbytes, features.num_tokens)
         del features  # the generation request holds the tensors until the window is answered
     else:  # a remote engine: the frames as timestamped images, within the window's token budget
         budget = service.settings.limits.long_video_window_tokens
         images = await asyncio.to_thread(window_images, sampled, service.vision, budget)
         generation = GenerationRequest(task.window_image_messages(prepared.task_input, plan, window, images),
-                                       prepared.generation.params, request_id=request_id)
+                                       prepared.generation.params, request_id=request_id,
+                                       cache_scope=prepared.generation.cache_scope)
         cost = _window_cost(sampled, sum(len(i.image.tobytes()) for i in images), sum(i.tokens for i in images))
         del images
     result, fell_back = await _generate(service, task.lane, generation, priority, cost,
