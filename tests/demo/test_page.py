@@ -401,3 +401,34 @@ def test_page_files_reference_nothing_remote(name: str) -> None:
     assert not re.search(r"https?://|(^|[\s\"'(=])//[\w.-]+\.[a-z]{2,}/", text)  # no absolute or protocol-relative URL
     if name.endswith(".css"):
         assert "@import" not in text and "url(" not in text and "@font-face" not in text
+
+
+def test_a_jobs_only_task_runs_as_a_job_with_streamed_progress(page: Any, demo_url: str, engine: Any,
+                                                               tmp_path: Path) -> None:
+    """video_summary is jobs_only in /tasks: the page submits a job, follows GET /jobs/{id}/events (never
+    /infer_stream), shows the job's status and progress, then the answer and its metadata."""
+    from vlserve.tasks import get_task
+    from vlserve.testing.videos import timeline_video
+
+    engine.grammar.matcher(get_task("video_summary").schema(), 64)  # set up outside the job (GIL-heavy)
+    video = tmp_path / "meeting.mp4"
+    video.write_bytes(timeline_video(6, fps=10, width=96, height=64))
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url))
+    open_demo(page, demo_url, "video_summary")
+    upload(page, video)
+    page.fill("#opt-max-tokens", "16")
+    page.click("#run")
+    page.wait_for_selector("#job-progress:not([hidden])")
+    wait_for_answer(page, 300)
+    box = page.locator("#job-progress")
+    assert box.get_attribute("data-status") == "succeeded"
+    assert int(box.get_attribute("data-events") or 0) >= 2  # its state when followed, then the final event
+    assert page.locator("#job-bar").evaluate("p => p.value") == 1
+    assert "done" in page.text_content("#job-status") and "100 %" in page.text_content("#job-status")
+    job_id = box.get_attribute("data-job")
+    assert any(url.endswith(f"/api/jobs/{job_id}/events") for url in sent), sent
+    assert not any(url.endswith("/infer_stream") or url.endswith("/infer") for url in sent)
+    answer = json.loads(page.text_content("#answer"))
+    assert answer["duration"] == 6.0 and [w["start"] for w in answer["windows"]] == [0.0]
+    assert "/ " in page.text_content("#metadata")

@@ -26,7 +26,7 @@ from vlserve.demo.assets import STATIC_DIR
 
 # Only the task API's public paths are forwarded: the demo is not an open proxy to the server.
 FORWARDED = re.compile(
-    r"^(tasks|infer|infer_stream|healthz|readyz|openapi\.json|jobs(/[A-Za-z0-9_-]+)?"
+    r"^(tasks|infer|infer_stream|healthz|readyz|openapi\.json|jobs(/[A-Za-z0-9_-]+(/events)?)?"
     r"|artifacts/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+|recon3d/build)$"
 )
 # Set on the demo's own answer when the server cannot be reached (the page shows "unreachable").

@@ -46,27 +46,40 @@ export class Api {
       method: "POST", headers: this.headers(true), body: JSON.stringify(body), signal,
     });
     if (!response.ok) throw await errorOf(response);
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const frame = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        let name = "message";
-        const data = [];
-        for (const line of frame.split("\n")) {
-          if (line.startsWith("event:")) name = line.slice(6).trim();
-          else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
-        }
-        if (!data.length) continue;
-        const payload = JSON.parse(data.join("\n"));
-        if (name === "error") throw new ApiError(payload.code, payload.msg, { requestId: payload.request_id });
-        yield { type: name, ...payload };
+    yield* events(response);
+  }
+
+  // A job as the server streams it (GET /jobs/{id}/events): {type: "progress", id, status, progress},
+  // then {type: "final", ...the job as GET /jobs/{id} answers it}.
+  async *jobEvents(id, signal) {
+    const response = await fetch(this.url(`jobs/${encodeURIComponent(id)}/events`), { headers: this.headers(), signal });
+    if (!response.ok) throw await errorOf(response);
+    yield* events(response);
+  }
+}
+
+// Server-Sent Events of a response as {type: name, ...data}; an `error` event is thrown as an ApiError.
+async function* events(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let name = "message";
+      const data = [];
+      for (const line of frame.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
       }
+      if (!data.length) continue; // keep-alive comments carry no data
+      const payload = JSON.parse(data.join("\n"));
+      if (name === "error") throw new ApiError(payload.code, payload.msg, { requestId: payload.request_id });
+      yield { type: name, ...payload };
     }
   }
 }

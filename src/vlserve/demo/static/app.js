@@ -296,6 +296,11 @@ function precheck(task) {
 
 function clearOutput() {
   hideError();
+  const box = $("job-progress");
+  box.hidden = true;
+  delete box.dataset.events;
+  delete box.dataset.status;
+  delete box.dataset.job;
   $("answer").textContent = "";
   $("metadata").replaceChildren();
   $("view").replaceChildren();
@@ -320,6 +325,9 @@ async function run(attempt = 0) {
   }
   const body = requestBody();
   const snapshot = { images: state.images.map((image) => image.dataUrl), videoUrl: state.video?.objectUrl ?? null };
+  // Tasks the server runs only as jobs (/tasks says jobs_only: long videos) are submitted as one and
+  // followed through its event stream; the answer is shown the same way when it is done.
+  if (task.jobs_only === true) return runAsJob(task, body, snapshot, attempt);
   state.controller = new AbortController();
   const started = performance.now();
   let firstToken = null;
@@ -352,6 +360,60 @@ async function run(attempt = 0) {
     setBusy(false);
     state.controller = null;
   }
+}
+
+async function runAsJob(task, body, snapshot, attempt) {
+  state.controller = new AbortController();
+  const started = performance.now();
+  let jobId = null;
+  setBusy(true);
+  $("answer").dataset.state = "job";
+  try {
+    const reply = await api.call("POST", "jobs", body, state.controller.signal);
+    jobId = reply.jobs[0].id;
+    $("job-progress").dataset.job = jobId;
+    for await (const event of api.jobEvents(jobId, state.controller.signal)) {
+      showJobProgress(event);
+      if (event.type !== "final") continue;
+      if (event.status === "failed") {
+        throw new ApiError(event.error?.code ?? 5000, event.error?.msg ?? "", { requestId: `job_${event.id}` });
+      }
+      if (event.status !== "succeeded") {
+        $("answer").dataset.state = "stopped";
+        break;
+      }
+      const result = event.result.result;
+      $("answer").textContent = typeof result.answer === "string" ? result.answer : JSON.stringify(result.answer, null, 2);
+      state.lastMeta = { event: { ...result, request_id: event.result.request_id }, firstToken: null,
+        total: performance.now() - started };
+      renderMeta();
+      await showResult(task.name, result.answer, snapshot);
+      $("answer").dataset.state = "done";
+    }
+  } catch (err) {
+    if (err.name === "AbortError") {
+      $("answer").dataset.state = "stopped";
+      if (jobId) api.call("DELETE", `jobs/${jobId}`).catch(() => {}); // Stop cancels the job as well
+    } else {
+      $("answer").dataset.state = "error";
+      // Only a refused submission is retried: a job that ran and failed would fail again.
+      showError(err, attempt < MAX_RETRIES && jobId === null ? () => run(attempt + 1) : null);
+    }
+  } finally {
+    setBusy(false);
+    state.controller = null;
+  }
+}
+
+// One event of a job's stream: its status and progress bar above the answer.
+function showJobProgress(event) {
+  const box = $("job-progress");
+  const progress = event.status === "succeeded" ? 1 : Number(event.progress ?? 0);
+  box.hidden = false;
+  box.dataset.status = event.status;
+  box.dataset.events = String(Number(box.dataset.events || 0) + 1);
+  $("job-bar").value = progress;
+  $("job-status").textContent = t("job_progress", t(`status_${event.status}`), Math.round(progress * 100));
 }
 
 // ---------------------------------------------------------------- results
