@@ -56,3 +56,11 @@ def leak(megabytes: int) -> int:
     block[::4096] = b"x" * len(block[::4096])
     _KEPT.append(block)
     return os.getpid()
+
+
+# The niceness this module was imported at (a worker preloading it: before any job ran).
+IMPORTED_AT_NICE = os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def import_niceness() -> int:
+    return IMPORTED_AT_NICE

@@ -178,6 +178,12 @@ def test_workers_run_at_the_configured_niceness(pool_factory) -> None:
     assert os.getpriority(os.PRIO_PROCESS, worker) == os.getpriority(os.PRIO_PROCESS, 0) + 7
 
 
+def test_workers_import_their_libraries_at_that_niceness_already(pool_factory) -> None:
+    # A worker killed at a limit is replaced: its start-up imports must not take the CPU at full priority.
+    pool = pool_factory(nice=7, preload=("tests.isolation.helpers",))
+    assert pool.run(helpers.import_niceness) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+
+
 def test_the_servers_pools_are_niced_by_default() -> None:
     from vlserve.config import Limits
     from vlserve.isolation import configure, document_pool

@@ -156,17 +156,27 @@ def _plain(details: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def _lower_priority(config: dict[str, Any]) -> None:
+    """Run at the niceness the pool asked for (the parent usually set it already, just after start)."""
+    target = config.get("nice_target")
+    if target is None:
+        if int(config.get("nice", 0)) > 0:
+            os.nice(int(config["nice"]))
+        return
+    if os.getpriority(os.PRIO_PROCESS, 0) < int(target):
+        os.setpriority(os.PRIO_PROCESS, 0, int(target))
+
+
 def main(argv: list[str]) -> None:
     config = json.loads(argv[1])
     # Our answers go to a private descriptor; fd 1 (what C libraries and print use) goes to stderr.
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     requests = sys.stdin.buffer
+    _lower_priority(config)  # before the imports below, which cost CPU on every (re)start
     for name in config.get("preload", []):
         importlib.import_module(name)
     _set_start_limits()
-    if int(config.get("nice", 0)) > 0:
-        os.nice(int(config["nice"]))
     memory_bytes = int(config.get("memory_bytes", 0))
     cpu_seconds = float(config.get("cpu_seconds", 0))
     modules = tuple(config.get("modules", _DEFAULT_MODULES))
