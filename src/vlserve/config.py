@@ -219,6 +219,9 @@ class Upstream(BaseModel):
                              "until a health probe succeeds.")
     probe_interval: float = Field(5.0, gt=0, description="Seconds between health and queue-depth probes.")
     image_format: Literal["png", "jpeg"] = Field("png", description="How images are re-encoded for upstreams.")
+    max_images: int = Field(16, ge=1, description="Images the upstreams take in one request (vLLM's "
+                            "--limit-mm-per-prompt, a vlserve upstream's limits.max_images): a long-video window "
+                            "sent as images is thinned to this many.")
     image_passthrough: bool = Field(True, description="Send a PNG or JPEG image that needs no resizing and "
                                     "decoded as stored (opaque RGB, no EXIF rotation) as the caller's own bytes, "
                                     "after the same checks, instead of re-encoding it; False: always re-encode "

@@ -16,7 +16,7 @@ import pytest
 
 from tests.api.helpers import KEYS, LiveServer, make_settings, run_server
 from vlserve.api.app import create_app
-from vlserve.client import Client
+from vlserve.client import AsyncClient, Client
 from vlserve.config import ApiKey
 from vlserve.errors import NotFoundError, OverloadedError, RequestTimeoutError
 from vlserve.service.auth import hash_key
@@ -161,3 +161,16 @@ def test_a_finished_job_streams_its_outcome_at_once(idle: LiveServer) -> None:
     with Client(idle.url, api_key=ALICE) as client:
         events = list(client.job_events(job_id))
     assert [e.kind for e in events] == ["progress", "final"] and events[-1].job.status == "cancelled"
+
+
+def test_the_async_client_follows_a_finished_job(idle: LiveServer) -> None:
+    import asyncio
+
+    job_id = queued_job(idle.url)
+    httpx.delete(f"{idle.url}/jobs/{job_id}", headers=auth(ALICE), timeout=10)
+
+    async def follow() -> list[tuple[str, str]]:
+        async with AsyncClient(idle.url, api_key=ALICE) as client:
+            return [(e.kind, e.job.status) async for e in client.job_events(job_id)]
+
+    assert asyncio.run(follow()) == [("progress", "cancelled"), ("final", "cancelled")]

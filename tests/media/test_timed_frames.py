@@ -35,6 +35,7 @@ def test_thinned_evenly_to_the_budget() -> None:
     images = window_images(window, vision, token_budget=4 * per + per // 2)
     assert len(images) == 4 and sum(i.tokens for i in images) <= 4 * per + per // 2
     assert [i.time for i in images] == [0.5, 6.5, 12.5, 18.5]  # first and last pairs kept, evenly between
+    assert [i.time for i in window_images(window, vision, 10_000, max_images=3)] == [0.5, 8.5, 18.5]  # upstream's cap
     assert len(window_images(window, vision, token_budget=1)) == 1  # never none
     assert window_images(SampledWindow(window.window, [], []), vision, 100) == []
 

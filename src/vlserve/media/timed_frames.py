@@ -7,7 +7,8 @@ instead as images, each after Qwen3-VL's own ``<t seconds>`` marker text at its 
 image per temporal group of the window (the group's first frame, at the group's mean time, exactly
 the places and times the video path's markers name), at the size the window's frames were sampled
 at, so each costs what one group costs as video unless the model's image size limits raise it;
-then the images are thinned evenly to stay within the window's token budget.
+then the images are thinned evenly to stay within the window's token budget and the upstream's
+limit of images per request (``remote.max_images``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ class TimedImage:
     tokens: int
 
 
-def window_images(sampled: SampledWindow, settings: VisionSettings, token_budget: int) -> list[TimedImage]:
-    """The window's frames as at most ``token_budget`` tokens of timestamped images (at least one
-    image; none when the window has no frames), in time order."""
+def window_images(sampled: SampledWindow, settings: VisionSettings, token_budget: int,
+                  max_images: int | None = None) -> list[TimedImage]:
+    """The window's frames as at most ``token_budget`` tokens and ``max_images`` timestamped images
+    (at least one image; none when the window has no frames), in time order."""
     from PIL import Image
 
     frames, times, tps = sampled.frames, sampled.times, settings.temporal_patch_size
@@ -46,7 +48,7 @@ def window_images(sampled: SampledWindow, settings: VisionSettings, token_budget
     groups = [(k, min(k + tps, len(frames))) for k in range(0, len(frames), tps)]
     height, width = frames[0].shape[:2]
     per_image = count_image_tokens(width, height, settings)
-    keep = max(1, min(len(groups), token_budget // max(per_image, 1)))
+    keep = max(1, min(len(groups), token_budget // max(per_image, 1), max_images or len(groups)))
     if keep < len(groups):  # evenly across the window, its first and last groups included
         picks = [round(i * (len(groups) - 1) / (keep - 1)) for i in range(keep)] if keep > 1 else [0]
         groups = [groups[i] for i in picks]

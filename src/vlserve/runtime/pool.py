@@ -66,6 +66,7 @@ class EnginePool:
                                                          for url in options.upstreams]]
         self._prober: asyncio.Task[None] | None = None
         self.accepts_decoded_video = all(accepts_decoded_video(r.engine) for r in self.replicas)
+        self.max_images = options.max_images
 
     # -- the engine protocol --------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> GenerationResult:

@@ -197,6 +197,13 @@ def accepts_decoded_video(engine: Engine) -> bool:
     return bool(getattr(engine, "accepts_decoded_video", True))
 
 
+def max_images(engine: Engine) -> int | None:
+    """The most images ``engine`` takes in one request (an upstream's own limit, declared with an
+    attribute ``max_images``), or None when it sets none of its own."""
+    value = getattr(engine, "max_images", None)
+    return int(value) if value is not None else None
+
+
 @runtime_checkable
 class BatchStats(Protocol):
     """Engines that batch requests report their batch for ``/metrics``."""

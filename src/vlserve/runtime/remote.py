@@ -141,6 +141,7 @@ class RemoteEngine:
         key = options.api_key
         self._auth = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
         self._post_headers = {**self._auth, "Content-Type": "application/json", "Accept": "text/event-stream"}
+        self.max_images = options.max_images  # the upstream's own limit per request (long-video windows)
 
     # -- the engine protocol --------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> GenerationResult:

@@ -41,7 +41,13 @@ from vlserve.media.longvideo import (
     window_features,
 )
 from vlserve.media.timed_frames import window_images
-from vlserve.runtime.protocol import GenerationRequest, GenerationResult, Usage, accepts_decoded_video
+from vlserve.runtime.protocol import (
+    GenerationRequest,
+    GenerationResult,
+    Usage,
+    accepts_decoded_video,
+    max_images,
+)
 from vlserve.scheduling import Cost
 from vlserve.scheduling.fairness import current_client
 from vlserve.schemas import InferRequest, Metadata
@@ -158,11 +164,13 @@ async def _window(service: InferenceService, task: LongVideoTask, prepared: Prep
         del features  # the generation request holds the tensors until the window is answered
     else:  # a remote engine: the frames as timestamped images, within the window's token budget
         budget = service.settings.limits.long_video_window_tokens
-        images = await asyncio.to_thread(window_images, sampled, service.vision, budget)
+        limits = [n for e in (lane.engine, lane.fallback) if e is not None and (n := max_images(e)) is not None]
+        images = await asyncio.to_thread(window_images, sampled, service.vision, budget, min(limits, default=None))
         generation = GenerationRequest(task.window_image_messages(prepared.task_input, plan, window, images),
                                        prepared.generation.params, request_id=request_id,
                                        cache_scope=prepared.generation.cache_scope)
-        cost = _window_cost(sampled, sum(len(i.image.tobytes()) for i in images), sum(i.tokens for i in images))
+        cost = _window_cost(sampled, sum(i.image.width * i.image.height * 3 for i in images),
+                            sum(i.tokens for i in images))
         del images
     result, fell_back = await _generate(service, task.lane, generation, priority, cost,
                                         client=current_client(prepared.key_id))
