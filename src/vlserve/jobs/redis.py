@@ -155,7 +155,7 @@ class RedisJobStore:
 
     async def summary(self, job_id: str, owner: str | None) -> JobSummary:
         """The owner's job without its bodies (one HMGET), or ``NotFoundError``."""
-        values = await self._redis.hmget(self._job_key(job_id), _SUMMARY_FIELDS)
+        values = cast(builtins.list[str | None], await self._redis.hmget(self._job_key(job_id), _SUMMARY_FIELDS))
         fields = dict(zip(_SUMMARY_FIELDS, values, strict=True))
         if fields["id"] is None or fields.get("owner") != owner_of(owner):
             raise NotFoundError(f"job {job_id!r} not found")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,7 +76,7 @@ class JobUpdate:
 
 
 async def follow_job(store: JobStore, first: JobSummary, owner: str, settings: Jobs, *,
-                     clock: Callable[[], float] = time.monotonic) -> AsyncIterator[JobUpdate]:
+                     clock: Callable[[], float] = time.monotonic) -> AsyncGenerator[JobUpdate, None]:
     """Updates of the job ``first`` (read by the caller, so that a missing job is refused before any
     event), starting with its current state; ends after ``final``. Raises ``RequestTimeoutError``
     past ``settings.events_max_seconds`` and ``NotFoundError`` if the job is deleted meanwhile."""
