@@ -169,7 +169,7 @@ def test_a_refine_job_on_the_tiny_model_reports_what_it_did(tiny_server: tuple[s
     url, settings = tiny_server
     # 4 of the views and few tokens (the random spec is cut off and completed): the tiny model
     # writes ~1 token/s on the loaded CI machine, and the full SfM path is the scripted job's test
-    job = run_job(url, job_body([uri(p) for p in photos[::3]], max_tokens=TINY_TOKENS))
+    job = run_job(url, job_body([uri(p) for p in photos[::3]], max_tokens=100))
     assert job["status"] == "succeeded", job["error"]
     assert job["progress"] == 1.0
     answer = job["result"]["result"]["answer"]
@@ -228,6 +228,7 @@ def test_refine_is_refused_on_infer_with_a_pointer_to_jobs(tiny_server: tuple[st
     (job_body(noise(3), {}), "exactly one"),
     (job_body(noise(3), {"known_dimension": {"parameter": "x=1", "mm": 60}}), "pattern"),
     (job_body(noise(3), {"known_dimension": {"parameter": "base.x", "mm": 0}}), "greater than 0"),
+    (job_body(noise(3), {"known_dimension": {"parameter": "   ", "mm": 60}}), "spec length's name"),
     (job_body(noise(3), {"marker_size_mm": 40, "shrink": True}), "not permitted"),
     (job_body(noise(2)), "needs 3 to"),
     ({"task": "captioning", "images": noise(3), "options": {"refine": REFINE}}, "multiview_3d"),

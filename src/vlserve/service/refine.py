@@ -85,6 +85,7 @@ def check_refine(call: Call, settings: Settings) -> RefineOption | None:
         raise RequestError(f"options.refine is an option of task {TASK!r} only", param="refine")
     if not call.job:
         raise RequestError(NEEDS_JOB, param="refine")
+    scale_of(refine)  # a known dimension's name that is blank once trimmed: 4000 now, not after the model
     limits = settings.recon3d.refine
     if not limits.min_registered <= len(call.images) <= limits.max_photos:
         raise RequestError(f"options.refine needs {limits.min_registered} to {limits.max_photos} photos of the "
