@@ -39,6 +39,13 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return {"backend": "redis", "redis_url": request.getfixturevalue("redis_url")}
 
 
+def own_db(backend: dict[str, Any], db: int) -> dict[str, Any]:
+    """The backend with its own SQLite file or Redis database: one server's worker never claims another's jobs."""
+    if backend["backend"] == "sqlite":
+        return {**backend, "sqlite_path": backend["sqlite_path"].replace(".sqlite3", f"-{db}.sqlite3")}
+    return {**backend, "redis_url": backend["redis_url"].rsplit("/", 1)[0] + f"/{db}"}
+
+
 def serve(engine: Any, tmp: Any, jobs: dict[str, Any]) -> Iterator[LiveServer]:
     keys = [ApiKey(id=name, sha256=hash_key(key), rate_per_minute=10_000).model_dump()
             for name, key in KEYS.items() if name in ("alice", "bob")]
@@ -53,14 +60,14 @@ def running(engine: Any, backend: dict[str, Any], tmp_path_factory: pytest.TempP
     """Runs jobs (heartbeats, so progress, every second); streams read the store every 0.1 s."""
     engine.grammar.matcher(get_task("video_summary").schema(), 64)  # grammar set up outside any job
     yield from serve(engine, tmp_path_factory.mktemp("running"),
-                     {**backend, "lease_seconds": 3, "events_poll_interval": 0.1})
+                     {**own_db(backend, 11), "lease_seconds": 3, "events_poll_interval": 0.1})
 
 
 @pytest.fixture(scope="module")
 def idle(engine: Any, backend: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """Runs no jobs (they stay queued); small caps, quick keep-alives and an 8 s stream limit."""
     yield from serve(engine, tmp_path_factory.mktemp("idle"),
-                     {**backend, "workers": 0, "events_poll_interval": 0.1, "events_keepalive_seconds": 0.3,
+                     {**own_db(backend, 12), "workers": 0, "events_poll_interval": 0.1, "events_keepalive_seconds": 0.3,
                       "events_max_streams_per_key": 2, "events_max_streams": 3, "events_max_seconds": 8})
 
 
