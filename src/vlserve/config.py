@@ -53,12 +53,15 @@ class Limits(BaseModel):
     # Decoding bounds and isolation of untrusted parsers (docs/inputs.md, docs/media.md).
     image_decode_pixels: int = Field(default=4096 * 4096, ge=1, description="JPEGs above this many pixels are decoded "
                                      "at 1/2, 1/4 or 1/8 scale (draft mode) to at most this many (1001 beyond).")
-    max_image_frames: int = Field(default=1000, ge=1, description="Frames (GIF/WEBP/TIFF pages) an image may declare (1001).")
+    max_image_frames: int = Field(default=1000, ge=1,
+                                  description="Frames (GIF/WEBP/TIFF pages) an image may declare (1001).")
     pdf_max_page_pixels: int = Field(default=4096 * 4096, ge=1, description="Pixels of one rendered PDF page.")
-    pdf_max_document_pixels: int = Field(default=8 * 2048 * 2048, ge=1, description="Pixels of all rendered pages of one "
-                                         "document together: pages render smaller to fit.")
-    pdf_workers: int = Field(default=2, ge=1, description="Worker processes rendering PDFs (separate from image decoding).")
-    pdf_timeout_seconds: float = Field(default=15.0, gt=0, description="Wall-clock and CPU seconds one PDF may take (1004).")
+    pdf_max_document_pixels: int = Field(default=8 * 2048 * 2048, ge=1, description="Pixels of all rendered pages "
+                                         "of one document together: pages render smaller to fit.")
+    pdf_workers: int = Field(default=2, ge=1,
+                             description="Worker processes rendering PDFs (separate from image decoding).")
+    pdf_timeout_seconds: float = Field(default=15.0, gt=0,
+                                       description="Wall-clock and CPU seconds one PDF may take (1004).")
     pdf_memory_bytes: int = Field(default=1 << 30, ge=64 << 20, description="Memory one PDF render may use (1004).")
     video_containers: list[Literal["mp4", "matroska", "avi"]] = Field(
         default_factory=lambda: ["mp4", "matroska", "avi"],
@@ -66,7 +69,8 @@ class Limits(BaseModel):
     worker_nice: int = Field(default=10, ge=0, le=19, description="Niceness of the PDF and video worker "
                              "processes: their CPU-heavy parsing yields the cores to the server's engine and HTTP.")
     video_workers: int = Field(default=2, ge=1, description="Worker processes probing and decoding videos.")
-    video_timeout_seconds: float = Field(default=60.0, gt=0, description="Wall-clock seconds one video may take (1003).")
+    video_timeout_seconds: float = Field(default=60.0, gt=0,
+                                         description="Wall-clock seconds one video may take (1003).")
     video_memory_bytes: int = Field(default=2 << 30, ge=64 << 20, description="Memory one video decode may use (1003).")
     image_isolate_pixels: int = Field(default=8 * 1024 * 1024, ge=1, description="Images decoding to more pixels "
                                       "than this, and every 16-bit or float image, decode in the isolated image "
@@ -124,7 +128,8 @@ class Fetching(BaseModel):
     read_timeout: float = Field(default=10.0, gt=0, description="Seconds a fetch may wait for its next bytes (1007).")
     min_bytes_per_second: int = Field(default=16 * 1024, ge=0, description="A fetch slower than this on average after "
                                       "its first read_timeout seconds is cut off (1007); 0: no minimum.")
-    max_per_host: int = Field(default=4, ge=1, description="Fetches to one host at once, server-wide; more wait their turn.")
+    max_per_host: int = Field(default=4, ge=1,
+                              description="Fetches to one host at once, server-wide; more wait their turn.")
     max_fetches_per_request: int = Field(default=16, ge=1, description="URLs one request may fetch, redirects "
                                          "included (1006).")
     max_bytes_per_request: int = Field(default=64 * 1024 * 1024, ge=1, description="Bytes all fetches of one request "
