@@ -147,19 +147,8 @@ class Client(_Common):
         (4029: this key's streams are at the server's cap; 2001: the server's). ``read_timeout``
         must exceed the server's keep-alive interval (15 s by default)."""
         timeout = httpx.Timeout(self.timeout, read=read_timeout)
-        for attempt in range(self.max_retries + 1):
-            with self._http.stream("GET", job_path(job) + "/events", timeout=timeout) as response:
-                if response.status_code >= 400:
-                    error = decode_error(response.status_code, response.read(), response.headers)
-                    if not self._retryable(error, attempt):
-                        raise error
-                    time.sleep(self._delay(error, attempt))
-                    continue
-                decoder = SSEDecoder()
-                for line in response.iter_lines():
-                    if (item := decoder.feed(line)) is not None:
-                        yield job_event(*item)
-                return
+        for item in self._events("GET", job_path(job) + "/events", timeout=timeout):
+            yield job_event(*item)
 
     def wait_all(self, jobs: Iterable[JobRef], *, timeout: float = 600.0, poll_interval: float = 0.5) -> list[Job]:
         """:meth:`wait` for each job, within one ``timeout``; returns them in the order given."""
@@ -186,8 +175,14 @@ class Client(_Common):
         raise AssertionError("unreachable")
 
     def _stream(self, payload: dict[str, Any], timeout: float) -> Iterator[StreamItem]:
+        for item in self._events("POST", "/infer_stream", json=payload, timeout=timeout):
+            yield stream_item(*item)
+
+    def _events(self, method: str, path: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """The (event, data) pairs of an SSE response; a refusal before the stream is retried like
+        :meth:`_send`'s, an error event is the caller's to raise."""
         for attempt in range(self.max_retries + 1):
-            with self._http.stream("POST", "/infer_stream", json=payload, timeout=timeout) as response:
+            with self._http.stream(method, path, **kwargs) as response:
                 if response.status_code >= 400:
                     error = decode_error(response.status_code, response.read(), response.headers)
                     if not self._retryable(error, attempt):
@@ -197,7 +192,7 @@ class Client(_Common):
                 decoder = SSEDecoder()
                 for line in response.iter_lines():
                     if (item := decoder.feed(line)) is not None:
-                        yield stream_item(*item)
+                        yield item
                 return
 
 
@@ -264,19 +259,8 @@ class AsyncClient(_Common):
     async def job_events(self, job: JobRef, *, read_timeout: float = 60.0) -> AsyncIterator[JobEvent]:
         """The asyncio twin of :meth:`Client.job_events` (``async for event in client.job_events(job)``)."""
         timeout = httpx.Timeout(self.timeout, read=read_timeout)
-        for attempt in range(self.max_retries + 1):
-            async with self._http.stream("GET", job_path(job) + "/events", timeout=timeout) as response:
-                if response.status_code >= 400:
-                    error = decode_error(response.status_code, await response.aread(), response.headers)
-                    if not self._retryable(error, attempt):
-                        raise error
-                    await asyncio.sleep(self._delay(error, attempt))
-                    continue
-                decoder = SSEDecoder()
-                async for line in response.aiter_lines():
-                    if (item := decoder.feed(line)) is not None:
-                        yield job_event(*item)
-                return
+        async for item in self._events("GET", job_path(job) + "/events", timeout=timeout):
+            yield job_event(*item)
 
     async def wait_all(self, jobs: Iterable[JobRef], *, timeout: float = 600.0,
                        poll_interval: float = 0.5) -> list[Job]:
@@ -303,8 +287,12 @@ class AsyncClient(_Common):
         raise AssertionError("unreachable")
 
     async def _stream(self, payload: dict[str, Any], timeout: float) -> AsyncIterator[StreamItem]:
+        async for item in self._events("POST", "/infer_stream", json=payload, timeout=timeout):
+            yield stream_item(*item)
+
+    async def _events(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[tuple[str, Any]]:
         for attempt in range(self.max_retries + 1):
-            async with self._http.stream("POST", "/infer_stream", json=payload, timeout=timeout) as response:
+            async with self._http.stream(method, path, **kwargs) as response:
                 if response.status_code >= 400:
                     error = decode_error(response.status_code, await response.aread(), response.headers)
                     if not self._retryable(error, attempt):
@@ -314,5 +302,5 @@ class AsyncClient(_Common):
                 decoder = SSEDecoder()
                 async for line in response.aiter_lines():
                     if (item := decoder.feed(line)) is not None:
-                        yield stream_item(*item)
+                        yield item
                 return

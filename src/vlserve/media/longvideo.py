@@ -44,23 +44,21 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-import av
 import numpy as np
 from PIL import Image
 
 from vlserve.config import Limits
-from vlserve.errors import PayloadTooLargeError, VideoError, VideoTooLongError
+from vlserve.errors import VideoError, VideoTooLongError
 from vlserve.isolation import IsolationError, WorkerPool, video_pool
 from vlserve.media.decode import VideoFile, check_signature, read_video_bytes
 from vlserve.media.patches import new_patch_buffer, write_frame
 from vlserve.media.settings import VisionSettings
 from vlserve.media.sizing import video_target_size
-from vlserve.media.video import TOO_COMPLEX, VideoFeatures, _av_frames, _declared_fps
+from vlserve.media.video import TOO_COMPLEX, VideoFeatures, _av_frames, _declared_fps, decode_errors
 
 __all__ = [
     "LongVideoLimits",
@@ -238,7 +236,7 @@ async def probe_long_video_async(
 
 
 def _probe(data: bytes, settings: VisionSettings, limits: LongVideoLimits) -> LongVideoProbe:
-    with _translated(), VideoFile.open(data, settings) as video:
+    with decode_errors(), VideoFile.open(data, settings) as video:
         stream = video.stream
         duration = video.metadata_duration()
         if duration is None or not math.isfinite(duration) or duration <= 0:
@@ -312,7 +310,7 @@ def _sample(data: bytes, window: Window, settings: VisionSettings, limits: LongV
     times: list[float] = []
     frames: list[np.ndarray] = []
     target: tuple[int, int] | None = None
-    with _translated(), VideoFile.open(data, settings) as video:
+    with decode_errors(), VideoFile.open(data, settings) as video:
         sampler = SeekingSampler(video)
         found = sampler.frames_at(window.times)
         for decoded in _av_frames((i, frame) for i, (_, frame) in enumerate(found)):
@@ -440,21 +438,3 @@ def window_features(sampled: SampledWindow, settings: VisionSettings) -> VideoFe
         truncated=False,
         merge_size=settings.merge_size,
     )
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    """FFmpeg's and Python's failures while reading a video, as coded errors (1003), like ``video``'s."""
-    try:
-        yield
-    except (VideoError, VideoTooLongError, PayloadTooLargeError):
-        raise
-    except av.FFmpegError as err:
-        raise VideoError(
-            "The video could not be decoded; it may be corrupt, truncated or in an unsupported format "
-            "(supported: MP4, MOV, AVI, WEBM, MKV)."
-        ) from err
-    except MemoryError as err:
-        raise VideoError(TOO_COMPLEX) from err
-    except (OSError, ValueError, EOFError, RuntimeError) as err:
-        raise VideoError("The video could not be read; it may be corrupt or truncated.") from err

@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -174,8 +175,15 @@ def _decode_encoded(
     hi: int,
 ) -> VideoFeatures:
     """The whole decode of checked bytes, every failure as a coded error (runs in the worker)."""
-    try:
+    with decode_errors():
         return _from_file(data, settings, sample_fps, clip_start, clip_end, lo, hi)
+
+
+@contextmanager
+def decode_errors() -> Iterator[None]:
+    """FFmpeg's and Python's failures while reading untrusted video bytes, as coded errors (1003)."""
+    try:
+        yield
     except (VideoError, VideoTooLongError, PayloadTooLargeError):
         raise
     except av.FFmpegError as err:
