@@ -115,6 +115,7 @@ class _Worker:
     """One child process and its pipes; used by one dispatch thread at a time."""
 
     def __init__(self, limits: WorkerLimits) -> None:
+        nice_target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + limits.nice) if limits.nice > 0 else None
         config = {
             "memory_bytes": limits.memory_bytes,
             "cpu_seconds": limits.cpu_seconds,
@@ -123,7 +124,7 @@ class _Worker:
             "nice": limits.nice,
             # Absolute, from this thread's own: the worker's imports at start-up (a second of CPU,
             # again after every kill) already run at it, not only its jobs.
-            "nice_target": min(19, os.getpriority(os.PRIO_PROCESS, 0) + limits.nice) if limits.nice > 0 else None,
+            "nice_target": nice_target,
         }
         env = dict(os.environ)
         # Few malloc arenas: each thread's arena reserves 64 MiB of address space, which would
@@ -142,9 +143,9 @@ class _Worker:
             env=env,
             close_fds=True,
         )
-        if config["nice_target"] is not None:  # at once: the worker is importing its libraries now
+        if nice_target is not None:  # at once: the worker is importing its libraries now
             with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, self.process.pid, config["nice_target"])
+                os.setpriority(os.PRIO_PROCESS, self.process.pid, nice_target)
         assert self.process.stdin is not None and self.process.stdout is not None
         self._stdin = self.process.stdin
         self._fd = self.process.stdout.fileno()
