@@ -55,6 +55,14 @@ def test_refinement_from_photos_recovers_the_dimensions(photos: list[Path]) -> N
     assert "base.x" in text and "registered" in text and "point-to-surface distance (mm)" in text
 
 
+def test_too_few_points_on_the_object_leave_the_spec_unrefined(photos: list[Path]) -> None:
+    options = RefineOptions(sfm=OPTIONS.sfm, fit=OPTIONS.fit, min_object_points=1_000_000)
+    result = refine(GUESS, photos[::2], marker_size_mm=MARKER_MM, options=options, on_failure="keep")
+    assert not result.refined and result.spec == load_spec(GUESS).model_dump(mode="json", exclude_none=True)
+    assert "points on the object were reconstructed; at least 1000000" in (result.reason or "")
+    assert result.report["refined"] is False
+
+
 def test_too_few_photos_are_refused_before_any_work(photos: list[Path]) -> None:
     with pytest.raises(TooFewViewsError, match="2 photos given; .* at least 3") as err:
         refine(GUESS, photos[:2], marker_size_mm=MARKER_MM, options=OPTIONS)

@@ -49,6 +49,7 @@ def refine_options(limits: Recon3DRefine) -> RefineOptions:
             max_points=limits.fit_points,
             max_change=limits.max_change,
         ),
+        min_object_points=limits.min_object_points,
     )
 
 

@@ -43,6 +43,9 @@ class RefineOptions:
     sfm: SfmOptions = field(default_factory=SfmOptions)
     fit: FitOptions = field(default_factory=FitOptions)
     max_reprojection_error_px: float = 2.0
+    min_object_points: int = 200
+    """fewer points on the object than this and the fit is underdetermined (bench/refine.py: at 4 views
+    46–143 points made the block and the bracket worse than the guess): the spec is not refined"""
 
 
 @dataclass
@@ -91,6 +94,12 @@ def refine(
         sfm = run_sfm(photos, options=options.sfm, workdir=workdir)
         frame = marker_frame(sfm, marker_size_mm) if marker_size_mm is not None else plane_frame(sfm)
         selected = object_points(sfm.points, sfm.errors, frame, max_error_px=options.max_reprojection_error_px)
+        if len(selected.points) < options.min_object_points:
+            raise RefineError(
+                f"only {len(selected.points)} points on the object were reconstructed; at least "
+                f"{options.min_object_points} are needed to measure it: take more overlapping photos (8 or more) "
+                "closer up, with the object filling more of each photo"
+            )
         sightlines = None
         if sfm.observers:
             # every observation is a segment of free space: camera centre → the point it saw
