@@ -17,6 +17,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+VideoContainer = Literal["mp4", "matroska", "avi"]
+
+
+def _all_video_containers() -> list[VideoContainer]:
+    """Every container ``Limits.video_containers`` may name (its default)."""
+    return ["mp4", "matroska", "avi"]
+
 
 class Limits(BaseModel):
     max_body_bytes: int = 64 * 1024 * 1024
@@ -63,8 +70,8 @@ class Limits(BaseModel):
     pdf_timeout_seconds: float = Field(default=15.0, gt=0,
                                        description="Wall-clock and CPU seconds one PDF may take (1004).")
     pdf_memory_bytes: int = Field(default=1 << 30, ge=64 << 20, description="Memory one PDF render may use (1004).")
-    video_containers: list[Literal["mp4", "matroska", "avi"]] = Field(
-        default_factory=lambda: ["mp4", "matroska", "avi"],
+    video_containers: list[VideoContainer] = Field(
+        default_factory=_all_video_containers,
         description="Video containers accepted, recognised from the bytes before FFmpeg sees them (1003).")
     worker_nice: int = Field(default=10, ge=0, le=19, description="Niceness of the PDF and video worker "
                              "processes: their CPU-heavy parsing yields the cores to the server's engine and HTTP.")
@@ -383,6 +390,8 @@ class Recon3DRefine(BaseModel):
     fit_seconds: float = Field(90.0, gt=0, description="Time limit of the parameter fit (best result so far kept).")
     fit_evaluations: int = Field(600, ge=10, description="Mesh rebuilds/evaluations the fit may spend.")
     fit_points: int = Field(1000, ge=50, description="Object points the fit uses (a random subset beyond).")
+    min_object_points: int = Field(200, ge=30, description="Points SfM must reconstruct on the object before its "
+                                   "dimensions are fitted; fewer: the spec is returned unrefined, with the reason.")
     max_change: float = Field(0.6, gt=0, le=4, description="A length may change by at most this factor "
                               "(1 + max_change larger or smaller).")
     # The multiview_3d job option `refine` runs all of it in a worker process under these hard limits.
