@@ -15,16 +15,26 @@ Response envelope::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vlserve import sampling
 
 
-def field_range(r: sampling.Range) -> dict[str, float]:
+class FieldBounds(TypedDict, total=False):
+    """The keywords :func:`field_range` passes to ``Field`` (a TypedDict, so mypy checks each one)."""
+
+    gt: float
+    ge: float
+    le: float
+
+
+def field_range(r: sampling.Range) -> FieldBounds:
     """A documented range as pydantic bounds (shown in OpenAPI)."""
-    return {"gt" if r.low_open else "ge": r.low, "le": r.high}
+    if r.low_open:
+        return {"gt": r.low, "le": r.high}
+    return {"ge": r.low, "le": r.high}
 
 
 class KnownDimension(BaseModel):
@@ -62,10 +72,10 @@ class InferOptions(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (capped by the server).")
     temperature: float | None = Field(None, **field_range(sampling.TEMPERATURE), description="0 = greedy.")
     top_p: float | None = Field(None, **field_range(sampling.TOP_P))
-    top_k: int | None = Field(None, **field_range(sampling.TOP_K), description="0 = off.")  # type: ignore[arg-type]
+    top_k: int | None = Field(None, **field_range(sampling.TOP_K), description="0 = off.")
     repetition_penalty: float | None = Field(None, **field_range(sampling.REPETITION_PENALTY))
     presence_penalty: float | None = Field(None, **field_range(sampling.PRESENCE_PENALTY))
-    seed: int | None = Field(None, **field_range(sampling.SEED))  # type: ignore[arg-type]
+    seed: int | None = Field(None, **field_range(sampling.SEED))
     stop: list[str] = Field(default_factory=list, description="Stop strings (limits.max_stop_strings, "
                             "limits.max_stop_chars).")
     stream: bool = False

@@ -41,14 +41,14 @@ def protocol_class(http: Http, base: type[asyncio.Protocol] | None = None) -> ty
     """uvicorn's HTTP protocol class with the request-head guard of ``http`` (pass it as ``http=``)."""
     parent: Any = base or _base_protocol()
 
-    class GuardedHTTP(parent):  # type: ignore[misc, valid-type]
+    class GuardedHTTP(parent):
         _head_timeout = http.header_timeout
         _head_limit = http.max_header_bytes
         # httptools reports where each message begins and where its head ends (also for a request
         # pipelined behind one still running); with h11 a new request cycle marks a complete head.
         _tracks_messages = hasattr(parent, "on_message_begin")
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._head_bytes = 0
             self._awaiting_head = True

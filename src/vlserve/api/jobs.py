@@ -95,7 +95,7 @@ async def list_jobs(key_id: Annotated[str | None, Depends(caller)],
 
     if status is not None and status not in STATUSES:
         raise RequestError(f"status must be one of {', '.join(STATUSES)}")
-    jobs = await store.list(owner_of(key_id), status=status, limit=limit, offset=offset)  # type: ignore[arg-type]
+    jobs = await store.list(owner_of(key_id), status=status, limit=limit, offset=offset)
     return {"jobs": [job_view(j) for j in jobs]}
 
 

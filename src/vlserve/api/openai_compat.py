@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -128,7 +128,7 @@ def _turn(message: ChatMessage, images: list[str], videos: list[VideoInput]) -> 
             raise RequestError(f"the arguments of tool call {call.function.name!r} must be a JSON object",
                                param="messages")
         calls.append(ToolCall(call.function.name, arguments, id=call.id))
-    return ChatTurn(role, parts, calls)  # type: ignore[arg-type]
+    return ChatTurn(role, parts, calls)
 
 
 def _part(part: ContentPart, images: list[str], videos: list[VideoInput]) -> ChatPart:
@@ -205,7 +205,7 @@ def _completion_id(request_id: str) -> str:
 
 
 async def _chunks(body: ChatRequest, request_id: str, first: TextDelta | Outcome,
-                  events: AsyncIterator[TextDelta | Outcome]) -> AsyncIterator[bytes]:
+                  events: AsyncGenerator[TextDelta | Outcome, None]) -> AsyncIterator[bytes]:
     base = {"id": _completion_id(request_id), "object": "chat.completion.chunk", "created": int(time.time())}
     model = ""
     held = bool(body.tools) and body.tool_choice != "none"  # calls are only known once the answer is whole

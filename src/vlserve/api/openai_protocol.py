@@ -101,7 +101,7 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(None, **field_range(sampling.TOP_P))
     presence_penalty: float | None = Field(None, **field_range(sampling.PRESENCE_PENALTY))
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    seed: int | None = Field(None, **field_range(sampling.SEED))  # type: ignore[arg-type]
+    seed: int | None = Field(None, **field_range(sampling.SEED))
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1)
     stream: bool = False
@@ -111,9 +111,9 @@ class ChatRequest(BaseModel):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, **field_range(sampling.TOP_LOGPROBS))  # type: ignore[arg-type]
+    top_logprobs: int | None = Field(None, **field_range(sampling.TOP_LOGPROBS))
     # vLLM's extensions, which clients of self-hosted servers send.
-    top_k: int | None = Field(None, **field_range(sampling.TOP_K))  # type: ignore[arg-type]
+    top_k: int | None = Field(None, **field_range(sampling.TOP_K))
     repetition_penalty: float | None = Field(None, **field_range(sampling.REPETITION_PENALTY))
     # Accepted, and meaningless for a self-hosted server.
     user: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 from vlserve.config import Settings
 from vlserve.errors import FetchError
@@ -118,6 +118,13 @@ def run_ask(
     return result
 
 
+class _Waits(TypedDict, total=False):
+    """The SDK client's timeouts ``run_ask_server`` overrides (a TypedDict: checked per keyword)."""
+
+    timeout: float
+    video_timeout: float
+
+
 def run_ask_server(url: str, api_key: str | None, question: str, *, task: str, images: list[str],
                    videos: list[str], options: dict[str, Any], json_output: bool, out: IO[str],
                    timeout: float | None = None) -> None:
@@ -125,7 +132,7 @@ def run_ask_server(url: str, api_key: str | None, question: str, *, task: str, i
     (``timeout``: seconds to wait for the answer; None: the SDK's defaults)."""
     from vlserve.client import Client, Final, Token
 
-    waits = {} if timeout is None else {"timeout": timeout, "video_timeout": timeout}
+    waits: _Waits = {} if timeout is None else {"timeout": timeout, "video_timeout": timeout}
     with Client(url, api_key=api_key, **waits) as client:
         if json_output:  # the same shape as the local mode's (result_dict)
             answer = client.ask(images, question, task=task, videos=videos, **options)

@@ -69,7 +69,8 @@ def load_dataset(path: Path, encoder: SampleEncoder, *, skip_bad: bool = False, 
                 raise DataError(index, "(record)", err.message) from err
             skipped.append(Skipped(index, "(record)", err.message))
             continue
-        size = sum(f.pixel_values.nbytes for f in (*sample.inputs.images, *sample.inputs.videos))
+        size = (sum(f.pixel_values.nbytes for f in sample.inputs.images)
+                + sum(f.pixel_values.nbytes for f in sample.inputs.videos))
         if cached_bytes + size <= CACHE_BYTES:
             cache[len(convs)] = sample
             cached_bytes += size

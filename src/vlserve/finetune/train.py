@@ -104,7 +104,7 @@ class TrainResult:
     first_loss: float
     last_loss: float
     skipped: list[Skipped] = field(default_factory=list)
-    evals: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)  # rows of metrics.jsonl: "kind" is a str
 
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -169,7 +169,7 @@ def finetune(model: str, data: Path, outdir: Path, config: TrainConfig, *, visio
     started = time.perf_counter()
     seen = 0
     first_loss = last_loss = float("nan")
-    evals: list[dict[str, float]] = []
+    evals: list[dict[str, Any]] = []
     model_t.train()
     with metrics_path.open("a") as metrics:
         for epoch in range(step // steps_per_epoch, config.epochs):
@@ -191,10 +191,11 @@ def finetune(model: str, data: Path, outdir: Path, config: TrainConfig, *, visio
                 step += 1
                 seen += sum(len(idx) for idx in group)
                 elapsed = time.perf_counter() - started
-                row = {"kind": "train", "step": step, "epoch": epoch + (step - epoch * steps_per_epoch)
-                       / steps_per_epoch, "loss": loss_sum / tokens, "lr": schedule.get_last_lr()[0],
-                       "grad_norm": float(norm), "answer_tokens": tokens, "elapsed_s": round(elapsed, 3),
-                       "samples_per_s": round(seen / elapsed, 3) if elapsed > 0 else 0.0}
+                row: dict[str, Any] = {
+                    "kind": "train", "step": step, "epoch": epoch + (step - epoch * steps_per_epoch) / steps_per_epoch,
+                    "loss": loss_sum / tokens, "lr": schedule.get_last_lr()[0],
+                    "grad_norm": float(norm), "answer_tokens": tokens, "elapsed_s": round(elapsed, 3),
+                    "samples_per_s": round(seen / elapsed, 3) if elapsed > 0 else 0.0}
                 if math.isnan(first_loss):
                     first_loss = row["loss"]
                 last_loss = row["loss"]

@@ -98,7 +98,7 @@ def build_plan(spec: ObjectSpec) -> Plan:
         if isinstance(part, TemplateBase):
             plan.nodes.append(_group(part, path, matrices, color, material, plan, counter))
         else:
-            plan.nodes.append(Leaf(counter.next(), part.id, path, part, matrices, part.op, color, material))  # type: ignore[arg-type]
+            plan.nodes.append(Leaf(counter.next(), part.id, path, part, matrices, part.op, color, material))
     return plan
 
 

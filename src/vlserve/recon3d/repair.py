@@ -86,7 +86,8 @@ def validate_with_repair(document: str | bytes | dict[str, Any], *,
     This is the cheap first half of :func:`compile_with_repair`: a caller can refuse a spec up
     front, before handing it to a process that compiles it.
     """
-    doc, warnings = as_document(document), []
+    doc = as_document(document)
+    warnings: list[str] = []
     for _ in range(MAX_REPAIRS + 1):
         try:
             spec = load_spec(doc)
@@ -116,7 +117,8 @@ def compile_with_repair(document: str | bytes | dict[str, Any], *, segments: int
     """
     from vlserve.recon3d.compiler import compile_spec
 
-    doc, warnings = as_document(document), []
+    doc = as_document(document)
+    warnings: list[str] = []
     for _ in range(MAX_REPAIRS + 1):
         try:
             spec = load_spec(doc)
@@ -132,19 +134,20 @@ def _bounding_box(part: dict[str, Any]) -> dict[str, Any] | None:
     A revolve whose profile cannot be built becomes the cylinder around the profile, an
     extrusion the box around its polygon, anything else a cube of its largest size value.
     """
-    size = part.get("size") if isinstance(part.get("size"), dict) else {}
-    keep = {k: part[k] for k in ("id", "position", "rotation", "material", "color") if k in part}
+    raw_size = part.get("size")
+    size: dict[str, Any] = raw_size if isinstance(raw_size, dict) else {}
+    keep: dict[str, Any] = {k: part[k] for k in ("id", "position", "rotation", "material", "color") if k in part}
     points = _points(size.get("profile") if part.get("shape") == "revolve" else size.get("polygon"))
     if points is not None and part.get("shape") == "revolve":
         radius, height = max(abs(r) for r, _z in points), max(z for _r, z in points) - min(z for _r, z in points)
         if radius > 0 and height > 0:
             return {**keep, "shape": "cylinder", "op": "union", "size": {"diameter": 2 * radius, "height": height}}
-    height = size.get("height")
-    if points is not None and isinstance(height, int | float) and height > 0:
+    extrusion = size.get("height")
+    if points is not None and isinstance(extrusion, int | float) and extrusion > 0:
         dx = max(x for x, _y in points) - min(x for x, _y in points)
         dy = max(y for _x, y in points) - min(y for _x, y in points)
         if dx > 0 and dy > 0:
-            return {**keep, "shape": "box", "op": "union", "size": {"x": dx, "y": dy, "z": height}}
+            return {**keep, "shape": "box", "op": "union", "size": {"x": dx, "y": dy, "z": extrusion}}
     side = max((v for v in size.values() if isinstance(v, int | float) and v > 0), default=0.0)
     if side <= 0:
         return None

@@ -226,8 +226,8 @@ def _argmax(logits: torch.Tensor) -> list[int]:
     """Row-wise argmax (first maximum on ties, like ``torch.argmax``). On CPU numpy's vectorised
     argmax is several times faster than torch's, and over a 152k vocabulary that shows per step."""
     if logits.device.type == "cpu":
-        return logits.numpy().argmax(axis=-1).tolist()  # type: ignore[no-any-return]
-    return logits.argmax(dim=-1).tolist()  # type: ignore[no-any-return]
+        return logits.numpy().argmax(axis=-1).tolist()
+    return logits.argmax(dim=-1).tolist()
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -149,7 +149,9 @@ def load_model(
             from vlserve.runtime.adapters import apply_adapter
 
             model = apply_adapter(model, Path(adapter))
-        model = model.to(dev).eval()
+        # transformers wraps ``to`` with ``@wraps(torch.nn.Module.to)``, so mypy sees the unbound
+        # signature, whose first parameter is ``self``.
+        model = model.to(dev).eval()  # type: ignore[arg-type]
         tokenizer = AutoTokenizer.from_pretrained(ckpt.path, padding_side="left")
     except (OSError, ValueError, RuntimeError) as err:
         raise IncompatibleModelError(f"could not load the checkpoint at {ckpt.path}: {err}") from err

@@ -417,7 +417,7 @@ async def _video(part: VideoPart, vision: VisionSettings) -> tuple[str, int]:
     if part.start:
         raise e.RequestError("video clips starting after 0 s are not supported by this model's remote engine; "
                              "trim the video before sending it", param="videos")
-    data = await asyncio.to_thread(read_video_bytes, source, vision)  # type: ignore[arg-type]
+    data = await asyncio.to_thread(read_video_bytes, source, vision)
     probe = await probe_video_async(data, vision)
     duration = probe.duration if probe.duration is not None else vision.max_video_seconds
     limit = vision.max_video_seconds if part.end is None else min(part.end, vision.max_video_seconds)

@@ -82,6 +82,8 @@ def make_tiny(out_dir: str | os.PathLike[str], *, moe: bool = False, seed: int =
     """Write a tiny random Qwen3-VL (or Qwen3-VL-MoE) checkpoint to ``out_dir`` and return it."""
     import torch
     from transformers import (
+        PreTrainedConfig,
+        PreTrainedModel,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
         Qwen3VLMoeConfig,
@@ -92,18 +94,20 @@ def make_tiny(out_dir: str | os.PathLike[str], *, moe: bool = False, seed: int =
     out.mkdir(parents=True, exist_ok=True)
     text = dict(TEXT, **MOE) if moe else dict(TEXT)
     vision = dict(VISION, out_hidden_size=text["hidden_size"])
-    config_cls, model_cls = (
-        (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration)
-        if moe
-        else (Qwen3VLConfig, Qwen3VLForConditionalGeneration)
-    )
+    config_cls = Qwen3VLMoeConfig if moe else Qwen3VLConfig
     config = config_cls(text_config=text, vision_config=vision, tie_word_embeddings=True)
     # A wide initialisation keeps the random model's logits well separated, so greedy decoding is
     # not decided by float rounding (batched and unbatched runs must pick the same tokens).
-    config.text_config.initializer_range = 0.2
-    config.vision_config.initializer_range = 0.2
+    for sub_config in (config.text_config, config.vision_config):
+        # The constructor made configs of the dicts (the attributes' annotations still admit dicts).
+        assert isinstance(sub_config, PreTrainedConfig)
+        sub_config.initializer_range = 0.2
     torch.manual_seed(seed)
-    model = model_cls(config).eval()
+    model: PreTrainedModel
+    if isinstance(config, Qwen3VLMoeConfig):
+        model = Qwen3VLMoeForConditionalGeneration(config).eval()
+    else:
+        model = Qwen3VLForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = [151645, 151643]
     model.generation_config.pad_token_id = 151643
     model.generation_config.do_sample = False

@@ -20,7 +20,7 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -74,7 +74,7 @@ class Ticket:
         finally:
             self.lane.slot_done()
 
-    async def stream(self, generation: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, generation: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """The engine's events while holding a running slot; the lane place is given back at the end
         (also when the consumer stops early, which cancels the generation). An engine refusing the
         request before its first event (2001, 5007: a pool with no replica to take it) hands it to

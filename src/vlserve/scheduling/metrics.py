@@ -57,7 +57,7 @@ class _BatchCollector(Collector):
         joined = CounterMetricFamily("vlserve_joined_running", "Requests that joined a batch already generating",
                                      labels=["engine"])
         for name, engine in self.engines.items():
-            stats = engine.batch_stats()  # type: ignore[attr-defined]
+            stats = engine.batch_stats()
             rows.add_metric([name], stats["rows"])
             waiting.add_metric([name], stats["waiting"])
             steps.add_metric([name], stats["steps"])

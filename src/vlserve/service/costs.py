@@ -56,10 +56,10 @@ async def price(images: list[Source], videos: list[tuple[VideoInput, Source]],
     cost = Cost(memory_bytes=sum(len(s.data) for s in (*images, *(s for _, s in (*videos, *documents)))))
     for probe in image_probes:
         cost += image_cost(probe, vision)
-    for probe in doc_probes:
-        cost += document_cost(probe, vision, limits)
-    for (spec, _), probe in zip(videos, video_probes, strict=True):
-        cost += video_cost(probe, spec, vision, fps)
+    for doc_probe in doc_probes:
+        cost += document_cost(doc_probe, vision, limits)
+    for (spec, _), video_probe in zip(videos, video_probes, strict=True):
+        cost += video_cost(video_probe, spec, vision, fps)
     return Priced(cost, list(image_probes), list(doc_probes), list(video_probes))
 
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,7 +296,7 @@ class InferenceService:
             raise
         return Run(ticket, prepared)
 
-    async def events(self, run: Run) -> AsyncIterator[TextDelta | Outcome]:
+    async def events(self, run: Run) -> AsyncGenerator[TextDelta | Outcome, None]:
         """Wait for a slot, then text deltas and the :class:`Outcome`; output is moderated as it grows."""
         prepared, ticket = run.prepared, run.ticket
         lane = ticket.lane.name

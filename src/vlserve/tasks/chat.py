@@ -16,7 +16,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from vlserve.runtime.protocol import ImagePart, Message, Part, Role, TextPart, ToolCall
 from vlserve.tasks.base import InputRules, Task, TaskInput
@@ -59,7 +59,7 @@ class Chat(Task):
     rules = InputRules(images=(0, 1_000_000), videos=(0, 1_000_000), visual_required=False)
     lane = "interactive"
     system_prompt = ""
-    defaults: dict[str, Any] = {}
+    defaults: ClassVar[dict[str, Any]] = {}
     caller_schema = True
 
     def __init__(self, turns: list[ChatTurn], *, response_schema: dict[str, Any] | None = None,

@@ -178,11 +178,11 @@ def _n(x: float) -> str:
     return "0" if text == "-0" else text
 
 
-def _v(values: list[float] | tuple[float, ...]) -> str:
+def _v(values: Sequence[float]) -> str:
     return "[" + ", ".join(_n(float(v)) for v in values) + "]"
 
 
-def _pts(points: list[list[float]]) -> str:
+def _pts(points: Sequence[Sequence[float]]) -> str:
     return "[" + ", ".join(_v(p) for p in points) + "]"
 
 
