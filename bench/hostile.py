@@ -123,7 +123,8 @@ def phase(url: str, out: Run, numbers: range, args: argparse.Namespace, *, hosti
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--normal", type=int, default=40)
+    # A p99 needs about 100 samples per phase to be more than the single slowest request.
+    parser.add_argument("--normal", type=int, default=120, help="normal requests per phase (clean, hostile)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--flood-workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=4, help="clean/hostile phases alternate this many times")
