@@ -33,10 +33,14 @@ def test_the_configuration_refuses_errors_and_stale_ignores(tmp_path: Path) -> N
         "class M(BaseModel):\n"
         "    n = Field(1)\n\n\n"  # only the pydantic plugin reports an untyped field
         "count: int = 'three'\n"
-        "fine: int = 3  # type: ignore[assignment]\n"  # warn_unused_ignores
+        "fine: int = 3  # type: ignore[assignment]\n\n\n"  # warn_unused_ignores
+        "class T(BaseModel):\n"
+        "    k: int\n\n\n"
+        "T(k='four')\n"  # init_typed: without it the plugin takes any value for a field
     )
     done = _mypy(str(bad))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "bad_types.py:5: error: Untyped fields disallowed  [pydantic-field]" in done.stdout
     assert "bad_types.py:8: error: Incompatible types in assignment" in done.stdout
     assert 'bad_types.py:9: error: Unused "type: ignore" comment' in done.stdout
+    assert 'bad_types.py:16: error: Argument "k" to "T" has incompatible type "str"; expected "int"' in done.stdout
