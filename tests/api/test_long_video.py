@@ -28,9 +28,12 @@ def uri(video: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def server(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """No keys; windows of 5 s, a 40 s limit; jobs heartbeat (and report progress) every 1.3 s."""
+    """No keys; windows of 5 s, a 40 s limit; jobs heartbeat (and report progress) every 1.3 s; every
+    forward pass lasts at least 60 ms (scheduling.min_step_ms), so a window of 8 tokens takes longer
+    than a heartbeat on a quiet machine too, as a real model's would."""
     tmp = tmp_path_factory.mktemp("longvideo")
-    settings = make_settings(tmp, limits=LIMITS, jobs={"sqlite_path": str(tmp / "jobs.sqlite3"), "lease_seconds": 4})
+    settings = make_settings(tmp, limits=LIMITS, jobs={"sqlite_path": str(tmp / "jobs.sqlite3"), "lease_seconds": 4},
+                             scheduling={"min_step_ms": 60})
     # The session engine's first JSON-schema request sets up the grammar engine for its tokenizer,
     # which can hold the GIL for many seconds on a loaded machine: done here, not inside a job.
     engine.grammar.matcher(get_task("video_summary").schema(), 64)

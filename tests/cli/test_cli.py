@@ -93,7 +93,7 @@ def test_ask_prints_only_the_answer(tiny_dir: Path) -> None:
 def test_ask_model_tiny_prints_only_the_answer_even_when_it_builds_tiny(tmp_path: Path) -> None:
     """`--model tiny` builds the checkpoint on first use: quietly too."""
     exe = Path(sys.executable).with_name("vlserve")
-    env = {**os.environ, "PYTHONWARNINGS": "default", "VLSERVE_CACHE": str(tmp_path / "cache"),
+    env = {**os.environ, "PYTHONWARNINGS": "default", "VLSERVE_CACHE_DIR": str(tmp_path / "cache"),
            "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     out = subprocess.run([str(exe), "ask", "--model", "tiny", "--max-tokens", "3", "Hi"],
                          capture_output=True, text=True, timeout=300, env=env)

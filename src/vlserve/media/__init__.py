@@ -16,7 +16,8 @@ VideoError (1003), PayloadTooLargeError (1005).
 """
 
 from vlserve.media.decode import SUPPORTED_VIDEO_FORMATS
-from vlserve.media.image import SUPPORTED_IMAGE_FORMATS, ImageProbe, load_image, load_image_async, probe_image
+from vlserve.media.image import SUPPORTED_IMAGE_FORMATS, ImageProbe, load_image, probe_image
+from vlserve.media.isolated import load_image_async
 from vlserve.media.settings import VideoPolicy, VisionSettings
 from vlserve.media.sizing import (
     count_image_tokens,

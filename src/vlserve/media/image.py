@@ -26,7 +26,6 @@ with a message the user can act on.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 import os
@@ -39,9 +38,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vlserve.errors import ImageError, PayloadTooLargeError
 from vlserve.media.settings import VisionSettings
-from vlserve.media.threads import image_pool
 
-__all__ = ["SUPPORTED_IMAGE_FORMATS", "ImageProbe", "load_image", "load_image_async", "probe_image", "to_rgb"]
+__all__ = ["SUPPORTED_IMAGE_FORMATS", "ImageProbe", "load_image", "probe_image", "to_rgb"]
 
 # Pillow format names. Multi-picture JPEGs (MPO, written by many phones) come through "JPEG".
 _PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -120,33 +118,6 @@ def probe_image(data: bytes, settings: VisionSettings) -> ImageProbe:
         raise ImageError(
             f"The image header could not be read; it may be corrupt. Supported formats: {_SUPPORTED_TEXT}."
         ) from err
-
-
-async def load_image_async(source: ImageSource, settings: VisionSettings) -> Image.Image:
-    """``load_image`` on the image decoding pool: never queued behind PDFs, videos or the default executor.
-
-    Encoded bytes whose header says they are heavy (``vlserve.media.isolated.is_heavy``: above
-    ``isolate_image_pixels``, or 16-bit/float) decode in a niced worker process instead, so they
-    neither hold this pool's few threads nor take the CPU from the engine.
-    """
-    loop = asyncio.get_running_loop()
-    if not isinstance(source, bytes):
-        return await loop.run_in_executor(image_pool(), load_image, source, settings)
-    light = await loop.run_in_executor(image_pool(), _load_light, source, settings)
-    if light is not None:
-        return light
-    from vlserve.media.isolated import load_image_isolated  # it imports this module
-
-    return await load_image_isolated(source, settings)
-
-
-def _load_light(data: bytes, settings: VisionSettings) -> Image.Image | None:
-    """``load_image(data)``, or None without decoding anything when the image is heavy."""
-    from vlserve.media.isolated import is_heavy
-
-    if is_heavy(probe_image(data, settings), settings):
-        return None
-    return load_image(data, settings)
 
 
 def load_image(source: ImageSource, settings: VisionSettings) -> Image.Image:

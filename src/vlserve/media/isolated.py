@@ -14,15 +14,18 @@ same Pillow image ``load_image`` returns in-process, so answers do not depend on
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 from PIL import Image
 
 from vlserve.errors import ImageError
 from vlserve.isolation import IsolationError, WorkerPool, image_pool
-from vlserve.media.image import ImageProbe, load_image
+from vlserve.media.image import ImageProbe, ImageSource, load_image, probe_image
 from vlserve.media.settings import VisionSettings
+from vlserve.media.threads import image_pool as thread_pool
 
-__all__ = ["decode_rgb", "is_heavy", "load_image_isolated"]
+__all__ = ["decode_rgb", "is_heavy", "load_image_async", "load_image_isolated"]
 
 # Pillow modes with more than 8 bits per sample: converted to 8 bits block by block, slowly.
 _HIGH_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -52,3 +55,26 @@ async def load_image_isolated(data: bytes, settings: VisionSettings, pool: Worke
     except IsolationError as err:
         raise ImageError(TOO_HEAVY, reason=err.reason) from err
     return Image.fromarray(pixels, "RGB")
+
+
+async def load_image_async(source: ImageSource, settings: VisionSettings) -> Image.Image:
+    """``load_image`` on the image decoding pool: never queued behind PDFs, videos or the default executor.
+
+    Encoded bytes whose header says they are heavy (:func:`is_heavy`: above
+    ``isolate_image_pixels``, or 16-bit/float) decode in a niced worker process instead, so they
+    neither hold this pool's few threads nor take the CPU from the engine.
+    """
+    loop = asyncio.get_running_loop()
+    if not isinstance(source, bytes):
+        return await loop.run_in_executor(thread_pool(), load_image, source, settings)
+    light = await loop.run_in_executor(thread_pool(), _load_light, source, settings)
+    if light is not None:
+        return light
+    return await load_image_isolated(source, settings)
+
+
+def _load_light(data: bytes, settings: VisionSettings) -> Image.Image | None:
+    """``load_image(data)``, or None without decoding anything when the image is heavy."""
+    if is_heavy(probe_image(data, settings), settings):
+        return None
+    return load_image(data, settings)

@@ -71,8 +71,9 @@ def qwen_tokenizer_dir() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """The user cache where ``--model tiny`` is built once (``$VLSERVE_CACHE`` overrides)."""
-    root = os.environ.get("VLSERVE_CACHE") or os.path.join(
+    """The user cache where ``--model tiny`` is built once (``$VLSERVE_CACHE_DIR`` overrides; not
+    ``$VLSERVE_CACHE``, which would set the ``cache`` section of the settings)."""
+    root = os.environ.get("VLSERVE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vlserve"
     )
     return Path(root) / "models"
