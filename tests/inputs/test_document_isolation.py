@@ -16,8 +16,7 @@ from vlserve.errors import DocumentError, TooManyInputsError
 from vlserve.inputs import probe_pdf_isolated, render_pdf, render_pdf_isolated
 from vlserve.inputs.documents import TOO_COMPLEX
 from vlserve.isolation import WorkerLimits, WorkerPool
-from vlserve.media import VisionSettings
-from vlserve.media.image import load_image_async
+from vlserve.media import VisionSettings, load_image_async
 
 PRELOAD = ("pypdfium2", "PIL.Image", "vlserve.inputs.documents")
 
