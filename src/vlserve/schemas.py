@@ -47,6 +47,21 @@ class KnownDimension(BaseModel):
     mm: float = Field(gt=0, le=1_000_000, description="Its true value in millimetres.")
 
 
+class CharucoOption(BaseModel):
+    """A printed ChArUco board lying beside the object (OpenCV's ``CharucoBoard`` layout); the
+    marker must be smaller than its square, the board at most 2 m long and its dictionary large
+    enough for its markers (checked when the job is submitted, 4000)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    squares_x: int = Field(ge=3, le=30, description="Chessboard squares across (columns).")
+    squares_y: int = Field(ge=3, le=30, description="Chessboard squares down (rows).")
+    square_mm: float = Field(gt=0, le=2000, description="Side of one chessboard square, mm.")
+    marker_mm: float = Field(gt=0, le=2000, description="Side of the ArUco markers in the white squares, mm.")
+    dictionary: str = Field("DICT_5X5_100", min_length=1, max_length=40,
+                            description="OpenCV's predefined ArUco dictionary, e.g. DICT_5X5_100.")
+
+
 class RefineOption(BaseModel):
     """multiview_3d as a job: fit the model's spec to the photos (SfM); exactly one source of scale."""
 
@@ -54,12 +69,13 @@ class RefineOption(BaseModel):
 
     marker_size_mm: float | None = Field(None, gt=0, le=2000, description="Side of the printed ArUco "
                                          "marker's black square lying beside the object, mm.")
+    charuco: CharucoOption | None = None
     known_dimension: KnownDimension | None = None
 
     @model_validator(mode="after")
     def _one_scale(self) -> RefineOption:
-        if (self.marker_size_mm is None) == (self.known_dimension is None):
-            raise ValueError("give exactly one of marker_size_mm and known_dimension")
+        if sum(x is not None for x in (self.marker_size_mm, self.charuco, self.known_dimension)) != 1:
+            raise ValueError("give exactly one of marker_size_mm, charuco and known_dimension")
         return self
 
 

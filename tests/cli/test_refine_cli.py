@@ -37,7 +37,7 @@ def test_refine_without_a_source_of_scale_exits_2(tmp_path: Path) -> None:
     spec, photos = _files(tmp_path, 3)
     result = CliRunner().invoke(app, ["recon3d", "refine", str(spec), *photos, "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert "--marker-size MM or --known-dimension PARAM=VALUE" in result.output
+    assert "--marker-size MM, --charuco BOARD or --known-dimension PARAM=VALUE" in result.output
     assert "Traceback" not in result.output
 
 
@@ -51,3 +51,40 @@ def test_refine_with_too_few_photos_or_an_unknown_dimension_exits_2(tmp_path: Pa
     )
     assert result.exit_code == 2 and "not a length of this spec; one of: b.x, b.y, b.z" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("board", "says"), [
+    ("5x7:30", "write COLSxROWS:SQUARE_MM:MARKER_MM[:DICTIONARY]"),
+    ("5x7:30:30:DICT_5X5_100", "must be smaller than its square"),
+    ("2x7:30:22", "squares_x must be a whole number of squares in [3, 30]"),
+    ("5x7:30:22:DICT_NOPE", "unknown dictionary"),
+    ("12x12:30:22:DICT_4X4_50", "DICT_4X4_50 has only 50"),
+])
+def test_refine_with_a_board_that_cannot_be_exits_2(tmp_path: Path, board: str, says: str) -> None:
+    spec, photos = _files(tmp_path, 3)
+    result = CliRunner().invoke(app, ["recon3d", "refine", str(spec), *photos, "-o", str(tmp_path / "out"),
+                                      "--charuco", board])
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_board_and_a_marker_are_two_sources_of_scale(tmp_path: Path) -> None:
+    spec, photos = _files(tmp_path, 3)
+    for extra in (["--marker-size", "40"], ["--known-dimension", "b.x=6"]):
+        result = CliRunner().invoke(app, ["recon3d", "refine", str(spec), *photos, "-o", str(tmp_path / "out"),
+                                          "--charuco", "5x7:30:22", *extra])
+        assert result.exit_code == 2 and "give one source of scale" in result.output
+
+
+def test_from_images_refuses_a_bad_board_before_the_model_loads(tmp_path: Path) -> None:
+    _, photos = _files(tmp_path, 3)
+    out = tmp_path / "out"
+    # --model names nothing that exists: the board is refused first, or this would fail on the model
+    for args in (["--refine-charuco", "5x7:30:40"], ["--charuco", "5x7:30:22", "--refine-marker-mm", "40"]):
+        result = CliRunner().invoke(app, ["recon3d", "from-images", *photos, "-o", str(out),
+                                          "--model", str(tmp_path / "no-such-model"), *args])
+        assert result.exit_code == 2, result.output
+        text = " ".join(result.output.split())
+        assert "must be smaller than its square" in text or "exactly one source of scale" in text
+        assert not out.exists()

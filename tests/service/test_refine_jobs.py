@@ -57,6 +57,7 @@ GUESS: dict[str, Any] = {
     ],
 }
 REFINE = {"marker_size_mm": MARKER_MM}
+BOARD = {"squares_x": 5, "squares_y": 7, "square_mm": 30, "marker_mm": 22, "dictionary": "DICT_5X5_100"}
 TINY_TOKENS = 150
 
 
@@ -211,6 +212,22 @@ def test_too_few_registered_views_still_deliver_the_model(scripted_server: tuple
     assert not any(n.startswith(".refine") for n in artifacts_of(settings, job))
 
 
+def test_a_board_job_runs_in_the_worker_and_reports(scripted_server: tuple[str, Settings]) -> None:
+    """A ChArUco board crosses the API, the job and the worker process (noise photos: nothing
+    registers, so the job delivers the model and says why)."""
+    from vlserve.recon3d.refine.options import CharucoSpec
+    from vlserve.schemas import RefineOption
+    from vlserve.service.refine import scale_of
+
+    assert scale_of(RefineOption.model_validate({"charuco": {**BOARD, "dictionary": "5x5_100"}})) == (
+        None, None, CharucoSpec(5, 7, 30.0, 22.0, "DICT_5X5_100"))
+    url, _ = scripted_server
+    job = run_job(url, job_body(noise(3), {"charuco": BOARD}))
+    assert job["status"] == "succeeded", job["error"]
+    report = job["result"]["result"]["answer"]["refine_report"]
+    assert report["refined"] is False and report["code"] == 4000 and "registered" in report["reason"], report
+
+
 def test_refine_is_refused_on_infer_with_a_pointer_to_jobs(tiny_server: tuple[str, Settings]) -> None:
     url, _ = tiny_server
     body = job_body(noise(3))
@@ -232,6 +249,19 @@ def test_refine_is_refused_on_infer_with_a_pointer_to_jobs(tiny_server: tuple[st
     (job_body(noise(3), {"marker_size_mm": 40, "shrink": True}), "not permitted"),
     (job_body(noise(2)), "needs 3 to"),
     ({"task": "captioning", "images": noise(3), "options": {"refine": REFINE}}, "multiview_3d"),
+    # a ChArUco board: bounds in the schema, what depends on several fields when the job is submitted
+    (job_body(noise(3), {"charuco": {**BOARD, "marker_mm": 30}}), "must be smaller than its square"),
+    (job_body(noise(3), {"charuco": {**BOARD, "squares_x": 2}}), "greater than or equal to 3"),
+    (job_body(noise(3), {"charuco": {**BOARD, "squares_y": 31}}), "less than or equal to 30"),
+    (job_body(noise(3), {"charuco": {**BOARD, "square_mm": 0}}), "greater than 0"),
+    (job_body(noise(3), {"charuco": {**BOARD, "square_mm": 100, "squares_x": 25}}), "over 2000 mm long"),
+    (job_body(noise(3), {"charuco": {**BOARD, "dictionary": "DICT_9X9_1"}}), "unknown dictionary"),
+    (job_body(noise(3), {"charuco": {**BOARD, "squares_x": 12, "squares_y": 12, "dictionary": "DICT_4X4_50"}}),
+     "DICT_4X4_50 has only 50"),
+    (job_body(noise(3), {"charuco": {**BOARD, "dictionary": "x" * 41}}), "at most 40 characters"),
+    (job_body(noise(3), {"charuco": {**BOARD, "legacy": True}}), "not permitted"),
+    (job_body(noise(3), {"charuco": {"squares_x": 5, "squares_y": 7}}), "Field required"),
+    (job_body(noise(3), {"charuco": BOARD, "marker_size_mm": 40}), "exactly one"),
 ])
 def test_bad_refine_options_are_refused_at_submission(tiny_server: tuple[str, Settings], body: dict[str, Any],
                                                       says: str) -> None:

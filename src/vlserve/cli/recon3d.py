@@ -156,6 +156,9 @@ def from_images(
     known_dimension: Annotated[str | None, typer.Option(
         "--refine-known", "--known-dimension", help="refine with one true dimension PARAM=VALUE "
         "(e.g. f.diameter=80mm) instead of a marker")] = None,
+    charuco: Annotated[str | None, typer.Option(
+        "--refine-charuco", "--charuco", help="refine with a printed ChArUco board beside the object: "
+        "COLSxROWS:SQUARE_MM:MARKER_MM[:DICTIONARY], e.g. 5x7:30:22:DICT_5X5_100")] = None,
 ) -> None:
     """Reconstruct an object from photos: Qwen3-VL fills the spec, which is compiled to every format."""
     from vlserve.cli.recon3d_photos import refine_from_images, run_from_images
@@ -164,10 +167,11 @@ def from_images(
 
     if not 1 <= len(images) <= 12:
         raise _fail(RequestError(f"give 1 to 12 photos, got {len(images)}"))
-    refine = marker_size is not None or known_dimension is not None
+    refine = marker_size is not None or known_dimension is not None or charuco is not None
+    board = None
     try:
         if refine:  # a typo in the scale fails before the model loads
-            scale_source(marker_size, known_dimension)
+            _, _, board = scale_source(marker_size, known_dimension, charuco)
         settings = _settings()
         wanted = parse_formats(formats)
         answer = run_from_images(images, labels=[x.strip() for x in labels.split(",")] if labels else [],
@@ -176,7 +180,8 @@ def from_images(
                                  settings=settings)
         if refine:
             refine_from_images(answer, images, out, wanted, marker_size_mm=marker_size,
-                               known_dimension=known_dimension, settings=settings, console=console)
+                               known_dimension=known_dimension, settings=settings, console=console,
+                               charuco=board)
     except VlserveError as err:
         raise _fail(err) from None
     except OSError as err:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,6 +17,9 @@ from rich.table import Table
 
 from vlserve.config import Settings
 from vlserve.runtime.protocol import GenerationRequest, Message, SamplingParams, TextDelta, TextPart
+
+if TYPE_CHECKING:
+    from vlserve.recon3d.refine.options import CharucoSpec
 
 
 def _engine(model: str, device: str, settings: Settings, console: Console) -> Any:
@@ -88,7 +91,7 @@ def run_from_text_model(description: str, *, model: str, out: Path, max_tokens: 
 
 def refine_from_images(answer: dict[str, Any], images: list[Path], out: Path, formats: list[str], *,
                        marker_size_mm: float | None, known_dimension: str | None, settings: Settings,
-                       console: Console) -> dict[str, Any]:
+                       console: Console, charuco: CharucoSpec | None = None) -> dict[str, Any]:
     """Fit ``answer``'s spec to the photos (the service's refinement: isolated worker, same limits
     as a job's) and write ``OUT/refined.*`` beside the model's files; ``result.json`` is rewritten
     with ``refined_spec``, ``refine_report`` and ``refined_files``. Not refined (too few photos
@@ -101,7 +104,8 @@ def refine_from_images(answer: dict[str, Any], images: list[Path], out: Path, fo
     photos = [p.read_bytes() for p in images]
     with console.status(f"structure-from-motion on {len(images)} photos, then fitting the spec"):
         asyncio.run(refine_answer(settings, answer, photos, file_names(images), out, "", formats,
-                                  marker_size_mm=marker_size_mm, known_dimension=known_dimension))
+                                  marker_size_mm=marker_size_mm, known_dimension=known_dimension,
+                                  charuco=charuco))
     report = answer["refine_report"]
     (out / "result.json").write_text(json.dumps(answer, indent=2, ensure_ascii=False))
     if report["refined"]:

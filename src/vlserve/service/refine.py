@@ -2,7 +2,7 @@
 
 "Coarse reasoning + fine fitting" (docs/recon3d.md#refinement). The model writes the spec and it
 is built as always; then :mod:`vlserve.recon3d.refine` measures the object in the same photos
-(pycolmap SfM, metric scale from a printed ArUco marker or one known dimension) and fits the
+(pycolmap SfM, metric scale from a printed ArUco marker, a ChArUco board or one known dimension) and fits the
 spec's lengths. SfM takes seconds to minutes, so:
 
 * the option is taken **only by async jobs** (``POST /jobs``); ``/infer`` and ``/infer_stream``
@@ -21,7 +21,7 @@ decoded and written for COLMAP inside the worker, in a dot-directory of the requ
 directory that no URL can name, and deleted when the refinement ends, whatever the outcome.
 
 :func:`refine_answer` is the one entry point for the job (:func:`refine_job`) and the CLI
-(``vlserve recon3d from-images --refine-marker-mm / --refine-known``).
+(``vlserve recon3d from-images --refine-marker-mm / --refine-charuco / --refine-known``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from vlserve.isolation.pool import (
 from vlserve.jobs.worker import report_progress
 from vlserve.recon3d.build import SPEC_FILE
 from vlserve.recon3d.refine.isolated import PRELOAD, refine_photos
-from vlserve.recon3d.refine.options import known_dimension_text, refine_options, scale_source
+from vlserve.recon3d.refine.options import CharucoSpec, known_dimension_text, refine_options, scale_source
 from vlserve.schemas import InferRequest, RefineOption
 from vlserve.service.artifacts import record_owner
 
@@ -85,7 +85,7 @@ def check_refine(call: Call, settings: Settings) -> RefineOption | None:
         raise RequestError(f"options.refine is an option of task {TASK!r} only", param="refine")
     if not call.job:
         raise RequestError(NEEDS_JOB, param="refine")
-    scale_of(refine)  # a known dimension's name that is blank once trimmed: 4000 now, not after the model
+    scale_of(refine)  # a blank known dimension name, a board that cannot be: 4000 now, not after the model
     limits = settings.recon3d.refine
     if not limits.min_registered <= len(call.images) <= limits.max_photos:
         raise RequestError(f"options.refine needs {limits.min_registered} to {limits.max_photos} photos of the "
@@ -105,10 +105,14 @@ def check_submission(request: InferRequest, settings: Settings) -> None:
         check_refine(call, settings)
 
 
-def scale_of(refine: RefineOption) -> tuple[float | None, str | None]:
-    """``(marker_size_mm, known_dimension)`` for the library from the wire option."""
-    known = refine.known_dimension
-    return refine.marker_size_mm, None if known is None else known_dimension_text(known.parameter, known.mm)
+def scale_of(refine: RefineOption) -> tuple[float | None, str | None, CharucoSpec | None]:
+    """``(marker_size_mm, known_dimension, charuco)`` for the library from the wire option
+    (:class:`~vlserve.recon3d.refine.errors.ScaleError`, 4000, for a board that cannot be)."""
+    known, board = refine.known_dimension, refine.charuco
+    charuco = None if board is None else CharucoSpec(board.squares_x, board.squares_y, board.square_mm,
+                                                     board.marker_mm, board.dictionary)
+    return (refine.marker_size_mm, None if known is None else known_dimension_text(known.parameter, known.mm),
+            charuco)
 
 
 def refine_pool(settings: Settings) -> WorkerPool:
@@ -132,17 +136,17 @@ async def refine_job(settings: Settings, outcome: Outcome, refine: RefineOption)
     assert prepared is not None, "the outcome of a refine job keeps its prepared inputs"
     inp = prepared.task_input
     assert inp.artifacts_dir is not None
-    marker, known = scale_of(refine)
+    marker, known, charuco = scale_of(refine)
     report_progress(0.4)  # the model has answered and its files are built
     await refine_answer(settings, outcome.answer, prepared.photos, photo_names(len(prepared.photos)),
                         inp.artifacts_dir, inp.artifacts_url, formats(inp), marker_size_mm=marker,
-                        known_dimension=known, progress=report_progress)
+                        known_dimension=known, charuco=charuco, progress=report_progress)
     record_owner(inp.artifacts_dir, prepared.key_id)  # the refined files sit beside the model's: same key
 
 
 async def refine_answer(settings: Settings, answer: dict[str, Any], photos: list[bytes], names: list[str],
                         outdir: Path, url_prefix: str, formats: list[str], *, marker_size_mm: float | None,
-                        known_dimension: str | None,
+                        known_dimension: str | None, charuco: CharucoSpec | None = None,
                         progress: Callable[[float], None] | None = None) -> dict[str, Any]:
     """Refine ``answer["spec"]`` against ``photos`` (encoded images named ``names``) and build the
     refined spec into ``outdir`` (``refined.<fmt>``, ``refined.json``); ``answer`` gains
@@ -154,7 +158,8 @@ async def refine_answer(settings: Settings, answer: dict[str, Any], photos: list
     work = outdir / WORKDIR
     try:
         result = await _run_refinement(settings, answer["spec"], photos, names, work,
-                                       marker_size_mm=marker_size_mm, known_dimension=known_dimension)
+                                       marker_size_mm=marker_size_mm, known_dimension=known_dimension,
+                                       charuco=charuco)
     except VlserveError as err:
         _not_refined(answer, err)
         return answer
@@ -176,10 +181,11 @@ async def refine_answer(settings: Settings, answer: dict[str, Any], photos: list
 
 
 async def _run_refinement(settings: Settings, spec: dict[str, Any], photos: list[bytes], names: list[str],
-                          work: Path, *, marker_size_mm: float | None, known_dimension: str | None) -> dict[str, Any]:
+                          work: Path, *, marker_size_mm: float | None, known_dimension: str | None,
+                          charuco: CharucoSpec | None = None) -> dict[str, Any]:
     """The refinement in its worker; every failure as a coded :class:`VlserveError`."""
     cfg = settings.recon3d.refine
-    marker, known = scale_source(marker_size_mm, known_dimension)
+    marker, known, board = scale_source(marker_size_mm, known_dimension, charuco)
     missing = [m for m in ("pycolmap", "cv2") if importlib.util.find_spec(m) is None]
     if missing:
         raise EngineError(f"refinement needs {', '.join(missing)}: install the 'refine' extra "
@@ -188,7 +194,7 @@ async def _run_refinement(settings: Settings, spec: dict[str, Any], photos: list
     try:
         result: dict[str, Any] = await refine_pool(settings).arun(
             refine_photos, spec, photos, names, str(work), marker_size_mm=marker, known_dimension=known,
-            options=refine_options(cfg))
+            options=refine_options(cfg), charuco=board)
     except WorkerTimeout as err:
         raise GeometryLimitError(f"the refinement took longer than {cfg.wall_seconds:g} s "
                                  "(recon3d.refine.wall_seconds) and was stopped") from err

@@ -24,10 +24,12 @@ PRELOAD = ("numpy", "scipy.optimize", "cv2", "pycolmap", "manifold3d", "trimesh"
 
 
 def refine_photos(spec: dict[str, Any], photos: list[bytes], names: list[str], workdir: str, *,
-                  marker_size_mm: float | None, known_dimension: str | None, options: Any) -> dict[str, Any]:
+                  marker_size_mm: float | None, known_dimension: str | None, options: Any,
+                  charuco: Any = None) -> dict[str, Any]:
     """Refine ``spec`` against ``photos`` (encoded images; ``names``: their file names, ``.png``).
 
-    Returns ``{"spec": refined spec, "report": report}``, both JSON-able. Raises
+    ``charuco``: a :class:`~vlserve.recon3d.refine.options.CharucoSpec` instead of a marker size
+    or known dimension. Returns ``{"spec": refined spec, "report": report}``, both JSON-able. Raises
     :class:`RefineError` (4000) for photos that cannot be decoded and whatever
     :func:`~vlserve.recon3d.refine.pipeline.refine` raises (too few views, no scale, a fit that
     cannot start).
@@ -37,7 +39,7 @@ def refine_photos(spec: dict[str, Any], photos: list[bytes], names: list[str], w
     root = Path(workdir)
     paths = write_photos(photos, names, root / "photos")
     result = refine(spec, paths, marker_size_mm=marker_size_mm, known_dimension=known_dimension,
-                    options=options, workdir=root / "sfm")
+                    options=options, workdir=root / "sfm", charuco=charuco)
     return {"spec": plain(result.spec), "report": plain(result.report)}
 
 

@@ -4,8 +4,9 @@
            ──object_points──▶ the object's points ──fit_spec(spec)──▶ refined spec + report
 
 The model (or a person) supplies the topology and rough numbers; the photos supply the
-measurements. Scale comes from a printed ArUco marker (``marker_size_mm``) or from one known
-dimension of the spec (``known_dimension="f.diameter=80"``); one of the two is required.
+measurements. Scale comes from a printed ArUco marker (``marker_size_mm``), a printed ChArUco
+board (``charuco=CharucoSpec(5, 7, 30, 22, "DICT_5X5_100")``) or from one known dimension of the
+spec (``known_dimension="f.diameter=80"``); exactly one is required.
 
 When the photos cannot measure the object (too few register, no marker in them, too few points
 on the object), :func:`refine` raises :class:`RefineError`; with ``on_failure="keep"`` it
@@ -22,8 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vlserve.recon3d.refine.charuco import charuco_frame
 from vlserve.recon3d.refine.errors import RefineError, ScaleError, TooFewViewsError
 from vlserve.recon3d.refine.fit import FitOptions, FitResult, fit_spec
+from vlserve.recon3d.refine.options import SCALE_SOURCES, CharucoSpec
 from vlserve.recon3d.refine.params import describe, parse_known_dimension, spec_parameters
 from vlserve.recon3d.refine.points import object_points
 from vlserve.recon3d.refine.scale import marker_frame, plane_frame
@@ -72,6 +75,7 @@ def refine(
     options: RefineOptions | None = None,
     workdir: Path | None = None,
     on_failure: Literal["raise", "keep"] = "raise",
+    charuco: CharucoSpec | None = None,
 ) -> RefineResult:
     """Refine ``spec`` against ``photos`` (raises RefineError / SpecError, code 4000).
 
@@ -83,8 +87,8 @@ def refine(
     options = options or RefineOptions()
     started = time.monotonic()
     model = load_spec(spec)
-    if (marker_size_mm is None) == (known_dimension is None):
-        raise ScaleError("give exactly one source of scale: a marker size (mm) or a known dimension PARAM=VALUE")
+    if sum(x is not None for x in (marker_size_mm, known_dimension, charuco)) != 1:
+        raise ScaleError(SCALE_SOURCES)
     known = None
     if known_dimension is not None:
         # checked before the slow SfM: a typo in the name fails at once
@@ -92,7 +96,10 @@ def refine(
     sfm: SfmResult | None = None
     try:
         sfm = run_sfm(photos, options=options.sfm, workdir=workdir)
-        frame = marker_frame(sfm, marker_size_mm) if marker_size_mm is not None else plane_frame(sfm)
+        if charuco is not None:
+            frame = charuco_frame(sfm, charuco)
+        else:
+            frame = marker_frame(sfm, marker_size_mm) if marker_size_mm is not None else plane_frame(sfm)
         selected = object_points(sfm.points, sfm.errors, frame, max_error_px=options.max_reprojection_error_px)
         if len(selected.points) < options.min_object_points:
             raise RefineError(
@@ -124,7 +131,12 @@ def refine(
     warnings = list(fitted.notes)
     if len(sfm.views) < FEW_VIEWS:
         warnings.append(f"only {len(sfm.views)} photos registered: dimensions may be off by several per cent")
-    if frame.metric and frame.marker_side_spread > 0.03:
+    if frame.board and frame.marker_side_spread > 0.03:
+        warnings.append(
+            f"the ChArUco board's corner distances give scales {100 * frame.marker_side_spread:.1f} % apart "
+            "(10th to 90th percentile): are its sizes right, is it printed at 100 % and lying flat?"
+        )
+    elif frame.metric and frame.marker_side_spread > 0.03:
         warnings.append(
             f"the marker's measured sides differ by {100 * frame.marker_side_spread:.1f} %: "
             "is it printed square and lying flat?"
@@ -143,6 +155,8 @@ def refine(
             "metric_marker": frame.metric,
             "marker_views": list(frame.marker_views),
             "marker_side_spread": round(frame.marker_side_spread, 4),
+            "corners": frame.corners,
+            "charuco": frame.board,
         },
         "object_points": int(len(selected.points)),
         "parameters": [

@@ -1,4 +1,5 @@
-"""A small CPU renderer for testing refinement: textured object on a table with an ArUco marker.
+"""A small CPU renderer for testing refinement: textured object on a table with an ArUco marker
+(or a ChArUco board).
 
 Photos with known geometry are what the refinement harness and its tests need: the object's
 mesh (from a known spec) stands on a textured ground plane beside a printed ArUco marker, and
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vlserve.recon3d.refine._deps import require
+
+if TYPE_CHECKING:
+    from vlserve.recon3d.refine.options import CharucoSpec
 
 LIGHT = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])
 ARUCO_DICT = "DICT_4X4_50"
@@ -62,6 +66,21 @@ class Marker:
                 [cx - h, cy - h, ground_z],
             ]
         )
+
+
+@dataclass(frozen=True)
+class Board:
+    """A printed ChArUco board lying on the ground, centred at ``center``: its squares run along
+    world x (columns) and world −y (rows, as the board image's rows go down), on a white sheet
+    with a margin of one square."""
+
+    spec: CharucoSpec
+    center: tuple[float, float]
+
+    @property
+    def sheet_mm(self) -> tuple[float, float]:
+        """(width, height) of the sheet, margin included."""
+        return ((self.spec.squares_x + 2) * self.spec.square_mm, (self.spec.squares_y + 2) * self.spec.square_mm)
 
 
 def value_noise(points: NDArray[np.float64], cell: float, seed: int) -> NDArray[np.float64]:
@@ -138,6 +157,7 @@ class Scene:
         marker: Marker | None = None,
         ground_size: float | None = None,
         seed: int = 0,
+        board: Board | None = None,
     ) -> None:
         trimesh = require("trimesh")
         lo, hi = vertices.min(axis=0), vertices.max(axis=0)
@@ -158,6 +178,8 @@ class Scene:
         self.object_faces = len(faces)
         self.mesh = trimesh.Trimesh(all_vertices, np.vstack([faces, ground_faces]), process=False)
         self._marker_image = _marker_bitmap(marker) if marker else None
+        self.board = board
+        self._board_image = _board_bitmap(board.spec) if board else None
 
     def render(
         self, cam_from_world: NDArray[np.float64], K: NDArray[np.float64], width: int, height: int, ss: int = 1
@@ -185,6 +207,9 @@ class Scene:
         colour[ground] = 0.5 + 0.25 * solid_texture(points[ground], self.size * 0.05, self.seed + 17)
         if self.marker is not None and self._marker_image is not None:
             colour[ground] = self._paint_marker(points[ground], colour[ground])
+        if self.board is not None and self._board_image is not None:
+            colour[ground] = _paint_sheet(points[ground], colour[ground], self._board_image, self.board.center,
+                                          self.board.sheet_mm)
         normals = self.mesh.face_normals[tri]
         lambert = 0.55 + 0.45 * np.abs(normals @ LIGHT)
         return colour * lambert[:, None]
@@ -204,6 +229,35 @@ class Scene:
         out = colour.copy()
         out[inside] = (bitmap[rows, cols] / 255.0)[:, None] * 0.92 + 0.04
         return out
+
+
+def _paint_sheet(
+    points: NDArray[np.float64],
+    colour: NDArray[np.float64],
+    bitmap: NDArray[np.uint8],
+    center: tuple[float, float],
+    size_mm: tuple[float, float],
+) -> NDArray[np.float64]:
+    """``colour`` with the grey ``bitmap`` printed on a ``size_mm`` sheet centred at ``center``
+    (image rows along world −y)."""
+    sx = (points[:, 0] - center[0]) / size_mm[0] + 0.5
+    sy = 0.5 - (points[:, 1] - center[1]) / size_mm[1]
+    inside = (sx >= 0) & (sx < 1) & (sy >= 0) & (sy < 1)
+    rows_px, cols_px = bitmap.shape
+    cols = np.clip((sx[inside] * cols_px).astype(np.int64), 0, cols_px - 1)
+    rows = np.clip((sy[inside] * rows_px).astype(np.int64), 0, rows_px - 1)
+    out = colour.copy()
+    out[inside] = (bitmap[rows, cols] / 255.0)[:, None] * 0.92 + 0.04
+    return out
+
+
+def _board_bitmap(spec: CharucoSpec, px_per_square: int = 80) -> NDArray[np.uint8]:
+    """The board as OpenCV draws it (``CharucoBoard.generateImage``), with a one-square white margin."""
+    from vlserve.recon3d.refine.charuco import cv2_board
+
+    cv2 = require("cv2")
+    size = ((spec.squares_x + 2) * px_per_square, (spec.squares_y + 2) * px_per_square)
+    return np.asarray(cv2_board(cv2, spec).generateImage(size, marginSize=px_per_square), dtype=np.uint8)
 
 
 def _marker_bitmap(marker: Marker) -> NDArray[np.uint8]:
@@ -231,21 +285,33 @@ def render_views(
     marker_size: float | None = None,
     seed: int = 0,
     closeness: float = 1.0,
+    charuco: CharucoSpec | None = None,
 ) -> tuple[Scene, list[View]]:
     """Render the object (mm, z up) from ``n_views`` cameras on two rings; a marker of
-    ``marker_size`` mm beside it; ``closeness`` scales the camera distance (smaller: closer)."""
+    ``marker_size`` mm beside it, or the ChArUco board ``charuco`` (not both); ``closeness``
+    scales the camera distance (smaller: closer)."""
     lo, hi = vertices.min(axis=0), vertices.max(axis=0)
     extent = hi - lo
     marker = None
     if marker_size:
         gap = 0.6 * marker_size + 0.5 * max(extent[0], extent[1]) + 0.15 * marker_size
         marker = Marker(marker_size, (float((lo[0] + hi[0]) / 2 + gap), float((lo[1] + hi[1]) / 2)))
-    scene = Scene(vertices, faces, marker=marker, seed=seed)
+    board = None
+    if charuco is not None:
+        if marker is not None:
+            raise ValueError("render a marker or a ChArUco board, not both")
+        width_mm = charuco.squares_x * charuco.square_mm
+        gap = 0.5 * max(extent[0], extent[1]) + 0.5 * width_mm + charuco.square_mm
+        board = Board(charuco, (float((lo[0] + hi[0]) / 2 + gap), float((lo[1] + hi[1]) / 2)))
+    scene = Scene(vertices, faces, marker=marker, seed=seed, board=board)
     target = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] + 0.3 * extent[2]])
-    if marker is not None:
+    if marker is not None or board is not None:
         # aim between the object and the marker: both in frame from most of the ring
-        target[0] += 0.5 * (marker.center[0] - target[0])
+        beside = marker.center[0] if marker is not None else board.center[0]  # type: ignore[union-attr]
+        target[0] += 0.5 * (beside - target[0])
     span = float(np.linalg.norm(extent)) + (marker_size if marker_size else 0.0)
+    if charuco is not None:
+        span += charuco.square_mm * max(charuco.squares_x, charuco.squares_y)
     K = intrinsics(width, height)
     distance = closeness * span * K[0, 0] / width
     views = [scene.render(c, K, width, height) for c in ring_cameras(n_views, target, distance)]

@@ -44,7 +44,12 @@ class WorldFrame:
     """``marker DICT_4X4_50 id 0 in 12 views`` or ``dominant plane``"""
     marker_views: tuple[str, ...] = ()
     marker_side_spread: float = 0.0
-    """relative spread (max−min)/mean of the four triangulated sides: a check on the measurement"""
+    """relative spread (max−min)/mean of the four triangulated sides: a check on the measurement
+    (a ChArUco board: (p90 − p10)/median of the scale over its corner pairs)"""
+    corners: int = 0
+    """corners of the marker (4) or the ChArUco board triangulated for the scale"""
+    board: bool = False
+    """True when a ChArUco board gave the scale (:mod:`.charuco`)"""
 
     def apply(self, points: NDArray[np.float64]) -> NDArray[np.float64]:
         """(n, 3) reconstruction points → world."""
@@ -132,6 +137,7 @@ def _frame_from_corners(
         f"{source} in {len(views)} views",
         tuple(v.name for v in views),
         spread,
+        corners=4,
     )
 
 
