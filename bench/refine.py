@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import pickle
 import sys
 import tempfile
 import time
@@ -41,11 +43,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from vlserve.recon3d import compile_spec  # noqa: E402
+from vlserve.recon3d.refine.errors import RefineError  # noqa: E402
 from vlserve.recon3d.refine.fit import FitOptions  # noqa: E402
 from vlserve.recon3d.refine.params import spec_parameters  # noqa: E402
-from vlserve.recon3d.refine.pipeline import RefineOptions, refine  # noqa: E402
+from vlserve.recon3d.refine.pipeline import RefineOptions, refine_measured, unrefined_result  # noqa: E402
 from vlserve.recon3d.refine.render import as_mesh, render_views, save_views  # noqa: E402
-from vlserve.recon3d.refine.sfm import SfmOptions  # noqa: E402
+from vlserve.recon3d.refine.scale import WorldFrame, marker_frame  # noqa: E402
+from vlserve.recon3d.refine.sfm import CameraView, SfmOptions, SfmResult, run_sfm  # noqa: E402
+from vlserve.recon3d.validation import load_spec  # noqa: E402
+from vlserve.testing.refine_objects import BLOCK, BRACKET, FLANGE  # noqa: E402
 
 MARKER_MM = 40.0
 SUBSETS = {16: list(range(16)), 12: [i for i in range(16) if i % 4 != 3], 8: list(range(0, 16, 2)), 4: [0, 4, 8, 12]}
@@ -69,14 +75,7 @@ def _boss_top(spec: dict[str, Any]) -> float:
 
 OBJECTS: dict[str, tuple[dict[str, Any], list[Dim]]] = {
     "block": (
-        {
-            "spec_version": "1.0",
-            "name": "block with boss",
-            "parts": [
-                {"id": "base", "shape": "box", "size": {"x": 60, "y": 40, "z": 20}},
-                {"id": "boss", "shape": "cylinder", "size": {"diameter": 24, "height": 16}, "position": [8, 0, 18]},
-            ],
-        },
+        BLOCK,
         # the boss's bottom is hidden inside the block: its top is what the photos measure
         [
             _field("base", "x"),
@@ -87,38 +86,11 @@ OBJECTS: dict[str, tuple[dict[str, Any], list[Dim]]] = {
         ],
     ),
     "flange": (
-        {
-            "spec_version": "1.0",
-            "name": "flange",
-            "parts": [
-                {
-                    "id": "f",
-                    "template": "flange",
-                    "params": {
-                        "diameter": 80,
-                        "thickness": 16,
-                        "bore_size": 24,
-                        "bolt_count": 6,
-                        "bolt_diameter": 10,
-                        "bolt_circle_diameter": 58,
-                    },
-                }
-            ],
-        },
+        FLANGE,
         [_field("f", k) for k in ("diameter", "thickness", "bore_size", "bolt_diameter", "bolt_circle_diameter")],
     ),
     "bracket": (
-        {
-            "spec_version": "1.0",
-            "name": "bracket",
-            "parts": [
-                {
-                    "id": "b",
-                    "template": "bracket",
-                    "params": {"length": 70, "height": 50, "width": 40, "thickness": 8, "hole_diameter": 12},
-                }
-            ],
-        },
+        BRACKET,
         [_field("b", k) for k in ("length", "height", "width", "thickness", "hole_diameter")],
     ),
 }
@@ -168,6 +140,75 @@ def dim_errors(spec: dict[str, Any], truth: dict[str, Any], dims: list[Dim]) -> 
     return [abs(f(spec) / f(truth) - 1) for _, f in dims]
 
 
+def _strip(sfm: SfmResult) -> SfmResult:
+    """A picklable copy of an SfM result: arrays, names and cameras, without the reconstruction."""
+    views = [CameraView(v.name, v.cam_from_world, v.camera) for v in sfm.views]
+    return dataclasses.replace(sfm, views=views, reconstruction=None)
+
+
+def render_cached(name: str, args: argparse.Namespace, root: Path, n_views: int) -> tuple[list[Path], float]:
+    """The object's rendered photos (from ``--cache`` when there, keyed by object, size,
+    closeness, seed and view count) and the seconds rendering took (0 when cached)."""
+    truth, _ = OBJECTS[name]
+    key = f"{name}-{args.width}x{args.height}-c{args.closeness:g}-s{args.seed}-n{n_views}"
+    folder = (args.cache or root) / key
+    done = folder / "cameras.npz"
+    if args.cache and done.is_file():
+        return sorted(folder.glob("view_*.png")), 0.0
+    vertices, faces = as_mesh(compile_spec(truth))
+    started = time.perf_counter()
+    scene, rendered = render_views(
+        vertices,
+        faces,
+        n_views,
+        width=args.width,
+        height=args.height,
+        marker_size=MARKER_MM,
+        seed=args.seed,
+        closeness=args.closeness,
+    )
+    paths = save_views(rendered, folder)
+    # the true cameras and marker: what diagnostics compare SfM and the marker scale with
+    np.savez(
+        done,
+        cam_from_world=np.array([v.cam_from_world for v in rendered]),
+        K=rendered[0].K,
+        marker_center=np.array(scene.marker.center if scene.marker else (0.0, 0.0)),
+    )
+    return paths, time.perf_counter() - started
+
+
+def measure_cached(
+    paths: list[Path], args: argparse.Namespace, options: RefineOptions
+) -> tuple[SfmResult | None, WorldFrame | None, RefineError | None, float]:
+    """SfM (from ``--cache`` when there) and the marker frame of ``paths``, or the error. The
+    marker is found afresh each run (seconds): only the slow SfM is kept."""
+    key = f"sfm-f{args.features}-s{args.seed}-" + "-".join(p.stem.split("_")[-1] for p in paths) + ".pkl"
+    file = paths[0].parent / key
+    sfm: SfmResult | None = None
+    error: RefineError | None = None
+    seconds = 0.0
+    if args.cache and file.is_file():
+        with file.open("rb") as fh:
+            sfm, error = pickle.load(fh)  # noqa: S301 — our own cache
+    else:
+        started = time.perf_counter()
+        try:
+            sfm = _strip(run_sfm(paths, options=options.sfm))
+        except RefineError as err:
+            error = err
+        seconds = time.perf_counter() - started
+        if args.cache:
+            with file.open("wb") as fh:
+                pickle.dump((sfm, error), fh)
+    if sfm is None or error is not None:
+        return sfm, None, error, seconds
+    try:
+        return sfm, marker_frame(sfm, MARKER_MM), None, seconds
+    except RefineError as err:
+        return sfm, None, err, seconds
+
+
 def run_object(name: str, args: argparse.Namespace, root: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """Render one object, refine its perturbed spec at each view count: its table lines and rows."""
     views = [int(v) for v in args.views.split(",")]
@@ -178,20 +219,7 @@ def run_object(name: str, args: argparse.Namespace, root: Path) -> tuple[list[st
     truth, dims = OBJECTS[name]
     # one generator per object: its perturbation does not depend on which others run
     guess = perturb(truth, np.random.default_rng([args.seed, list(OBJECTS).index(name)]))
-    vertices, faces = as_mesh(compile_spec(truth))
-    started = time.perf_counter()
-    _, rendered = render_views(
-        vertices,
-        faces,
-        max(views),
-        width=args.width,
-        height=args.height,
-        marker_size=MARKER_MM,
-        seed=args.seed,
-        closeness=args.closeness,
-    )
-    render_s = time.perf_counter() - started
-    paths = save_views(rendered, root / name)
+    paths, render_s = render_cached(name, args, root, max(views))
     c0, f1_0, f2_0 = surface_metrics(guess, truth)
     e0 = dim_errors(guess, truth, dims)
     lines: list[str] = []
@@ -200,9 +228,17 @@ def run_object(name: str, args: argparse.Namespace, root: Path) -> tuple[list[st
     for n in views:
         subset = [paths[i] for i in SUBSETS.get(n, list(range(n)))]
         t = time.perf_counter()
+        sfm, frame, error, sfm_s = measure_cached(subset, args, options)
+        if args.sfm_only:
+            _progress(args, f"{name} {n} views: SfM {sfm_s:.0f} s" + (f" ({error.message})" if error else ""))
+            continue
         # what a job does: keep the spec, with the reason, when the photos cannot measure it
-        result = refine(guess, subset, marker_size_mm=MARKER_MM, options=options, on_failure="keep")
-        seconds = time.perf_counter() - t
+        if error is not None or sfm is None or frame is None:
+            assert error is not None
+            result = unrefined_result(load_spec(guess), subset, sfm, error, 0.0)
+        else:
+            result = refine_measured(guess, sfm, frame, options=options, on_failure="keep")
+        seconds = sfm_s + time.perf_counter() - t
         if not result.refined:
             lines.append(f"{name:<8} {n:>5}   not refined ({seconds:.0f} s): {(result.reason or '')[:100]}")
             rows.append({"object": name, "views": n, "ok": False})
@@ -225,14 +261,15 @@ def run_object(name: str, args: argparse.Namespace, root: Path) -> tuple[list[st
             f"{n} views: " + ", ".join(f"{label} {100 * (f(result.spec) / f(truth) - 1):+.2f} %" for label, f in dims)
         )
     before = ", ".join(f"{label} {100 * (f(guess) / f(truth) - 1):+.1f} %" for label, f in dims)
-    lines.append(f"{'':<8} render {max(views)} views {render_s:.0f} s; perturbed: {before}")
+    cached = " (cached)" if not render_s else f" {render_s:.0f} s"
+    lines.append(f"{'':<8} render {max(views)} views{cached}; perturbed: {before}")
     lines.extend(f"{'':<8} after {d}" for d in details)
     return lines, rows
 
 
 def _progress(args: argparse.Namespace, line: str) -> None:
     # parallel runs print each row to stderr as it lands; the table on stdout comes at the end
-    if args.jobs > 1:
+    if args.jobs > 1 or args.sfm_only:
         print(line, file=sys.stderr, flush=True)
 
 
@@ -248,7 +285,14 @@ def main() -> None:
     parser.add_argument("--fit-evaluations", type=int, default=1500)
     parser.add_argument("--jobs", type=int, default=1, help="objects refined in parallel processes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep", type=Path, default=None, help="keep the renders in this folder")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep renders and SfM results in this folder (keyed by object, size, closeness, seed, views, "
+        "features) and reuse them: a second run only fits",
+    )
+    parser.add_argument("--sfm-only", action="store_true", help="render and run SfM into --cache, no fit")
     args = parser.parse_args()
     views = [int(v) for v in args.views.split(",")]
     names = args.objects.split(",")
@@ -264,7 +308,7 @@ def main() -> None:
     print("-" * len(header), flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="vlserve-refine-bench-") as tmp:
-        root = args.keep or Path(tmp)
+        root = Path(tmp)
         if args.jobs > 1:
             with ProcessPoolExecutor(max_workers=args.jobs) as pool:
                 outcomes = list(pool.map(run_object, names, [args] * len(names), [root] * len(names)))

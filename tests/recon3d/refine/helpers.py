@@ -9,16 +9,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vlserve.recon3d import compile_spec
+from vlserve.testing.refine_objects import BLOCK, BRACKET, FLANGE
 
-BLOCK: dict[str, Any] = {
-    "spec_version": "1.0",
-    "name": "block with boss",
-    "parts": [
-        {"id": "base", "shape": "box", "size": {"x": 60, "y": 40, "z": 20}},
-        {"id": "boss", "shape": "cylinder", "size": {"diameter": 24, "height": 16}, "position": [8, 0, 18]},
-    ],
-}
-
+__all__ = ["BLOCK", "BRACKET", "FLANGE", "perturbed", "ring", "seen_points", "size_of", "surface_points"]
 
 def perturbed(spec: dict[str, Any], factors: dict[str, float]) -> dict[str, Any]:
     """A copy of ``spec`` with ``{"part.field": factor}`` applied to sizes/params (and positions
@@ -69,26 +62,6 @@ def size_of(spec: dict[str, Any], name: str) -> float:
     if field.startswith("position."):
         return float(part["position"]["xyz".index(field[-1])])
     return float((part.get("size") or part["params"])[field])
-
-
-FLANGE: dict[str, Any] = {
-    "spec_version": "1.0",
-    "name": "flange",
-    "parts": [
-        {
-            "id": "f",
-            "template": "flange",
-            "params": {
-                "diameter": 80,
-                "thickness": 16,
-                "bore_size": 24,
-                "bolt_count": 6,
-                "bolt_diameter": 10,
-                "bolt_circle_diameter": 58,
-            },
-        }
-    ],
-}
 
 
 def ring(n: int, distance: float, elevation_deg: float = 35.0) -> NDArray[np.float64]:

@@ -28,8 +28,8 @@ from vlserve.recon3d.refine.errors import RefineError, ScaleError, TooFewViewsEr
 from vlserve.recon3d.refine.fit import FitOptions, FitResult, fit_spec
 from vlserve.recon3d.refine.options import SCALE_SOURCES, CharucoSpec
 from vlserve.recon3d.refine.params import describe, parse_known_dimension, spec_parameters
-from vlserve.recon3d.refine.points import object_points
-from vlserve.recon3d.refine.scale import marker_frame, plane_frame
+from vlserve.recon3d.refine.points import level_frame, object_points
+from vlserve.recon3d.refine.scale import WorldFrame, marker_frame, plane_frame
 from vlserve.recon3d.refine.sfm import SfmOptions, SfmResult, run_sfm
 from vlserve.recon3d.refine.sightlines import Sightlines
 from vlserve.recon3d.spec import ObjectSpec
@@ -100,6 +100,33 @@ def refine(
             frame = charuco_frame(sfm, charuco)
         else:
             frame = marker_frame(sfm, marker_size_mm) if marker_size_mm is not None else plane_frame(sfm)
+    except RefineError as err:
+        if on_failure != "keep":
+            raise
+        return unrefined_result(model, photos, sfm, err, time.monotonic() - started)
+    return refine_measured(model, sfm, frame, known=known, options=options, on_failure=on_failure, started=started)
+
+
+def refine_measured(
+    model: ObjectSpec,
+    sfm: SfmResult,
+    frame: WorldFrame,
+    *,
+    known: tuple[Any, float] | None = None,
+    options: RefineOptions | None = None,
+    on_failure: Literal["raise", "keep"] = "raise",
+    started: float | None = None,
+) -> RefineResult:
+    """The part of :func:`refine` after structure-from-motion and scale: the object's points,
+    free space, the fit and the report (``known``: a parsed known dimension, without a marker).
+    Separate so that a harness can keep SfM results and re-run only the fit."""
+    model = load_spec(model)
+    options = options or RefineOptions()
+    started = time.monotonic() if started is None else started
+    photos = list(sfm.photos)
+    # the table around the object fixes the ground plane better than the marker's four corners
+    frame, tilt = level_frame(frame, sfm.points, sfm.errors, max_error_px=options.max_reprojection_error_px)
+    try:
         selected = object_points(sfm.points, sfm.errors, frame, max_error_px=options.max_reprojection_error_px)
         if len(selected.points) < options.min_object_points:
             raise RefineError(
@@ -126,7 +153,7 @@ def refine(
     except RefineError as err:
         if on_failure != "keep":
             raise
-        return _unrefined(model, photos, sfm, err, time.monotonic() - started)
+        return unrefined_result(model, photos, sfm, err, time.monotonic() - started)
     refined = load_spec(fitted.spec).model_dump(mode="json", exclude_none=True)
     warnings = list(fitted.notes)
     if len(sfm.views) < FEW_VIEWS:
@@ -155,6 +182,7 @@ def refine(
             "metric_marker": frame.metric,
             "marker_views": list(frame.marker_views),
             "marker_side_spread": round(frame.marker_side_spread, 4),
+            "levelled_deg": round(tilt, 3),
             "corners": frame.corners,
             "charuco": frame.board,
         },
@@ -184,7 +212,7 @@ def refine(
     return RefineResult(refined, report, fitted, sfm)
 
 
-def _unrefined(
+def unrefined_result(
     model: ObjectSpec, photos: list[Path], sfm: SfmResult | None, err: RefineError, seconds: float
 ) -> RefineResult:
     """The spec as given, with a report that says why it was not refined."""

@@ -84,7 +84,10 @@ def marker_frame(sfm: SfmResult, marker_size_mm: float, *, min_views: int = MIN_
 
 def _detect(cv2: Any, dictionary: str, images: dict[str, Any]) -> dict[str, dict[int, NDArray[np.float64]]]:
     params = cv2.aruco.DetectorParameters()
-    params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
+    # AprilTag's edge-fit refinement: on rendered photos it put the corners within 0.02 px of the
+    # truth on average (0.4 px spread); SUBPIX left them 1.4 px inside the marker on average, up
+    # to 26 px off where the object hid part of it, and the marker's scale came out 1-1.6 % large
+    params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_APRILTAG
     detector = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, dictionary)), params)
     out: dict[str, dict[int, NDArray[np.float64]]] = {}
     for name, image in images.items():
