@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import math
+import socket
 import subprocess
 import sys
 import time
@@ -111,6 +112,25 @@ def test_cancelling_a_stream_frees_the_upstream_row(gw: str, upstream: str) -> N
         time.sleep(0.1)
 
 
+def test_a_caller_leaving_infer_frees_the_upstream_row(gw: str, upstream: str) -> None:
+    """``/infer`` asks the upstream for a whole answer; a caller that disconnects still frees the
+    upstream's row at once (the gateway drops the upstream connection, the upstream aborts)."""
+    body = json.dumps({"task": "vqa", "images": [png_uri(8)], "text": "Talk",
+                       "options": {"max_tokens": 3000, "temperature": 1.0, "seed": 7}}).encode()
+    host, port = gw.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /infer HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        deadline = time.monotonic() + 60
+        while metric(upstream, "vlserve_running_requests") != 1:
+            assert time.monotonic() < deadline, "the request never reached the upstream"
+            time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while metric(upstream, "vlserve_running_requests") != 0:
+        assert time.monotonic() < deadline, "the upstream kept generating for a caller that left"
+        time.sleep(0.1)
+
+
 def test_engine_direct_structured_logprobs_and_tokens(upstream: str) -> None:
     image = Image.fromarray(np.random.default_rng(6).integers(0, 256, (2000, 3000, 3), dtype=np.uint8))
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
@@ -133,6 +153,60 @@ def test_engine_direct_structured_logprobs_and_tokens(upstream: str) -> None:
     assert result.logprobs and all(len(t.top) == 1 for t in result.logprobs)
     mean = sum(t.logprob for t in result.logprobs) / len(result.logprobs)
     assert result.confidence == pytest.approx(math.exp(mean))
+
+
+def test_whole_answers_equal_streamed_ones(upstream: str) -> None:
+    """``incremental=False`` (``/infer``, jobs) asks the upstream for one JSON answer: same text,
+    usage and confidence as the token stream, one delta."""
+    async def run(incremental: bool) -> tuple[list[TextDelta], GenerationResult]:
+        eng = engine(upstream)
+        request = GenerationRequest([Message("user", [ImagePart(Image.new("RGB", (64, 48), "teal")),
+                                                      TextPart("Describe")])],
+                                    SamplingParams(max_tokens=12, logprobs=2), incremental=incremental)
+        try:
+            events = [event async for event in eng.stream(request)]
+        finally:
+            await eng.aclose()
+        assert isinstance(events[-1], GenerationResult)
+        return [d for d in events if isinstance(d, TextDelta)], events[-1]
+
+    (streamed, s), (whole, w) = asyncio.run(run(True)), asyncio.run(run(False))
+    assert len(streamed) > 1 and len(whole) == 1
+    assert w.text == s.text == "".join(d.text for d in streamed) == whole[0].text
+    assert (w.usage, w.finish_reason) == (s.usage, s.finish_reason)
+    assert w.confidence == pytest.approx(s.confidence) and len(w.logprobs or []) == len(s.logprobs or [])
+
+
+def test_infer_asks_for_a_whole_answer_and_infer_stream_for_a_stream(tmp_path: Path) -> None:
+    fake = FakeVllm(words=("Hello", " there"))
+    with fake.serve() as url, gateway(gateway_settings(tmp_path, [url], dialect="vllm")) as gw:
+        body = {"task": "vqa", "images": [png_uri(7)], "text": "What is it?"}
+        answer = httpx.post(gw + "/infer", json=body, timeout=60).json()
+        assert answer["code"] == 0 and answer["result"]["answer"] == "Hello there", answer
+        assert 0 < answer["result"]["confidence"] < 1
+        with httpx.stream("POST", gw + "/infer_stream", json=body, timeout=60) as response:
+            tokens = [line for line in response.iter_lines() if line.startswith("event: token")]
+    whole, streamed = fake.bodies
+    assert whole["stream"] is False and "stream_options" not in whole  # vLLM refuses stream_options alone
+    assert streamed["stream"] is True and streamed["stream_options"] == {"include_usage": True}
+    assert len(tokens) == 2
+
+
+def test_an_oversized_whole_answer_is_an_upstream_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeVllm(words=("x" * 5000,))
+    with fake.serve() as url:
+        async def run() -> None:
+            eng = RemoteEngine(url, Upstream(upstreams=[url]), VisionSettings(), name="v")
+            try:
+                await eng.generate(GenerationRequest([Message("user", "hi")], incremental=False))
+            finally:
+                await eng.aclose()
+
+        monkeypatch.setattr("vlserve.runtime.remote.MAX_ANSWER_BYTES", 4096)
+        with pytest.raises(errors.UpstreamError, match="oversized answer"):
+            asyncio.run(run())
+        monkeypatch.undo()
+        asyncio.run(run())  # within the limit: answered
 
 
 def test_upstream_refusal_is_a_request_error_with_its_message(upstream: str) -> None:

@@ -118,7 +118,8 @@ def metric(url: str, name: str) -> float:
 
 class FakeVllm:
     """A stand-in for a vLLM server (external boundary): records request bodies; answers each with
-    ``words`` streamed ``delay`` seconds apart; reports ``waiting`` on ``/metrics``."""
+    ``words`` streamed ``delay`` seconds apart (or, without ``stream``, as one JSON body after as
+    long); reports ``waiting`` on ``/metrics``."""
 
     def __init__(self, *, words: tuple[str, ...] = ("Hello", " there"), delay: float = 0.0,
                  waiting: int = 0) -> None:
@@ -146,6 +147,18 @@ class FakeVllm:
         if last == "please wait":
             return JSONResponse({"error": {"message": "busy"}}, status_code=429, headers={"Retry-After": "7"})
 
+        usage = {"prompt_tokens": 7, "completion_tokens": len(self.words), "total_tokens": 7 + len(self.words)}
+        if body.get("stream") is not True:  # vLLM's whole answer: one JSON body
+            self.in_flight += 1
+            try:
+                await asyncio.sleep(self.delay * len(self.words))
+            finally:
+                self.in_flight -= 1
+            logprobs = [{"token": word, "logprob": -0.5, "top_logprobs": []} for word in self.words]
+            return JSONResponse({"object": "chat.completion", "usage": usage, "choices": [{
+                "index": 0, "message": {"role": "assistant", "content": "".join(self.words)},
+                "finish_reason": "stop", "logprobs": {"content": logprobs}}]})
+
         async def chunks() -> AsyncIterator[bytes]:
             self.in_flight += 1
             try:
@@ -157,7 +170,6 @@ class FakeVllm:
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
                 end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
                 yield f"data: {json.dumps(end)}\n\n".encode()
-                usage = {"prompt_tokens": 7, "completion_tokens": len(self.words), "total_tokens": 7 + len(self.words)}
                 yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
                 yield b"data: [DONE]\n\n"
             finally:

@@ -104,6 +104,9 @@ class GenerationRequest:
     # service puts the API key here under cache.scope = "key"); "" is the shared scope, None: keep
     # nothing of this request (privacy mode).
     cache_scope: str | None = ""
+    # False: the caller reads only the finished answer (``/infer``, jobs), so an engine may deliver
+    # it whole (a remote one asks its upstream for one JSON answer instead of a token stream).
+    incremental: bool = True
 
 
 @dataclass

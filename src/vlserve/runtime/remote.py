@@ -78,6 +78,9 @@ log = logging.getLogger("vlserve.remote")
 MAX_ERROR_BYTES = 64 * 1024
 #: One SSE line at most this long: a chunk carries a few tokens and their alternatives.
 MAX_LINE_BYTES = 1 << 20
+#: A whole (non-streamed) answer read at most this far: every token with 20 alternatives of a
+#: 32 k-token answer stays below it; beyond, the upstream is misbehaving.
+MAX_ANSWER_BYTES = 64 << 20
 #: Bodies of the small side requests (``/v1/models``, health) read at most this far.
 MAX_SIDE_BYTES = 1 << 20
 #: An upstream's Prometheus ``/metrics`` page read at most this far.
@@ -118,6 +121,11 @@ class Outgoing:
         head = b'{"model":' + json.dumps(model).encode()
         return head + (b"}" if self._encoded == b"{}" else b"," + self._encoded[1:])
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the upstream streams the answer (SSE) or sends it as one JSON body."""
+        return self.body.get("stream", True) is not False
+
 
 class RemoteEngine:
     """One upstream server. ``url`` is its base (``http://host:port``); ``options`` the model's
@@ -140,7 +148,8 @@ class RemoteEngine:
         self._own_client = client is None
         key = options.api_key
         self._auth = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
-        self._post_headers = {**self._auth, "Content-Type": "application/json", "Accept": "text/event-stream"}
+        self._post_headers = {True: {**self._auth, "Content-Type": "application/json", "Accept": "text/event-stream"},
+                              False: {**self._auth, "Content-Type": "application/json", "Accept": "application/json"}}
         self.max_images = options.max_images  # the upstream's own limit per request (long-video windows)
 
     # -- the engine protocol --------------------------------------------------------------
@@ -217,13 +226,19 @@ class RemoteEngine:
         state = _Answer()
         try:
             async with self.client.post(self.url + "/v1/chat/completions", data=body,
-                                        headers=self._post_headers) as response:
+                                        headers=self._post_headers[outgoing.streamed]) as response:
                 complete = False
                 try:
                     if response.status >= 400:
                         raise await _status_error(response)
                     index, done = 0, False
-                    async for line in _lines(response.content):
+                    if not outgoing.streamed:
+                        delta = state.absorb(await _whole_answer(response.content))
+                        state.ttft = time.perf_counter() - started  # the first token came with the last
+                        if delta is not None:
+                            yield TextDelta(delta[0], 0, delta[1])
+                            index = 1
+                    async for line in _lines(response.content):  # (nothing left of a whole answer)
                         # Read to the end even after [DONE]: a response left unread closes its connection,
                         # and the next request would pay for a new one.
                         chunk = None if done else _sse_data(line)
@@ -295,9 +310,12 @@ async def encode_request(request: GenerationRequest, options: Upstream, vision: 
     messages = [await _message(m, options, vision, out) for m in request.messages]
     p = request.params
     body: dict[str, Any] = {
-        "messages": messages, "stream": True, "stream_options": {"include_usage": True},
-        "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p,
+        "messages": messages, "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p,
     }
+    if request.incremental:
+        body.update(stream=True, stream_options={"include_usage": True})
+    else:  # one JSON answer: no per-token events to write, send and parse on either side
+        body["stream"] = False  # (vLLM refuses stream_options without streaming)
     if options.confidence or p.logprobs is not None:
         body["logprobs"], body["top_logprobs"] = True, p.logprobs or 0
     if p.presence_penalty:
@@ -543,12 +561,33 @@ async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 
 async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes | None:
     """The whole body, or None as soon as it is longer than ``limit`` bytes."""
-    raw = b""
+    pieces: list[bytes] = []
+    size = 0
     async for piece in content.iter_any():
-        raw += piece
-        if len(raw) > limit:
+        pieces.append(piece)
+        size += len(piece)
+        if size > limit:
             return None
-    return raw
+    return b"".join(pieces)
+
+
+async def _whole_answer(content: aiohttp.StreamReader) -> dict[str, Any]:
+    """A non-streamed chat completion, read as the one chunk it amounts to (``message`` as the
+    ``delta``), at most ``MAX_ANSWER_BYTES``."""
+    raw = await _read_at_most(content, MAX_ANSWER_BYTES)
+    if raw is None:
+        raise e.UpstreamError("the model's upstream server sent an oversized answer")
+    try:
+        body = json.loads(raw)
+    except ValueError as err:
+        raise e.UpstreamError("the model's upstream server sent an unreadable answer") from err
+    if not isinstance(body, dict):
+        raise e.UpstreamError("the model's upstream server sent an unreadable answer")
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        first = choices[0]
+        body["choices"] = [{**first, "delta": first.get("message") or {}}]
+    return body
 
 
 def _sse_data(line: bytes) -> Any:

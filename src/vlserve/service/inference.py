@@ -373,6 +373,7 @@ class InferenceService:
 
     async def infer(self, request: InferRequest | Call, *, request_id: str, key_id: str | None) -> Outcome:
         run = await self.start(request, request_id=request_id, key_id=key_id)
+        run.prepared.generation.incremental = False  # only the outcome is read: no token stream needed
         outcome = None
         async for event in self.events(run):
             if isinstance(event, Outcome):
