@@ -77,7 +77,7 @@ class Task:
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    rules: ClassVar[InputRules]
+    rules: InputRules  # set on the class; a configured copy may widen it (a refining multiview_3d job)
     lane: ClassVar[Lane] = "interactive"
     system_prompt: ClassVar[str]
     default_instruction: ClassVar[str] = ""
