@@ -241,6 +241,11 @@ class Upstream(BaseModel):
     confidence: bool = Field(True, description="Ask upstreams for token log-probabilities on every request, so "
                              "that answers carry `confidence`; False: only when the caller asks for logprobs "
                              "(confidence is null otherwise), which spares the upstream that work.")
+    whole_answer_max_tokens: int = Field(
+        512, ge=0, le=1_000_000, description="Requests whose caller reads only the finished answer (/infer, jobs) "
+        "and that may generate at most this many tokens go upstream with stream: false (one JSON answer: no "
+        "per-token events to write and parse on either side). Longer ones stream, so that read_timeout bounds "
+        "the silence between tokens rather than the whole answer. 0: always stream.")
 
     @field_validator("upstreams")
     @classmethod

@@ -186,10 +186,14 @@ def test_infer_asks_for_a_whole_answer_and_infer_stream_for_a_stream(tmp_path: P
         assert 0 < answer["result"]["confidence"] < 1
         with httpx.stream("POST", gw + "/infer_stream", json=body, timeout=60) as response:
             tokens = [line for line in response.iter_lines() if line.startswith("event: token")]
-    whole, streamed = fake.bodies
+        long = httpx.post(gw + "/infer", json={**body, "options": {"max_tokens": 513}}, timeout=60).json()
+        assert long["code"] == 0 and long["result"]["answer"] == "Hello there", long
+    whole, streamed, long_answer = fake.bodies
     assert whole["stream"] is False and "stream_options" not in whole  # vLLM refuses stream_options alone
     assert streamed["stream"] is True and streamed["stream_options"] == {"include_usage": True}
     assert len(tokens) == 2
+    # Over remote.whole_answer_max_tokens (512): streamed, so read_timeout bounds the gaps between tokens
+    assert long_answer["stream"] is True and long_answer["max_tokens"] == 513
 
 
 def test_an_oversized_whole_answer_is_an_upstream_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -312,7 +312,8 @@ async def encode_request(request: GenerationRequest, options: Upstream, vision: 
     body: dict[str, Any] = {
         "messages": messages, "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p,
     }
-    if request.incremental:
+    if request.incremental or p.max_tokens > options.whole_answer_max_tokens:
+        # Streamed: read_timeout is then the longest silence between tokens, however long the answer.
         body.update(stream=True, stream_options={"include_usage": True})
     else:  # one JSON answer: no per-token events to write, send and parse on either side
         body["stream"] = False  # (vLLM refuses stream_options without streaming)

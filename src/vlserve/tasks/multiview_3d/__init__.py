@@ -22,7 +22,6 @@ from vlserve.tasks.multiview_3d.building import build
 from vlserve.tasks.multiview_3d.photos import check_photos
 from vlserve.tasks.multiview_3d.prompts import INSTRUCTION, SYSTEM_PROMPT, instruction
 
-
 #: Photos the model reads: its prompt's budget. A job that refines (options.refine) may send more
 #: for structure-from-motion, which measures better from more views; the model reads this many of
 #: them, evenly spaced around the object.
