@@ -377,44 +377,24 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+def _common(row: sqlite3.Row) -> dict[str, Any]:
+    """The columns a job and its summary share."""
+    return {
+        "id": row["id"], "owner": row["owner"], "status": row["status"], "priority": row["priority"],
+        "lane": row["lane"], "created_at": row["created_at"], "started_at": row["started_at"],
+        "finished_at": row["finished_at"], "attempts": row["attempts"], "progress": row["progress"],
+        "batch_id": row["batch_id"], "cancel_requested": bool(row["cancel_requested"]),
+        "error": None if row["error"] is None else json.loads(row["error"]),
+    }
+
+
 def _to_summary(row: sqlite3.Row) -> JobSummary:
-    return JobSummary(
-        id=row["id"],
-        owner=row["owner"],
-        status=row["status"],
-        task=row["task"],
-        priority=row["priority"],
-        lane=row["lane"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        attempts=row["attempts"],
-        error=None if row["error"] is None else json.loads(row["error"]),
-        progress=row["progress"],
-        batch_id=row["batch_id"],
-        size=row["size"],
-        cancel_requested=bool(row["cancel_requested"]),
-    )
+    return JobSummary(**_common(row), task=row["task"], size=row["size"])
 
 
 def _to_job(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        owner=row["owner"],
-        request=json.loads(row["request"]),
-        status=row["status"],
-        priority=row["priority"],
-        lane=row["lane"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        attempts=row["attempts"],
-        result=None if row["result"] is None else json.loads(row["result"]),
-        error=None if row["error"] is None else json.loads(row["error"]),
-        progress=row["progress"],
-        batch_id=row["batch_id"],
-        cancel_requested=bool(row["cancel_requested"]),
-    )
+    return Job(**_common(row), request=json.loads(row["request"]),
+               result=None if row["result"] is None else json.loads(row["result"]))
 
 
 def _insert(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
