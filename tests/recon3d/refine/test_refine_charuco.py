@@ -29,8 +29,8 @@ from vlserve.recon3d.refine.render import View, as_mesh, render_views, save_view
 from vlserve.recon3d.refine.sfm import SfmOptions  # noqa: E402
 from vlserve.recon3d.validation import load_spec  # noqa: E402
 
-# 60 x 84 mm of squares beside the 60 x 40 x 20 mm block: 24 inner corners
-BOARD = CharucoSpec(5, 7, 12.0, 9.0, "DICT_4X4_50")
+# 55 x 55 mm of squares beside the 60 x 40 x 20 mm block: 16 inner corners, 120 pairs
+BOARD = CharucoSpec(5, 5, 11.0, 8.5, "DICT_4X4_50")
 GUESS = perturbed(BLOCK, {"base.x": 1.2, "base.y": 0.82, "base.z": 1.15, "boss.diameter": 0.8, "boss.height": 1.25})
 OPTIONS = RefineOptions(sfm=SfmOptions(max_features=2048), fit=FitOptions(yaw_starts=4, seconds=120))
 
@@ -38,7 +38,7 @@ OPTIONS = RefineOptions(sfm=SfmOptions(max_features=2048), fit=FitOptions(yaw_st
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[View]]:
     vertices, faces = as_mesh(compile_spec(BLOCK))
-    _, views = render_views(vertices, faces, 16, width=400, height=300, charuco=BOARD, closeness=1.0)
+    _, views = render_views(vertices, faces, 16, width=400, height=300, charuco=BOARD, closeness=0.95)
     return save_views(views, tmp_path_factory.mktemp("charuco")), views
 
 
@@ -54,7 +54,7 @@ def test_the_board_gives_the_metric_frame_within_one_per_cent(
     sfm = refined.sfm
     assert sfm is not None
     frame = charuco_frame(sfm, BOARD)
-    assert frame.metric and frame.board and frame.corners >= 16
+    assert frame.metric and frame.board and frame.corners >= 12
     truth = {p.name: -v.cam_from_world[:, :3].T @ v.cam_from_world[:, 3] for p, v in zip(paths, views, strict=True)}
     measured = frame.apply(np.array([v.center for v in sfm.views]))
     true = np.array([truth[v.name] for v in sfm.views])
@@ -65,36 +65,36 @@ def test_the_board_gives_the_metric_frame_within_one_per_cent(
     assert np.median(np.abs(measured[:, 2] / true[:, 2] - 1)) < 0.01
     # many pairs agree closely (the spread the report warns about beyond 3 %)
     board = measure_board(sfm, BOARD)
-    assert board.pairs >= 120 and board.spread < 0.03
+    assert board.pairs >= 66 and board.spread < 0.03
 
 
 def test_refinement_with_the_board_recovers_the_dimensions(refined: RefineResult) -> None:
     report = refined.report
     assert refined.refined and len(report["views"]["registered"]) >= 10
     scale = report["scale"]
-    assert scale["charuco"] is True and scale["metric_marker"] is True and scale["corners"] >= 16
-    assert scale["source"].startswith(f"ChArUco 5x7:12:9:DICT_4X4_50: {scale['corners']} corners in ")
+    assert scale["charuco"] is True and scale["metric_marker"] is True and scale["corners"] >= 12
+    assert scale["source"].startswith(f"ChArUco 5x5:11:8.5:DICT_4X4_50: {scale['corners']} corners in ")
     for name in ("base.x", "base.y", "base.z", "boss.diameter"):
         before = abs(size_of(GUESS, name) / size_of(BLOCK, name) - 1)
         after = abs(size_of(refined.spec, name) / size_of(BLOCK, name) - 1)
         assert before > 0.14
-        assert after < 0.03, (name, size_of(refined.spec, name))  # as the marker path's CI test
+        assert after < 0.03, format_report(report)  # as the marker path's CI test
     assert compile_spec(refined.spec).watertight
-    assert "scale: ChArUco 5x7:12:9:DICT_4X4_50" in format_report(report)
+    assert "scale: ChArUco 5x5:11:8.5:DICT_4X4_50" in format_report(report)
 
 
 def test_a_board_not_in_the_photos_is_a_scale_error(scene: tuple[list[Path], list[View]],
                                                     refined: RefineResult) -> None:
     assert refined.sfm is not None
-    other = parse_charuco("5x7:12:9:DICT_6X6_250")  # the same layout, another dictionary: no marker matches
-    with pytest.raises(ScaleError, match=r"no ChArUco board 5x7:12:9:DICT_6X6_250 was found") as err:
+    other = parse_charuco("5x5:11:8.5:DICT_6X6_250")  # the same layout, another dictionary: no marker matches
+    with pytest.raises(ScaleError, match=r"no ChArUco board 5x5:11:8.5:DICT_6X6_250 was found") as err:
         charuco_frame(refined.sfm, other)
     assert err.value.code == 4000 and err.value.details["param"] == "charuco"
     # a refinement that was asked for the wrong board gives back the spec, and says why
     quick = RefineOptions(sfm=SfmOptions(max_features=1024), fit=OPTIONS.fit)
     result = refine(GUESS, scene[0][::2], charuco=other, options=quick, on_failure="keep")
     assert not result.refined and result.fit is None
-    assert "no ChArUco board 5x7:12:9:DICT_6X6_250 was found" in (result.reason or "")
+    assert "no ChArUco board 5x5:11:8.5:DICT_6X6_250 was found" in (result.reason or "")
     assert result.report["code"] == 4000
     assert result.spec == load_spec(GUESS).model_dump(mode="json", exclude_none=True)
 
