@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from vlserve import errors as e
@@ -77,7 +77,7 @@ class EnginePool:
         assert result is not None
         return result
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         self._start_probing()
         outgoing = await encode_request(request, self.options, self.vision)  # once, whichever replica answers
         tried: set[Replica] = set()

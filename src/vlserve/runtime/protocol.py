@@ -8,7 +8,7 @@ speak to vLLM or SGLang. Callers see only this module, never torch.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -181,7 +181,7 @@ class Engine(Protocol):
 
     async def generate(self, request: GenerationRequest) -> GenerationResult: ...
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """Yield :class:`TextDelta` pieces, then exactly one final :class:`GenerationResult`."""
         ...
 

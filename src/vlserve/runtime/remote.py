@@ -161,7 +161,7 @@ class RemoteEngine:
         assert result is not None
         return result
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         outgoing = await encode_request(request, self.options, self.vision)
         async with contextlib.aclosing(self.send(outgoing)) as events:  # closed now if our caller goes away
             async for event in events:

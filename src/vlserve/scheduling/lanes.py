@@ -85,7 +85,7 @@ class Ticket:
                 try:
                     async with self.running():
                         asked = True
-                        async with aclosing(self.engine.stream(generation)) as events:  # type: ignore[type-var]
+                        async with aclosing(self.engine.stream(generation)) as events:
                             async for event in events:
                                 started = True
                                 yield event
@@ -93,7 +93,7 @@ class Ticket:
                 except (OverloadedError, UpstreamUnavailableError):
                     if not asked or started or not self.lane.degrade(self):
                         raise
-            async with aclosing(self.engine.stream(generation)) as events:  # type: ignore[type-var]
+            async with aclosing(self.engine.stream(generation)) as events:
                 async for event in events:
                     yield event
         finally:

@@ -19,7 +19,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from vlserve.errors import EngineError, VlserveError
@@ -87,7 +87,7 @@ class FakeEngine:
         assert result is not None
         return result
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         if self.closed:
             raise EngineError(f"engine {self.model_name} is closed")
         self.requests.append(request)
