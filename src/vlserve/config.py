@@ -7,9 +7,11 @@ YAML) and environment variables prefixed ``VLSERVE_`` with ``__`` between nested
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -522,6 +524,51 @@ class Privacy(BaseModel):
                                     "are deleted this long after the request ended, or when first downloaded.")
 
 
+class Artifacts(BaseModel):
+    """Where the files a request made are kept for download (docs/deploy.md#artifacts-in-an-s3-compatible-store).
+
+    ``local`` (default): in ``recon3d.artifacts_dir``, which several gateways may share as a volume.
+    ``s3``: each request's files are uploaded to ``s3_bucket`` under ``s3_prefix/<request_id>/`` once
+    made, and every gateway serves them from there; ``recon3d.artifacts_dir`` only stages them (and
+    keeps a request's files when its upload failed). Needs ``pip install "vlserve[s3]"``.
+    """
+
+    store: Literal["local", "s3"] = Field("local", description="`local`: files in `recon3d.artifacts_dir`; "
+                                         "`s3`: in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, R2...).")
+    s3_bucket: str = Field("", description="The bucket (must exist; required with store = \"s3\").")
+    s3_prefix: str = Field("vlserve-artifacts", description="Key prefix of every object: "
+                           "`<prefix>/<request_id>/<name>`; gateways sharing a bucket share a prefix.")
+    s3_endpoint_url: str | None = Field(None, description="Endpoint of a non-AWS store, e.g. "
+                                        "`http://minio:9000` (None: AWS S3 for `s3_region`).")
+    s3_region: str | None = Field(None, description="Region (None: boto3's default chain, AWS_REGION...).")
+    s3_access_key_id: SecretStr | None = Field(None, description="Access key; None: boto3's default chain "
+                                               "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile, instance "
+                                               "or pod role).")
+    s3_secret_access_key: SecretStr | None = Field(None, description="Secret key; set with s3_access_key_id.")
+    s3_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to connect to the store and between "
+                              "the bytes of one answer; beyond: an upload fails (files stay local), a "
+                              "download is a 404.")
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> Artifacts:
+        if self.store != "s3":
+            return self
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.s3_bucket):
+            raise ValueError("artifacts.s3_bucket must name a bucket (3-63 characters: a-z, 0-9, '.', '-') "
+                             "when artifacts.store is \"s3\"")
+        self.s3_prefix = self.s3_prefix.strip("/")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-/]{0,512}", self.s3_prefix) or "//" in self.s3_prefix:
+            raise ValueError("artifacts.s3_prefix may hold only A-Z, a-z, 0-9, '_', '.', '-' and single '/'")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("set both artifacts.s3_access_key_id and artifacts.s3_secret_access_key, or neither "
+                             "(boto3's default chain then finds the credentials)")
+        if self.s3_endpoint_url is not None and not self.s3_endpoint_url.startswith(("http://", "https://")):
+            raise ValueError("artifacts.s3_endpoint_url must be an http:// or https:// URL")
+        if importlib.util.find_spec("boto3") is None:  # found, not imported: a local gateway never loads it
+            raise ValueError('artifacts.store = "s3" needs boto3: pip install "vlserve[s3]"')
+        return self
+
+
 def default_data_dir() -> Path:
     """``$VLSERVE_DATA_DIR``, else the per-user data directory (``~/.local/share/vlserve`` on Linux)."""
     explicit = os.environ.get("VLSERVE_DATA_DIR")
@@ -553,6 +600,7 @@ class Settings(BaseSettings):
     http: Http = Field(default_factory=Http)
     retention: Retention = Field(default_factory=Retention)
     privacy: Privacy = Field(default_factory=Privacy)
+    artifacts: Artifacts = Field(default_factory=Artifacts)
     cache: Cache = Field(default_factory=Cache)
     remote: Upstream = Field(default_factory=Upstream, description="With `remote.upstreams` set, `main` is a pool "
                              "of those servers and `model` is not loaded (docs/remote.md).")

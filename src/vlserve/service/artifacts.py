@@ -27,6 +27,7 @@ from vlserve.jobs import owner_of
 
 OWNER_FILE = ".owner"
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+SERVABLE = _SAFE  # request ids and file names a URL may name (never a dot-name)
 
 
 def record_owner(directory: Path | None, key_id: str | None) -> None:

@@ -34,8 +34,7 @@ from vlserve.sampling import check_sampling
 from vlserve.scheduling import Cost, Scheduler, Ticket
 from vlserve.scheduling.fairness import current_client
 from vlserve.schemas import InferRequest, InferResult, Metadata, RefineOption
-from vlserve.service import privacy
-from vlserve.service.artifacts import record_owner
+from vlserve.service import artifact_store, privacy
 from vlserve.service.caching import Probe, ServiceCaches
 from vlserve.service.call import Call
 from vlserve.service.costs import price
@@ -62,6 +61,7 @@ class Prepared:
     refine: RefineOption | None = None  # multiview_3d as a job: fit the spec to the photos afterwards
     photos: list[bytes] = field(default_factory=list)  # the images as sent (scrubbed), kept for refine only
     probe: Probe | None = None  # the response cache's view of it (answer set: answered from the cache)
+    made_files: bool = False  # the task wrote files (an answer naming them is never cached)
 
 
 @dataclass
@@ -265,8 +265,10 @@ class InferenceService:
             raise EngineError(f"the model's answer could not be read as the task's output: {err}") from err
         finally:  # privacy mode: the files go after privacy.artifact_seconds, a failed build's too
             privacy.expire_artifacts(self.settings, prepared.task_input.artifacts_dir)
-        # Files the task wrote (3D models) belong to the key that asked: see service/artifacts.py.
-        record_owner(prepared.task_input.artifacts_dir, prepared.key_id)
+        # Files the task wrote (3D models) belong to the key that asked (service/artifacts.py); with
+        # artifacts.store = "s3" they move to the bucket before the answer names them (artifact_store.py).
+        prepared.made_files = await artifact_store.keep(self.settings, prepared.task_input.artifacts_dir,
+                                                        prepared.key_id)
         metadata = Metadata(
             processing_time_ms=round((time.perf_counter() - prepared.started) * 1000, 1),
             activated_experts=result.activated_experts,
@@ -331,7 +333,7 @@ class InferenceService:
         artifacts = prepared.task_input.artifacts_dir
         if probe is None or outcome.metadata.degraded or result.finish_reason == "cancelled":
             return
-        if artifacts is not None and artifacts.exists():  # an answer pointing at this request's files
+        if prepared.made_files or (artifacts is not None and artifacts.exists()):  # it names this request's files
             return
         metadata = outcome.metadata.model_dump(mode="json", exclude={"processing_time_ms", "ttft_ms", "cached"})
         await self.caches.store(probe, result.text, outcome.answer, result, metadata)

@@ -28,6 +28,7 @@ from vlserve.config import Settings
 from vlserve.errors import FetchRefusedError, NotFoundError, PrivacyModeError
 from vlserve.inputs import Source
 from vlserve.media.metadata import strip_metadata
+from vlserve.service import artifact_store
 from vlserve.service.artifacts import OWNER_FILE
 
 URL_REFUSED = ("input URLs are not fetched in privacy mode (this server makes no outbound requests for "
@@ -65,6 +66,8 @@ def expire_artifacts(settings: Settings, directory: Path | None) -> None:
     if not enabled(settings) or directory is None or not directory.is_dir():
         return
     asyncio.get_running_loop().call_later(settings.privacy.artifact_seconds, shutil.rmtree, directory, True)
+    if artifact_store.uses_s3(settings):  # the copy uploaded meanwhile goes at the same time
+        artifact_store.expire_later(settings, directory.name, settings.privacy.artifact_seconds)
 
 
 def take(settings: Settings, path: Path) -> Path:

@@ -14,8 +14,7 @@ from typing import Any
 
 from vlserve.config import Settings
 from vlserve.recon3d.exporters import parse_formats
-from vlserve.service import privacy
-from vlserve.service.artifacts import record_owner
+from vlserve.service import artifact_store, privacy
 from vlserve.tasks.multiview_3d.building import build
 
 
@@ -31,7 +30,7 @@ async def build_spec(settings: Settings, spec: dict[str, Any], formats: list[str
         built = await asyncio.to_thread(build, spec, outdir, chosen, cfg, repair=False)
     finally:  # privacy mode: the files go after privacy.artifact_seconds, a failed build's too
         privacy.expire_artifacts(settings, outdir)
-    record_owner(outdir, key_id)
+    await artifact_store.keep(settings, outdir, key_id)  # the key's; with the S3 store, uploaded
     return {
         "spec": built.spec,
         "description": built.spec.get("description", ""),

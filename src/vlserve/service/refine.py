@@ -52,7 +52,7 @@ from vlserve.recon3d.build import SPEC_FILE
 from vlserve.recon3d.refine.isolated import PRELOAD, refine_photos
 from vlserve.recon3d.refine.options import CharucoSpec, known_dimension_text, refine_options, scale_source
 from vlserve.schemas import InferRequest, RefineOption
-from vlserve.service.artifacts import record_owner
+from vlserve.service import artifact_store
 
 if TYPE_CHECKING:
     from vlserve.service.call import Call
@@ -141,7 +141,8 @@ async def refine_job(settings: Settings, outcome: Outcome, refine: RefineOption)
     await refine_answer(settings, outcome.answer, prepared.photos, photo_names(len(prepared.photos)),
                         inp.artifacts_dir, inp.artifacts_url, formats(inp), marker_size_mm=marker,
                         known_dimension=known, charuco=charuco, progress=report_progress)
-    record_owner(inp.artifacts_dir, prepared.key_id)  # the refined files sit beside the model's: same key
+    # The refined files sit beside the model's: same key (and, with the S3 store, the same bucket).
+    await artifact_store.keep(settings, inp.artifacts_dir, prepared.key_id)
 
 
 async def refine_answer(settings: Settings, answer: dict[str, Any], photos: list[bytes], names: list[str],

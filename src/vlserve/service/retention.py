@@ -6,7 +6,7 @@ The server runs :func:`purge` every ``retention.purge_interval`` seconds (:func:
 | what | by age | by amount |
 |---|---|---|
 | finished jobs | `jobs.retention_seconds` | `jobs.max_finished` (count) |
-| artifacts (per-request directories) | `recon3d.retention_seconds` | `recon3d.max_bytes` |
+| artifacts (per-request directories, and objects in the S3 store) | `recon3d.retention_seconds` | `recon3d.max_bytes` |
 | audit logs | — | rotated past `moderation.audit_max_bytes`, `moderation.audit_keep` kept |
 
 Queued and running jobs are never deleted.
@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 from vlserve.config import Settings
 from vlserve.jobs import JobStore
+from vlserve.service import artifact_store
 from vlserve.service.artifacts import purge_artifacts
 
 log = logging.getLogger("vlserve.retention")
@@ -47,6 +48,11 @@ async def purge(settings: Settings, store: JobStore | None) -> PurgeSummary:
         max_age = min(max_age or settings.privacy.artifact_seconds, settings.privacy.artifact_seconds)
     artifacts = await asyncio.to_thread(purge_artifacts, settings.recon3d.artifacts_dir, max_age=max_age,
                                         max_bytes=settings.recon3d.max_bytes)
+    if artifact_store.uses_s3(settings):  # the same limits in the bucket (the directory holds only failed uploads)
+        stored = await asyncio.to_thread(artifact_store.purge_bucket, settings, max_age=max_age,
+                                         max_bytes=settings.recon3d.max_bytes)
+        artifacts.removed += stored.removed
+        artifacts.freed_bytes += stored.freed_bytes
     audit = await asyncio.to_thread(_purge_audit, settings)
     return PurgeSummary(jobs, artifacts.removed, artifacts.freed_bytes, audit)
 
