@@ -76,3 +76,42 @@ def test_holes_guessed_off_are_found_with_free_space_and_the_feature_search() ->
     for name in ("f.diameter", "f.thickness", "f.bore_size", "f.bolt_diameter", "f.bolt_circle_diameter"):
         error = abs(size_of(result.spec, name) / size_of(FLANGE, name) - 1)
         assert error < 0.02, (name, size_of(result.spec, name))
+
+
+def _rim_artefacts(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Points SfM leaves inside a hole at the top's height (a feature that mixes the rim and the
+    wall below): in the flange's six bolt holes, 0.5-4 mm from the axis, at z = 16 (its top)."""
+    k = rng.integers(0, 6, n)
+    angle = np.radians(60.0 * k)
+    r, phi = rng.uniform(0.5, 4.0, n), rng.uniform(0, 2 * np.pi, n)
+    x = 29.0 * np.cos(angle) + r * np.cos(phi)
+    y = 29.0 * np.sin(angle) + r * np.sin(phi)
+    return np.column_stack([x, y, np.full(n, 16.0) + rng.normal(0, 0.05, n)])
+
+
+def test_rim_artefacts_in_holes_do_not_shrink_them() -> None:
+    # measured on the bench's flange: 8 % of the points near the bolt holes float inside them at
+    # the top's height with twice the typical reprojection error; with a loss scale of 0.4 % of
+    # the object (0.55 mm, ten times SfM's real noise) they pulled the holes 2-36 % small. The
+    # fit weighs points by their reprojection error and measures its last loss scale on the
+    # points' own noise: the holes come out right; without both, the same points shrink them.
+    rng = np.random.default_rng(5)
+    cameras = ring(12, 250.0)
+    good, _ = seen_points(FLANGE, 500, cameras, noise=0.05)
+    points = np.vstack([good, _rim_artefacts(rng, 60)])
+    errors = np.concatenate([rng.uniform(0.2, 0.7, len(good)), rng.uniform(1.0, 1.6, 60)])
+    guess = perturbed(FLANGE, {"f.bolt_diameter": 1.1, "f.diameter": 1.05})
+    options = FitOptions(yaw_starts=2, max_points=600, segments=48, seconds=120)
+    fixed = fit_spec(guess, points, metric=True, options=options, errors=errors)
+    assert abs(size_of(fixed.spec, "f.bolt_diameter") / 10.0 - 1) < 0.02, size_of(fixed.spec, "f.bolt_diameter")
+    assert abs(size_of(fixed.spec, "f.diameter") / 80.0 - 1) < 0.01
+    plain = FitOptions(
+        yaw_starts=2,
+        max_points=600,
+        segments=48,
+        seconds=120,
+        final_loss="soft_l1",
+        measured_noise=False,
+    )
+    before = fit_spec(guess, points, metric=True, options=plain)
+    assert size_of(before.spec, "f.bolt_diameter") < 0.97 * 10.0, size_of(before.spec, "f.bolt_diameter")

@@ -149,6 +149,7 @@ def refine_measured(
             support=selected.ground,
             options=options.fit,
             sightlines=sightlines,
+            errors=sfm.errors[selected.indices] if len(selected.indices) == len(selected.points) else None,
         )
     except RefineError as err:
         if on_failure != "keep":
