@@ -8,6 +8,7 @@ between (HTTP, lanes, the 3D build in its worker, upload, download, purge) is th
 - a multiview_3d request's files end up in the bucket, with the owner as metadata, and not in the
   gateway's directory; a second gateway that shares only the bucket serves them (same bytes, same
   content type); another key gets the same 404 as for a missing file, on both;
+- a download larger than ``recon3d.max_bytes`` is the same 404;
 - the purge deletes them by age, and by size through the retention pass;
 - a missing bucket: the upload fails with a warning, the request succeeds, its files stay local and
   are served from there;
@@ -185,6 +186,21 @@ def test_files_go_to_the_bucket_and_any_gateway_serves_them_to_their_key(pair: t
         assert httpx.get(url + files["stl"], timeout=30).status_code == 401
         # Dot-names (privacy mode's claims) are never served.
         assert httpx.get(f"{url}/artifacts/{request_id}/.taken-model.stl", headers=ALICE).status_code == 404
+
+
+def test_a_download_is_bounded_by_recon3d_max_bytes(pair: tuple[Gateway, Gateway], s3_url: str) -> None:
+    (url, settings), _ = pair
+    data = bytes(range(256)) * 8  # 2 KiB, put straight into the bucket as alice's
+    bucket_client(s3_url).put_object(Bucket=BUCKET, Key="shared/req_big/big.stl", Body=data,
+                                     Metadata={"vlserve-owner": "alice"})
+    got = httpx.get(url + "/artifacts/req_big/big.stl", headers=ALICE, timeout=30)
+    assert got.status_code == 200 and got.content == data and got.headers["content-length"] == str(len(data))
+    settings.recon3d.max_bytes = len(data) - 1
+    try:
+        over = httpx.get(url + "/artifacts/req_big/big.stl", headers=ALICE, timeout=30)
+    finally:
+        settings.recon3d.max_bytes = Settings().recon3d.max_bytes
+    assert over.status_code == 404 and over.json()["code"] == 4040
 
 
 def test_purge_deletes_old_objects_and_keeps_young_ones(start_gateway: Callable[..., Gateway], s3_url: str) -> None:
