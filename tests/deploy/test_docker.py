@@ -49,13 +49,14 @@ def test_hadolint_finds_faults(tmp_path: Path) -> None:
 
 
 def test_gateway_image_has_no_torch() -> None:
-    """The gateway installs the `gateway` extra, which (with the core dependencies) has no torch."""
+    """The gateway installs the `gateway` and `s3` extras, which (with the core dependencies) have no torch."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     lines = (DOCKER / "gateway.Dockerfile").read_text().splitlines()
     text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
-    assert '".[gateway]"' in text and "torch" not in text
+    assert '".[gateway,s3]"' in text and '"vlserve[gateway,s3]"' in text and "torch" not in text
     heavy = re.compile(r"^(torch|transformers|vllm|safetensors|peft)\b")
-    for dep in [*project["dependencies"], *project["optional-dependencies"]["gateway"]]:
+    extras = project["optional-dependencies"]
+    for dep in [*project["dependencies"], *extras["gateway"], *extras["s3"]]:
         assert not heavy.match(dep), dep
 
 
