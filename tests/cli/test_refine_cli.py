@@ -88,3 +88,28 @@ def test_from_images_refuses_a_bad_board_before_the_model_loads(tmp_path: Path) 
         text = " ".join(result.output.split())
         assert "must be smaller than its square" in text or "exactly one source of scale" in text
         assert not out.exists()
+
+
+def test_a_good_board_reaches_structure_from_motion(tmp_path: Path) -> None:
+    # noise photos: the board is accepted and handed on; SfM then registers nothing (exit 2, named)
+    import cv2
+
+    pytest.importorskip("pycolmap")
+    spec, photos = _files(tmp_path, 3)
+    rng = np.random.default_rng(1)
+    for path in photos:
+        cv2.imwrite(path, (rng.random((96, 128)) * 255).astype(np.uint8))
+    result = CliRunner().invoke(app, ["recon3d", "refine", str(spec), *photos, "-o", str(tmp_path / "out"),
+                                      "--charuco", "5x7:30:22:dict_5x5_100"])
+    assert result.exit_code == 2, result.output
+    assert "photos registered" in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_photos_too_small_for_sfm_exit_2_not_a_crash(tmp_path: Path) -> None:
+    # 8x8 photos used to crash the process inside pycolmap's feature extraction (SIGSEGV)
+    pytest.importorskip("pycolmap")
+    spec, photos = _files(tmp_path, 3)
+    result = CliRunner().invoke(app, ["recon3d", "refine", str(spec), *photos, "-o", str(tmp_path / "out"),
+                                      "--charuco", "5x7:30:22"])
+    assert result.exit_code == 2, result.output
+    assert "8x8 px is too small for structure-from-motion" in " ".join(result.output.split())

@@ -28,6 +28,9 @@ from vlserve.recon3d.refine._deps import require
 from vlserve.recon3d.refine.errors import RefineError, TooFewViewsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+MIN_PHOTO_SIDE = 64
+"""px: smaller photos are refused before feature extraction (pycolmap's affine SIFT crashes the
+process on images under 16 px, and nothing that small can be measured anyway)"""
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def run_sfm(photos: list[Path], *, options: SfmOptions | None = None, workdir: P
     for p in photos:
         if p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
             raise RefineError(f"{p.name}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        _check_size(p)
     pycolmap = require("pycolmap")
     pycolmap.logging.minloglevel = 0 if options.verbose else 2
     owned = workdir is None
@@ -136,6 +140,21 @@ def run_sfm(photos: list[Path], *, options: SfmOptions | None = None, workdir: P
     finally:
         if owned:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _check_size(path: Path) -> None:
+    """:class:`RefineError` (4000) for a photo that cannot be read or is under ``MIN_PHOTO_SIDE``
+    px on a side (only the header is read)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise RefineError(f"{path.name}: cannot be read as an image ({type(err).__name__})") from None
+    if min(width, height) < MIN_PHOTO_SIDE:
+        raise RefineError(f"{path.name}: {width}x{height} px is too small for structure-from-motion "
+                          f"(at least {MIN_PHOTO_SIDE} px a side; photos of 800 px or more work best)")
 
 
 def _reconstruct(pycolmap: Any, photos: list[Path], options: SfmOptions, root: Path) -> SfmResult:
