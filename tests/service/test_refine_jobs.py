@@ -34,20 +34,13 @@ from vlserve.api.app import create_app  # noqa: E402
 from vlserve.config import ApiKey, Settings  # noqa: E402
 from vlserve.service.auth import hash_key  # noqa: E402
 from vlserve.testing import FakeEngine  # noqa: E402
+from vlserve.testing.refine_objects import BLOCK  # noqa: E402
 from vlserve.testing.server import iter_server  # noqa: E402
 
 ALICE_KEY, BOB_KEY = "vls-refine-alice", "vls-refine-bob"
 ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 BOB = {"Authorization": f"Bearer {BOB_KEY}"}
 MARKER_MM = 40.0
-BLOCK: dict[str, Any] = {
-    "spec_version": "1.0",
-    "name": "block with boss",
-    "parts": [
-        {"id": "base", "shape": "box", "size": {"x": 60, "y": 40, "z": 20}},
-        {"id": "boss", "shape": "cylinder", "size": {"diameter": 24, "height": 16}, "position": [8, 0, 18]},
-    ],
-}
 # the model's guess: the right parts, lengths a few per cent off (bench/refine.py measures 10-30 %)
 GUESS: dict[str, Any] = {
     **BLOCK,

@@ -41,7 +41,7 @@ from urllib.parse import quote
 from vlserve.config import Artifacts, Settings
 from vlserve.errors import NotFoundError
 from vlserve.jobs import owner_of
-from vlserve.service.artifacts import SERVABLE, PurgeReport, record_owner
+from vlserve.service.artifacts import SERVABLE, PurgeReport, purge_order, record_owner
 
 log = logging.getLogger("vlserve.artifacts")
 
@@ -267,16 +267,8 @@ def purge_bucket(settings: Settings, *, max_age: float, max_bytes: int, now: flo
                 made, size, keys = groups.get(request_id, (0.0, 0, []))
                 keys.append(item["Key"])
                 groups[request_id] = (max(made, item["LastModified"].timestamp()), size + int(item["Size"]), keys)
-        entries = sorted(groups.values(), key=lambda g: g[0])  # oldest first
-        total = sum(size for _, size, _ in entries)
-        for made, size, keys in entries:
-            expired = max_age > 0 and now - made > max_age
-            over = max_bytes > 0 and total > max_bytes
-            if not (expired or over):
-                report.kept += 1
-                report.kept_bytes += size
-                continue
-            total -= size
+        for size, keys in purge_order(list(groups.values()), max_age=max_age, max_bytes=max_bytes, now=now,
+                                      report=report):
             _delete(s3, cfg, keys)
             report.removed += 1
             report.freed_bytes += size

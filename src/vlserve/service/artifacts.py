@@ -19,11 +19,15 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from vlserve.errors import NotFoundError
 from vlserve.jobs import owner_of
+
+T = TypeVar("T")
 
 OWNER_FILE = ".owner"
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -85,16 +89,7 @@ def purge_artifacts(root: Path, *, max_age: float, max_bytes: int, now: float | 
             entries.append((directory.stat().st_mtime, _size(directory), directory))
         except FileNotFoundError:  # removed meanwhile (another replica's purge, a served-once file)
             continue
-    entries.sort()  # oldest first
-    total = sum(size for _, size, _ in entries)
-    for made, size, directory in entries:
-        expired = max_age > 0 and now - made > max_age
-        over = max_bytes > 0 and total > max_bytes
-        if not (expired or over):
-            report.kept += 1
-            report.kept_bytes += size
-            continue
-        total -= size
+    for size, directory in purge_order(entries, max_age=max_age, max_bytes=max_bytes, now=now, report=report):
         # Renamed out of reach first: of two replicas purging at once one takes the directory (the
         # other skips it), and nothing half-deleted stays downloadable (dot-names are never served).
         claimed = directory.with_name(f".purging-{secrets.token_hex(6)}-{directory.name}")
@@ -106,6 +101,23 @@ def purge_artifacts(root: Path, *, max_age: float, max_bytes: int, now: float | 
         report.removed += 1
         report.freed_bytes += size
     return report
+
+
+def purge_order(entries: list[tuple[float, int, T]], *, max_age: float, max_bytes: int, now: float,
+                report: PurgeReport) -> Iterator[tuple[int, T]]:
+    """Of ``(made, bytes, item)`` entries, the ``(bytes, item)`` to delete, oldest first: those older
+    than ``max_age`` seconds (0: no age limit), then the oldest while the rest hold more than
+    ``max_bytes`` (0: no limit). Those kept are counted in ``report``; the caller counts what it
+    really deletes (another replica may be purging too)."""
+    ordered = sorted(entries, key=lambda entry: entry[0])
+    total = sum(size for _, size, _ in ordered)
+    for made, size, item in ordered:
+        if not ((max_age > 0 and now - made > max_age) or (max_bytes > 0 and total > max_bytes)):
+            report.kept += 1
+            report.kept_bytes += size
+            continue
+        total -= size
+        yield size, item
 
 
 def _size(directory: Path) -> int:
