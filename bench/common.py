@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import socket
 import statistics
 import subprocess
@@ -42,8 +43,9 @@ def serve_process(settings: Settings) -> Iterator[str]:
 
 
 @contextmanager
-def served(settings: Settings) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """:func:`serve_process`, also giving the server's process (to read its memory)."""
+def served(settings: Settings, *, cpus: set[int] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`serve_process`, also giving the server's process (to read its memory); ``cpus``: the
+    only CPUs it (every thread it starts) may run on."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -53,7 +55,8 @@ def served(settings: Settings) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         log = (Path(tmp) / "server.log").open("wb")  # a file, not a pipe: a full pipe would stall the server
         proc = subprocess.Popen([sys.executable, "-m", "vlserve.cli.main", "serve", "--config", str(config),
                                  "--port", str(port), "--log-level", "warning"],
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 300

@@ -144,8 +144,30 @@ class Side:
 SHAPES = ("burst", "poisson", "closed")
 
 
+def placement(split: bool) -> tuple[set[int] | None, set[int] | None]:
+    """The CPUs of the upstream and of the gateway (and this client): with ``split``, the first half
+    for the upstream and the rest for the others, as on separate hosts; else shared (None)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not split or len(cpus) < 2:
+        return None, None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
 def measure(args: argparse.Namespace, bodies: list[bytes], step_ms: float) -> dict[str, dict[str, Side]]:
     """For each load shape, alternating direct / gateway rounds against one upstream and gateway."""
+    upstream_cpus, gateway_cpus = placement(split=bool(step_ms) and not args.shared)
+    everything = os.sched_getaffinity(0)
+    if gateway_cpus is not None:
+        os.sched_setaffinity(0, gateway_cpus)  # the client's thread too
+    try:
+        return _measure(args, bodies, step_ms, upstream_cpus, gateway_cpus)
+    finally:
+        os.sched_setaffinity(0, everything)
+
+
+def _measure(args: argparse.Namespace, bodies: list[bytes], step_ms: float, upstream_cpus: set[int] | None,
+             gateway_cpus: set[int] | None) -> dict[str, dict[str, Side]]:
     upstream_lanes = {"interactive": {"concurrency": args.concurrency, "queue_size": 4 * args.n}}
     # A gateway lets more requests through than the upstream batches, so that the upstream's own
     # queue refills a finished row at once (docs/remote.md, "Sizing a gateway's lanes").
@@ -153,12 +175,12 @@ def measure(args: argparse.Namespace, bodies: list[bytes], step_ms: float) -> di
     upstream = Settings.model_validate({"model": "tiny", "expose_ui": False, "jobs": {"workers": 0},
                                         "scheduling": {"lanes": upstream_lanes, "min_step_ms": step_ms}})
     results = {shape: {"direct": Side(), "gateway": Side()} for shape in SHAPES}
-    with served(upstream) as (up, up_proc):
+    with served(upstream, cpus=upstream_cpus) as (up, up_proc):
         gateway = Settings.model_validate({
             "remote": {"upstreams": [up], "dialect": "vlserve", "max_concurrency": 2 * args.concurrency},
             "model_name": "tiny", "expose_ui": False, "jobs": {"workers": 0},
             "scheduling": {"lanes": gateway_lanes}})
-        with served(gateway) as (gw, gw_proc):
+        with served(gateway, cpus=gateway_cpus) as (gw, gw_proc):
             asyncio.run(load(up, bodies[:8], 4))  # warm both: connections, first-request paths
             asyncio.run(load(gw, bodies[:8], 4))
 
@@ -252,6 +274,8 @@ def main() -> None:
     parser.add_argument("--rate-share", type=float, default=0.6,
                         help="poisson arrivals at this share of the direct capacity (burst)")
     parser.add_argument("--only", choices=["gpu-paced", "cpu-tiny"], help="run one row")
+    parser.add_argument("--shared", action="store_true",
+                        help="gpu-paced row: the upstream shares every CPU with the gateway and the client")
     args = parser.parse_args()
     bodies = [json.dumps(vqa(i, args.max_tokens)).encode() for i in range(args.n)]
     rows = [("gpu-paced", args.step_ms), ("cpu-tiny", 0.0)]
@@ -263,7 +287,10 @@ def main() -> None:
           f"(gateway lane {2 * args.concurrency}), max_tokens {args.max_tokens}, tiny model, 64 px PNG images")
     for name, step in rows:
         if name in results:
-            label = (f"gpu-paced: upstream forward passes >= {step:g} ms (scheduling.min_step_ms)"
+            upstream_cpus, gateway_cpus = placement(split=not args.shared)
+            where = ("sharing every CPU with the gateway and the client" if upstream_cpus is None else
+                     f"on CPUs {sorted(upstream_cpus)}, the gateway and the client on {sorted(gateway_cpus or [])}")
+            label = (f"gpu-paced: upstream forward passes >= {step:g} ms (scheduling.min_step_ms), {where}"
                      if step else "cpu-tiny: upstream at CPU speed, sharing the cores (worst case)")
             report(label, results[name], args, goal=bool(step), model_ms=(args.max_tokens + 1) * step)
 
