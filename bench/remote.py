@@ -177,7 +177,9 @@ def _measure(args: argparse.Namespace, bodies: list[bytes], step_ms: float, upst
     results = {shape: {"direct": Side(), "gateway": Side()} for shape in SHAPES}
     with served(upstream, cpus=upstream_cpus) as (up, up_proc):
         gateway = Settings.model_validate({
-            "remote": {"upstreams": [up], "dialect": "vlserve", "max_concurrency": 2 * args.concurrency},
+            # The gateway refuses nothing the upstream would queue (its own queue is 4 x n deep).
+            "remote": {"upstreams": [up], "dialect": "vlserve", "max_concurrency": 2 * args.concurrency,
+                       "max_queue": 4 * args.n},
             "model_name": "tiny", "expose_ui": False, "jobs": {"workers": 0},
             "scheduling": {"lanes": gateway_lanes}})
         with served(gateway, cpus=gateway_cpus) as (gw, gw_proc):

@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from vlserve.errors import RequestError, VlserveError
-from vlserve.recon3d.refine.options import CHARUCO_SYNTAX, CharucoSpec, refine_options, scale_source
+from vlserve.recon3d.refine.options import CHARUCO_SYNTAX, CharucoSpec, scale_source
+from vlserve.recon3d.refine.pipeline import refine_options
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)

@@ -50,7 +50,8 @@ from vlserve.isolation.pool import (
 from vlserve.jobs.worker import report_progress
 from vlserve.recon3d.build import SPEC_FILE
 from vlserve.recon3d.refine.isolated import PRELOAD, refine_photos
-from vlserve.recon3d.refine.options import CharucoSpec, known_dimension_text, refine_options, scale_source
+from vlserve.recon3d.refine.options import CharucoSpec, known_dimension_text, scale_source
+from vlserve.recon3d.refine.pipeline import refine_options
 from vlserve.schemas import InferRequest, RefineOption
 from vlserve.service import artifact_store
 

@@ -15,9 +15,9 @@ from vlserve.recon3d.refine.options import (
     check_marker_mm,
     known_dimension_text,
     parse_charuco,
-    refine_options,
     scale_source,
 )
+from vlserve.recon3d.refine.pipeline import refine_options
 
 
 def test_refine_options_carry_every_configured_bound() -> None:

@@ -2,9 +2,9 @@
 
 The CLI (``vlserve recon3d refine``, ``from-images --refine-…``) and the service (the
 ``multiview_3d`` job option ``refine``) both use these, so the same bounds and the same spelling of
-a known dimension hold everywhere:
+a known dimension hold everywhere (the configured limits become
+:func:`~vlserve.recon3d.refine.pipeline.refine_options`):
 
-* :func:`refine_options`: :class:`RefineOptions` from ``Settings.recon3d.refine``;
 * :func:`known_dimension_text`: ``("f.diameter", 80.0)`` → ``"f.diameter=80mm"``, the form
   :func:`~vlserve.recon3d.refine.pipeline.refine` reads;
 * :class:`CharucoSpec` / :func:`parse_charuco`: a printed ChArUco board (``5x7:30:22:DICT_5X5_100``),
@@ -18,13 +18,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from vlserve.recon3d.refine.errors import ScaleError
-
-if TYPE_CHECKING:
-    from vlserve.config import Recon3DRefine
-    from vlserve.recon3d.refine.pipeline import RefineOptions
 
 MAX_MARKER_MM = 2000.0
 """a printed marker larger than 2 m is a typo (cm for mm, say), not a marker"""
@@ -126,28 +121,6 @@ def parse_charuco(text: str) -> CharucoSpec:
     return CharucoSpec(int(cols), int(rows), square_mm, marker_mm, dictionary or DEFAULT_CHARUCO_DICTIONARY)
 
 
-def refine_options(limits: Recon3DRefine) -> RefineOptions:
-    """:class:`RefineOptions` from ``Settings.recon3d.refine`` (the configured bounds)."""
-    from vlserve.recon3d.refine.fit import FitOptions
-    from vlserve.recon3d.refine.pipeline import RefineOptions
-    from vlserve.recon3d.refine.sfm import SfmOptions
-
-    return RefineOptions(
-        sfm=SfmOptions(
-            max_photos=limits.max_photos,
-            max_image_size=limits.max_image_size,
-            max_features=limits.max_features,
-            min_registered=limits.min_registered,
-            mapping_seconds=limits.mapping_seconds,
-        ),
-        fit=FitOptions(
-            seconds=limits.fit_seconds,
-            max_evaluations=limits.fit_evaluations,
-            max_points=limits.fit_points,
-            max_change=limits.max_change,
-        ),
-        min_object_points=limits.min_object_points,
-    )
 
 
 def check_marker_mm(value: float) -> float:
@@ -205,6 +178,5 @@ __all__ = [
     "check_marker_mm",
     "known_dimension_text",
     "parse_charuco",
-    "refine_options",
     "scale_source",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from vlserve.recon3d.refine.sfm import SfmOptions, SfmResult, run_sfm
 from vlserve.recon3d.refine.sightlines import Sightlines
 from vlserve.recon3d.spec import ObjectSpec
 from vlserve.recon3d.validation import load_spec
+
+if TYPE_CHECKING:
+    from vlserve.config import Recon3DRefine
 
 FEW_VIEWS = 8
 """fewer registered views than this add a warning: expect larger errors"""
@@ -64,6 +67,26 @@ class RefineResult:
     refined: bool = True
     reason: str | None = None
     """why the spec was returned unrefined"""
+
+
+def refine_options(limits: Recon3DRefine) -> RefineOptions:
+    """:class:`RefineOptions` from ``Settings.recon3d.refine`` (the configured bounds)."""
+    return RefineOptions(
+        sfm=SfmOptions(
+            max_photos=limits.max_photos,
+            max_image_size=limits.max_image_size,
+            max_features=limits.max_features,
+            min_registered=limits.min_registered,
+            mapping_seconds=limits.mapping_seconds,
+        ),
+        fit=FitOptions(
+            seconds=limits.fit_seconds,
+            max_evaluations=limits.fit_evaluations,
+            max_points=limits.fit_points,
+            max_change=limits.max_change,
+        ),
+        min_object_points=limits.min_object_points,
+    )
 
 
 def refine(
