@@ -30,6 +30,12 @@ __all__ = ["decode_rgb", "is_heavy", "load_image_async", "load_image_isolated"]
 # Pillow modes with more than 8 bits per sample: converted to 8 bits block by block, slowly.
 _HIGH_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
+#: Still 8-bit images up to this size (decoded pixels, as their header declares; encoded bytes)
+#: decode on the event loop: a thumbnail decodes in a fraction of a millisecond, less than the hop
+#: to a decoding thread and back, which every request would otherwise wait for.
+INLINE_PIXELS = 128 * 128
+INLINE_BYTES = 64 * 1024
+
 TOO_HEAVY = ("The image could not be decoded within the server's limits for one image (time, memory); "
              "send it smaller, or as an 8-bit JPEG or PNG.")
 
@@ -60,13 +66,18 @@ async def load_image_isolated(data: bytes, settings: VisionSettings, pool: Worke
 async def load_image_async(source: ImageSource, settings: VisionSettings) -> Image.Image:
     """``load_image`` on the image decoding pool: never queued behind PDFs, videos or the default executor.
 
-    Encoded bytes whose header says they are heavy (:func:`is_heavy`: above
+    Thumbnails (``INLINE_PIXELS``, ``INLINE_BYTES``) decode at once on the caller's loop. Encoded
+    bytes whose header says they are heavy (:func:`is_heavy`: above
     ``isolate_image_pixels``, or 16-bit/float) decode in a niced worker process instead, so they
     neither hold this pool's few threads nor take the CPU from the engine.
     """
     loop = asyncio.get_running_loop()
     if not isinstance(source, bytes):
         return await loop.run_in_executor(thread_pool(), load_image, source, settings)
+    if len(source) <= INLINE_BYTES:
+        probe = probe_image(source, settings)  # the header only: what load_image would refuse, it refuses
+        if probe.decode_pixels <= INLINE_PIXELS and probe.frames == 1 and probe.mode not in _HIGH_DEPTH:
+            return load_image(source, settings)
     light = await loop.run_in_executor(thread_pool(), _load_light, source, settings)
     if light is not None:
         return light

@@ -258,7 +258,8 @@ class InferenceService:
                              key_id=prepared.key_id, input_hashes=prepared.input_hashes)
         try:
             # Post-processing can be heavy (3D compilation and export): keep it off the event loop.
-            answer = await asyncio.to_thread(prepared.task.answer, result.text, prepared.task_input)
+            task, text, inp = prepared.task, result.text, prepared.task_input
+            answer = task.answer(text, inp) if task.light_answer else await asyncio.to_thread(task.answer, text, inp)
         except VlserveError:
             raise
         except (ValueError, KeyError, TypeError, IndexError) as err:

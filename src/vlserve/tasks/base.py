@@ -84,6 +84,10 @@ class Task:
     defaults: ClassVar[dict[str, Any]] = {"max_tokens": 512}
     caller_schema: ClassVar[bool] = False  # True: schema() comes from the caller and is bounded as input
     task_options: ClassVar[tuple[str, ...]] = ()  # which of TASK_OPTIONS this task reads
+    # answer() runs in a worker thread (3D builds, renders, schema checks take milliseconds to
+    # seconds) unless the task declares it light: a few string operations on the model's text,
+    # bounded by max_tokens, where the hop to a thread and back costs more than the work.
+    light_answer: ClassVar[bool] = False
 
     def configure(self, options: InferOptions, settings: Settings) -> Task:
         """The task for one request. Tasks that read per-request options (a caller's schema, an

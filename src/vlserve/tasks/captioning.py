@@ -5,6 +5,7 @@ from vlserve.tasks.base import InputRules, Task
 
 class Captioning(Task):
     name = "captioning"
+    light_answer = True  # the text, stripped
     summary = "Describe images in one or a few sentences (text may set the style)."
     rules = InputRules(images=(1, 16))
     system_prompt = (

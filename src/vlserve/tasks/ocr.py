@@ -5,6 +5,7 @@ from vlserve.tasks.base import InputRules, Task, TaskInput
 
 class OCR(Task):
     name = "ocr"
+    light_answer = True  # the text, stripped of a Markdown fence
     summary = "Read all text from images or documents, returned as Markdown with structure kept."
     rules = InputRules(images=(0, 16), documents=(0, 1))
     lane = "batch"

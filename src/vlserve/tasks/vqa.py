@@ -5,6 +5,7 @@ from vlserve.tasks.base import InputRules, Task
 
 class VQA(Task):
     name = "vqa"
+    light_answer = True  # the text, stripped
     summary = "Answer a question about one or more images."
     rules = InputRules(images=(1, 16), text_required=True)
     system_prompt = (
