@@ -60,13 +60,19 @@ def run_stub(port: int, delay_ms: float) -> None:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import PlainTextResponse, Response, StreamingResponse
+    from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     words = [" a", " small", " answer"]
 
     async def chat(request: Request) -> Response:
-        await request.body()
+        asked = json.loads(await request.body())
+        usage = {"prompt_tokens": 80, "completion_tokens": len(words), "total_tokens": 80 + len(words)}
+        if asked.get("stream") is not True:  # one JSON answer, as vLLM sends without streaming
+            if delay_ms:
+                await asyncio.sleep(delay_ms / 1000)
+            return JSONResponse({"object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "".join(words)}, "finish_reason": "stop"}]})
 
         async def events() -> Any:
             if delay_ms:
@@ -76,7 +82,6 @@ def run_stub(port: int, delay_ms: float) -> None:
                                                            "finish_reason": None}]}) + "\n\n").encode()
             yield ("data: " + json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
                    + "\n\n").encode()
-            usage = {"prompt_tokens": 80, "completion_tokens": len(words), "total_tokens": 80 + len(words)}
             yield ("data: " + json.dumps({"choices": [], "usage": usage}) + "\n\n").encode()
             yield b"data: [DONE]\n\n"
 

@@ -37,7 +37,9 @@ MARKER = re.compile(r"marker-\d+")
 
 
 class CountingUpstream:
-    """Answers every chat request with ``words`` streamed ``delay`` seconds apart (vLLM's SSE shape)."""
+    """Answers every chat request with ``words`` streamed ``delay`` seconds apart (vLLM's SSE shape),
+    or without ``stream`` as one JSON answer after as long (abandoned when the caller disconnects,
+    as vLLM aborts such a request)."""
 
     def __init__(self, *, words: int = 5, delay: float = 0.3) -> None:
         self.words, self.delay = words, delay
@@ -53,6 +55,20 @@ class CountingUpstream:
         found = MARKER.search(json.dumps(body))
         marker = found.group(0) if found else "unmarked"
         self.started[marker] += 1
+        usage = {"prompt_tokens": 7, "completion_tokens": self.words, "total_tokens": 7 + self.words}
+        if body.get("stream") is not True:  # a whole answer, as vLLM sends one; abandoned if the caller leaves
+            self.in_flight += 1
+            try:
+                for _ in range(self.words):
+                    await asyncio.sleep(self.delay)
+                    if await request.is_disconnected():
+                        return Response(status_code=499)
+            finally:
+                self.in_flight -= 1
+            self.finished[marker] += 1
+            text = "".join(f" w{i}" for i in range(self.words))
+            return JSONResponse({"object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
 
         async def chunks() -> AsyncIterator[bytes]:
             self.in_flight += 1
@@ -63,7 +79,6 @@ class CountingUpstream:
                     yield f"data: {json.dumps(delta)}\n\n".encode()
                 end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
                 yield f"data: {json.dumps(end)}\n\n".encode()
-                usage = {"prompt_tokens": 7, "completion_tokens": self.words, "total_tokens": 7 + self.words}
                 yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
                 yield b"data: [DONE]\n\n"
                 self.finished[marker] += 1
