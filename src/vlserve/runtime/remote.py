@@ -231,27 +231,11 @@ class RemoteEngine:
                 try:
                     if response.status >= 400:
                         raise await _status_error(response)
-                    index, done = 0, False
-                    if not outgoing.streamed:
-                        delta = state.absorb(await _whole_answer(response.content))
-                        state.ttft = time.perf_counter() - started  # the first token came with the last
-                        if delta is not None:
-                            yield TextDelta(delta[0], 0, delta[1])
-                            index = 1
-                    async for line in _lines(response.content):  # (nothing left of a whole answer)
-                        # Read to the end even after [DONE]: a response left unread closes its connection,
-                        # and the next request would pay for a new one.
-                        chunk = None if done else _sse_data(line)
-                        if chunk is None:
-                            continue
-                        if chunk == "[DONE]":
-                            done = True
-                            continue
-                        delta = state.absorb(chunk)
-                        if delta is not None:
-                            if index == 0:
-                                state.ttft = time.perf_counter() - started
-                            yield TextDelta(delta[0], index, delta[1])
+                    index = 0
+                    async with contextlib.aclosing(_pieces(response.content, state, outgoing.streamed,
+                                                           started)) as pieces:
+                        async for text, tokens in pieces:
+                            yield TextDelta(text, index, tokens)
                             index += 1
                     complete = True
                 finally:
@@ -570,6 +554,34 @@ async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes | No
         if size > limit:
             return None
     return b"".join(pieces)
+
+
+async def _pieces(content: aiohttp.StreamReader, state: _Answer, streamed: bool,
+                  started: float) -> AsyncGenerator[tuple[str, list[TokenLogprob] | None], None]:
+    """The new text (and its tokens' log-probabilities) of an answer as ``state`` takes it in: the
+    server-sent events of a streamed one, or the one piece of a whole one; ``state.ttft`` is set
+    at the first piece."""
+    if not streamed:
+        piece = state.absorb(await _whole_answer(content))
+        state.ttft = time.perf_counter() - started  # the first token came with the last
+        if piece is not None:
+            yield piece
+        return
+    done = False
+    async for line in _lines(content):
+        # Read to the end even after [DONE]: a response left unread closes its connection, and
+        # the next request would pay for a new one.
+        chunk = None if done else _sse_data(line)
+        if chunk is None:
+            continue
+        if chunk == "[DONE]":
+            done = True
+            continue
+        piece = state.absorb(chunk)
+        if piece is not None:
+            if not state.ttft:
+                state.ttft = time.perf_counter() - started
+            yield piece
 
 
 async def _whole_answer(content: aiohttp.StreamReader) -> dict[str, Any]:
