@@ -32,8 +32,12 @@ class ExpertTracker:
     def begin(self, valid: torch.Tensor) -> None:
         """Before a forward pass: ``valid`` marks the real (not padding) tokens of its input."""
         if self.enabled:
-            self.valid = valid.bool().cpu()
-            self.used = torch.zeros(valid.shape[0], len(self.routers), self.num_experts, dtype=torch.bool)
+            # On the model's device: a copy to the host in each router's hook would wait for the GPU
+            # 48 times a step (Qwen3-VL-30B-A3B), which made decoding 1.5x slower than without.
+            device = next(self.routers[0].parameters()).device
+            self.valid = valid.to(device=device, dtype=torch.bool)
+            self.used = torch.zeros(valid.shape[0], len(self.routers), self.num_experts, dtype=torch.bool,
+                                    device=device)
 
     def end(self) -> torch.Tensor | None:
         """After the forward pass: ``(rows, layers, experts)`` usage, or None for dense models."""
@@ -44,11 +48,11 @@ class ExpertTracker:
         def hook(module: Any, args: Any, output: Any) -> None:
             if self.used is None or self.valid is None:
                 return
-            indices = output[2].detach().cpu()  # (rows*seq, top_k)
+            indices = output[2].detach()  # (rows*seq, top_k)
             rows, seq = self.valid.shape
             if indices.shape[0] != rows * seq:
                 return  # a forward we did not set up
-            hits = torch.zeros(rows * seq, self.num_experts, dtype=torch.bool)
+            hits = torch.zeros(rows * seq, self.num_experts, dtype=torch.bool, device=indices.device)
             hits.scatter_(1, indices, True)
             hits = hits.view(rows, seq, -1) & self.valid.unsqueeze(-1)
             self.used[:, layer] |= hits.any(dim=1)

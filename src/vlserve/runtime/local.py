@@ -71,10 +71,31 @@ class LocalEngine:
         adapter: str | os.PathLike[str] | None = None,
         cache: Cache | None = None,
     ) -> None:
-        self.checkpoint: Checkpoint = resolve_checkpoint(model)
+        checkpoint = resolve_checkpoint(model)
+        loaded = load_model(checkpoint, device=device, dtype=dtype, adapter=adapter)
+        self._attach(checkpoint, *loaded, vision=vision, name=name, adapter=adapter, cache=cache)
+
+    @classmethod
+    def from_loaded(cls, checkpoint: Checkpoint, model: Any, tokenizer: Any, device: str, *,
+                    vision: VisionSettings | None = None, name: str | None = None,
+                    cache: Cache | None = None) -> LocalEngine:
+        """An engine over a model already in memory, e.g. random weights at a real size built on the
+        GPU by ``bench/gpu_engine.py`` (no checkpoint can be downloaded there)."""
+        engine = cls.__new__(cls)
+        engine._attach(checkpoint, model, tokenizer, device, vision=vision, name=name, adapter=None, cache=cache)
+        return engine
+
+    def _attach(self, checkpoint: Checkpoint, model: Any, tokenizer: Any, device: str, *,
+                vision: VisionSettings | None, name: str | None,
+                adapter: str | os.PathLike[str] | None, cache: Cache | None) -> None:
+        self.checkpoint: Checkpoint = checkpoint
         self.adapter = adapter  # a LoRA adapter from `vlserve finetune`, merged into the weights
-        self.model, self.tokenizer, self.device = load_model(self.checkpoint, device=device, dtype=dtype,
-                                                             adapter=adapter)
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        if device.startswith("cuda"):
+            # cuDNN's attention plans each new shape on the CPU (~1.3 ms a call on an H200), and the
+            # KV length grows every decode step: 36 layers made a Qwen3-VL-8B step 2x slower than
+            # model.generate's (docs/runtime.md). Flash and memory-efficient kernels have no plan.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.model_name = name or self.checkpoint.name
         # Without explicit settings, the service's default limits (config.Limits), as the server has.
         self.vision = vision or VisionSettings.from_limits(Limits(), checkpoint=self.checkpoint.path)

@@ -116,11 +116,12 @@ def make_tiny(out_dir: str | os.PathLike[str], *, moe: bool = False, seed: int =
 
     hf_logging.disable_progress_bar()  # no progress bar on stderr (it lands beside `vlserve ask`'s answer)
     model.save_pretrained(out, safe_serialization=True)
-    _write_processor_files(out)
+    write_processor_files(out)
     return out
 
 
-def _write_processor_files(out: Path) -> None:
+def write_processor_files(out: Path) -> None:
+    """The tokenizer, chat template and preprocessor configs of a Qwen3-VL checkpoint, into ``out``."""
     src = qwen_tokenizer_dir()
     for name in TOKENIZER_FILES:
         shutil.copyfile(src / name, out / name)
