@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from vlserve.errors import IncompatibleModelError, ModelNotFoundError
-from vlserve.runtime.loading import resolve_checkpoint
+from vlserve.runtime.loading import load_model, resolve_checkpoint
+from vlserve.runtime.local import LocalEngine
+from vlserve.runtime.protocol import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
 
 
 def test_local_directory(tiny_dir: Path, tiny_moe_dir: Path) -> None:
@@ -67,3 +72,18 @@ def test_invalid_hub_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(ModelNotFoundError, match="valid hub id"):
         resolve_checkpoint("not a/valid//id", allow_download=False)
+
+
+def test_an_engine_over_a_model_in_memory_answers_as_one_loaded_from_disk(tiny_moe_dir: Path,
+                                                                          moe_engine: LocalEngine) -> None:
+    # bench/gpu_engine.py builds random weights at a real size on the GPU and serves them this way
+    checkpoint = resolve_checkpoint(tiny_moe_dir)
+    model, tokenizer, device = load_model(checkpoint, device=moe_engine.device)
+    twin = LocalEngine.from_loaded(checkpoint, model, tokenizer, device, name="in memory")
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    request = GenerationRequest([Message("user", [ImagePart(image), TextPart("What is this?")])],
+                                SamplingParams(max_tokens=8))
+    loaded, in_memory = asyncio.run(moe_engine.generate(request)), asyncio.run(twin.generate(request))
+    assert in_memory.token_ids == loaded.token_ids and len(loaded.token_ids) > 0
+    assert in_memory.usage == loaded.usage and in_memory.model == "in memory"
+    assert in_memory.experts_per_layer == loaded.experts_per_layer and loaded.activated_experts is not None
