@@ -45,7 +45,7 @@ from vlserve.config import Cache
 from vlserve.runtime.batching import BatchingEngine
 from vlserve.runtime.loading import Checkpoint
 from vlserve.runtime.local import LocalEngine
-from vlserve.runtime.protocol import GenerationRequest, ImagePart, Message, SamplingParams, TextPart
+from vlserve.runtime.protocol import GenerationRequest, ImagePart, Message, Part, SamplingParams, TextPart
 from vlserve.runtime.tiny import MOE, TEXT, VISION, write_processor_files
 
 ROPE = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20], "mrope_interleaved": True}
@@ -111,7 +111,7 @@ def requests(n: int, first_seed: int, size: int, max_tokens: int) -> list[Genera
     for seed in range(first_seed, first_seed + n):
         rng = np.random.default_rng(seed)
         image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-        content = [ImagePart(image), TextPart(f"Describe picture {seed} in detail.")]
+        content: list[Part] = [ImagePart(image), TextPart(f"Describe picture {seed} in detail.")]
         out.append(GenerationRequest([Message("user", content)], SamplingParams(max_tokens=max_tokens)))
     return out
 
