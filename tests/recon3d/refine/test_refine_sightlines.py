@@ -8,7 +8,12 @@ import pytest
 trimesh = pytest.importorskip("trimesh")
 pytest.importorskip("scipy")
 
-from vlserve.recon3d.refine.sightlines import Sightlines, inside_lengths, ray_caster  # noqa: E402
+from vlserve.recon3d.refine.sightlines import (  # noqa: E402
+    Sightlines,
+    inside_lengths,
+    penetration_depths,
+    ray_caster,
+)
 
 
 def test_inside_length_of_segments_through_a_box() -> None:
@@ -34,6 +39,28 @@ def test_inside_length_shrinks_continuously_as_a_face_slides_off() -> None:
     steps = np.abs(np.diff(lengths))
     assert lengths[0] > 0 and lengths[-1] == 0.0
     assert steps.max() < 0.5 * lengths[0]
+
+
+def test_penetration_is_how_far_a_face_must_move_not_the_length_inside() -> None:
+    box = trimesh.creation.box((10.0, 10.0, 10.0))  # ±5 mm around the origin
+    caster = ray_caster(box.vertices, box.faces)
+    # a line that grazes the top +x edge 0.1 mm low at 10° elevation (a silhouette feature
+    # triangulated on the table behind): ~0.6 mm inside along its length, 0.1 mm deep
+    a = np.radians(10.0)
+    d = np.array([np.cos(a), 0.0, -np.sin(a)])
+    edge = np.array([5.0, 0.0, 4.9])
+    origin, target = edge - 60 * d, edge + 60 * d
+    length = inside_lengths(caster, box.face_normals, origin[None], target[None], 0.0)[0]
+    depth = penetration_depths(caster, box.face_normals, origin[None], target[None], 0.0)[0]
+    assert length > 0.5
+    # enters through the top (|n·d| = sin 10°), leaves by the +x face (cos 10°): the top must drop 0.1 mm
+    assert depth == pytest.approx(length * np.sin(a)) and depth == pytest.approx(0.1)
+    # straight down through the middle: the whole length (either face moves 10 mm to clear it);
+    # beside the box: 0; ending inside: the depth below the face it entered by, less the margin
+    origins = np.array([[0.0, 0, 50], [20, 0, 50], [0, 0, 50]])
+    targets = np.array([[0.0, 0, -50], [20, 0, -50], [0, 0, 0]])
+    got = penetration_depths(caster, box.face_normals, origins, targets, margin=1.0)
+    np.testing.assert_allclose(got, [10.0, 0.0, 4.0], atol=1e-6)
 
 
 def test_one_sightline_per_observation() -> None:

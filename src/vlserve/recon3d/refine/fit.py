@@ -33,7 +33,7 @@ from vlserve.recon3d.errors import SpecError
 from vlserve.recon3d.refine._deps import require
 from vlserve.recon3d.refine.distance import MeshDistance, surface_samples
 from vlserve.recon3d.refine.params import Param, apply_values, describe, spec_parameters
-from vlserve.recon3d.refine.sightlines import Sightlines, inside_lengths, ray_caster
+from vlserve.recon3d.refine.sightlines import Sightlines, penetration_depths, ray_caster
 from vlserve.recon3d.spec import MM_PER_UNIT, ObjectSpec
 
 
@@ -129,12 +129,29 @@ class _Stop(Exception):
     pass
 
 
-def robust_cost(r: NDArray[np.float64], f_scale: float, loss: str) -> float:
-    """scipy's robust cost of residuals ``r`` (``soft_l1`` or ``cauchy``), in units of ``f_scale²``."""
-    z = (r / f_scale) ** 2
+def robust_rho(z: NDArray[np.float64], loss: str, exact: slice | None = None) -> NDArray[np.float64]:
+    """(3, m): scipy's robust loss ``ρ(z)`` (``soft_l1`` or ``cauchy``) and its first two
+    derivatives at ``z = (r / f_scale)²``; the rows in ``exact`` are plain squares (ρ = z).
+
+    The ground contact is one residual weighted √n: through a robust loss, once the model's
+    lowest point was off the ground by more than f_scale / √n (hundredths of a millimetre) it
+    counted as an outlier, no stronger than one point, and the model could float or sink. A
+    constraint is not an observation: it keeps its quadratic cost."""
+    z = np.asarray(z, dtype=np.float64)
     if loss == "cauchy":
-        return float(np.log1p(z).sum())
-    return float((2 * (np.sqrt(1 + z) - 1)).sum())
+        rho = np.stack([np.log1p(z), 1 / (1 + z), -1 / (1 + z) ** 2])
+    else:
+        t = 1 + z
+        rho = np.stack([2 * (np.sqrt(t) - 1), t**-0.5, -0.5 * t**-1.5])
+    if exact is not None:
+        rho[0, exact], rho[1, exact], rho[2, exact] = z[exact], 1.0, 0.0
+    return rho
+
+
+def robust_cost(r: NDArray[np.float64], f_scale: float, loss: str, exact: slice | None = None) -> float:
+    """scipy's robust cost of residuals ``r`` (``soft_l1`` or ``cauchy``), in units of ``f_scale²``
+    (the rows in ``exact`` squared, as :func:`robust_rho`)."""
+    return float(robust_rho((r / f_scale) ** 2, loss, exact)[0].sum())
 
 
 def residual_stats(d: NDArray[np.float64], inlier: float) -> dict[str, float]:
@@ -300,10 +317,11 @@ class _Problem:
         )
 
     def free_space(self, built: _Built, pose: Pose) -> NDArray[np.float64]:
-        """(o,) weighted, capped world length of each sight line that runs inside the posed model."""
+        """(o,) weighted, capped depth (world units) to which each sight line runs inside the posed
+        model (:func:`.sightlines.penetration_depths`: how far a face must move to clear it)."""
         if built.caster is None or not self.use_sightlines:
             return np.zeros(len(self.sightlines))
-        inside = inside_lengths(
+        inside = penetration_depths(
             built.caster,
             built.normals,
             pose.inverse(self.sightlines.origins),
@@ -341,6 +359,19 @@ class _Problem:
         if time.monotonic() > self.deadline or self.evaluations >= self.options.max_evaluations:
             raise _Stop
         self.evaluations += 1
+
+    @property
+    def exact(self) -> slice | None:
+        """The rows kept out of the robust loss: the ground contact (:func:`robust_rho`)."""
+        if not self.ground:
+            return None
+        row = len(self.points) + self.n_bins
+        return slice(row, row + 1)
+
+    def robust_loss(self, loss: str) -> Any:
+        """``loss`` as the callable scipy takes, with :attr:`exact` rows quadratic."""
+        exact = self.exact
+        return lambda z: robust_rho(z, loss, exact)
 
     @property
     def size(self) -> int:
@@ -397,7 +428,7 @@ class _Problem:
             # an impossible parameter vector (e.g. bolt holes through the rim): a wall of cost
             return np.full(self.size, 50.0 * self.f_scale)
         r: NDArray[np.float64] = out["r"]
-        cost = robust_cost(r, self.f_scale, self.loss)
+        cost = robust_cost(r, self.f_scale, self.loss, self.exact)
         if self.best is None or cost < self.best[0]:
             self.best = (cost, x.copy())
         return r
@@ -569,7 +600,7 @@ def fit_spec(
                 np.clip(x_final, lo, hi),
                 jac=lambda x: problem.jacobian(x, base),
                 bounds=(lo, hi),
-                loss=problem.loss,
+                loss=problem.robust_loss(problem.loss),
                 f_scale=f_scale,
                 x_scale="jac",
                 max_nfev=options.max_evaluations,
@@ -690,7 +721,7 @@ def _search_features(
 
     def cost(v: NDArray[np.float64]) -> float:
         r = problem.residuals(v, base)
-        return robust_cost(r, f_scale, problem.loss)
+        return robust_cost(r, f_scale, problem.loss, problem.exact)
 
     x = x.copy()
     best = cost(x)
@@ -721,7 +752,7 @@ def _pose_fit(
         lambda xp: problem.residuals(np.concatenate([xp, u]), base),
         x0,
         jac=lambda xp: problem.jacobian(np.concatenate([xp, u]), base, False)[:, : problem.pose_dims],
-        loss="soft_l1",
+        loss=problem.robust_loss("soft_l1"),
         f_scale=5 * problem.f_scale,
         max_nfev=evaluations,
     )

@@ -112,3 +112,56 @@ def inside_lengths(
     balance = np.bincount(rays, weights=np.where(entering, 1.0, -1.0), minlength=len(origins))
     out += np.where(balance > 0.5, limit, 0.0)
     return np.maximum(out, 0.0)
+
+
+def penetration_depths(
+    caster: Any,
+    normals: NDArray[np.float64],
+    origins: NDArray[np.float64],
+    targets: NDArray[np.float64],
+    margin: float,
+) -> NDArray[np.float64]:
+    """(o,) how far the solid's surface would have to move for each segment to clear it: the
+    inside length ℓ (:func:`inside_lengths`) times the smaller of ``|n · d|`` at the face it
+    enters and at the face it leaves by (ℓ · |n · d| is how deep the chord reaches below that
+    face); ℓ · |n · d| at the entry face when the segment ends inside.
+
+    This, not ℓ, is comparable with a point's distance to the surface. A sight line that grazes
+    an edge a pixel too low — a feature at the object's silhouette, triangulated on the table
+    behind it — runs millimetres inside along its length but only a fraction of a millimetre
+    deep; weighed by ℓ, a few dozen of them pulled a block's unseen end face 1-2 mm inwards.
+    """
+    out = np.zeros(len(origins))
+    if not len(origins):
+        return out
+    inside = inside_lengths(caster, normals, origins, targets, margin)
+    crossing = np.flatnonzero(inside > 0)
+    if not len(crossing):
+        return out
+    o, t_end = origins[crossing], targets[crossing]
+    direction = t_end - o
+    length = np.linalg.norm(direction, axis=1)
+    direction = direction / np.maximum(length, 1e-300)[:, None]
+    limit = np.maximum(length - margin, 0.0)
+    locations, rays, tris = caster.intersects_location(o, direction, multiple_hits=True)
+    cos_in = np.ones(len(crossing))
+    cos_out = np.ones(len(crossing))
+    if len(rays):
+        t = np.einsum("ij,ij->i", locations - o[rays], direction[rays])
+        within = (t >= 0) & (t <= limit[rays])
+        rays, t, tris = rays[within], t[within], tris[within]
+        order = np.lexsort((t, rays))
+        rays, tris = rays[order], tris[order]
+        cosine = np.abs(np.einsum("ij,ij->i", normals[tris], direction[rays]))
+        entering = np.einsum("ij,ij->i", normals[tris], direction[rays]) < 0
+        # the first entry and the last exit of each segment (hits sorted along each ray)
+        first = np.unique(rays[entering], return_index=True)
+        cos_in[first[0]] = cosine[np.flatnonzero(entering)[first[1]]]
+        exits = np.flatnonzero(~entering)[::-1]
+        last = np.unique(rays[exits], return_index=True)
+        cos_out[last[0]] = cosine[exits[last[1]]]
+        ends_inside = np.ones(len(crossing), dtype=bool)
+        ends_inside[last[0]] = False
+        cos_out = np.where(ends_inside, cos_in, cos_out)
+    out[crossing] = inside[crossing] * np.minimum(cos_in, cos_out)
+    return out
