@@ -43,6 +43,8 @@ class RowState:
     pending_logprob: float = 0.0
     text: str = ""
     emitted: int = 0  # characters of ``text`` already sent as deltas
+    settled: str = ""  # the text of ``tokens[:settled_tokens]``, which later tokens cannot change
+    settled_tokens: int = 0
     finish: FinishReason | None = None
     error: VlserveError | None = None  # set when this row failed alone; the batch goes on
     counts: dict[int, int] = field(default_factory=dict)
@@ -75,9 +77,16 @@ class RowState:
 class Decoder:
     """Chooses and records tokens for the rows of a batch (rows may change from step to step)."""
 
-    def __init__(self, *, decode: Callable[[list[int]], str], eos_token_ids: list[int]) -> None:
+    def __init__(self, *, decode: Callable[[list[int]], str], eos_token_ids: list[int],
+                 incremental: bool = False) -> None:
+        """``incremental``: ``decode`` maps each token to its own bytes, so that the text of a
+        sequence is the text of its parts cut at character boundaries (byte-level BPE without
+        clean-up, as Qwen's; :attr:`LocalEngine.byte_level`). Each step then decodes only the
+        tokens since the last complete character instead of the whole answer, which cost 160 µs
+        per row at 512 tokens: 10 ms a step at 64 rows."""
         self.decode = decode
         self.eos = set(eos_token_ids)
+        self.incremental = incremental
 
     # -- choosing ---------------------------------------------------------------------------
     def choose(self, rows: list[RowState], scores: torch.Tensor) -> list[int]:
@@ -190,7 +199,7 @@ class Decoder:
         row.counts[token] = row.counts.get(token, 0) + 1
         if row.matcher is not None:
             row.matcher.consume(token)
-        row.text = self.decode(row.tokens)
+        row.text = self._text(row)
         for stop in row.params.stop:
             at = row.text.find(stop, max(0, row.emitted - len(stop)))
             if at != -1:
@@ -202,6 +211,17 @@ class Decoder:
         if row.finish is None and row.cancel.is_set():
             row.finish = "cancelled"
         self._flush(row, final=row.finish is not None)
+
+    def _text(self, row: RowState) -> str:
+        """The text of ``row.tokens``."""
+        if not self.incremental:
+            return self.decode(row.tokens)
+        tail = self.decode(row.tokens[row.settled_tokens :])
+        if tail.endswith("\ufffd"):  # a character still incomplete: its bytes are decoded again next step
+            return row.settled + tail
+        row.settled += tail
+        row.settled_tokens = len(row.tokens)
+        return row.settled
 
     @staticmethod
     def _flush(row: RowState, *, final: bool) -> None:

@@ -356,6 +356,16 @@ class LocalEngine:
     def detokenize(self, token_ids: list[int]) -> str:
         return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
 
+    @property
+    def byte_level(self) -> bool:
+        """Whether the tokenizer decodes each token to its own bytes and nothing else (byte-level
+        BPE without clean-up, as every Qwen checkpoint): then a text decodes in pieces (see
+        :class:`~vlserve.runtime.decoding.Decoder`)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        decoder = getattr(backend, "decoder", None)
+        return (type(decoder).__name__ == "ByteLevel"
+                and not getattr(self.tokenizer, "clean_up_tokenization_spaces", True))
+
     def collate(self, inputs: list[ModelInputs]) -> dict[str, torch.Tensor]:
         """Left-pad the rows into one batch and concatenate the vision tensors in row order."""
         width = max(len(i.input_ids) for i in inputs)

@@ -55,7 +55,8 @@ class RunningBatch:
 
     def __init__(self, engine: LocalEngine) -> None:
         self.engine = engine
-        self.decoder = Decoder(decode=engine.detokenize, eos_token_ids=engine.eos_token_ids)
+        self.decoder = Decoder(decode=engine.detokenize, eos_token_ids=engine.eos_token_ids,
+                               incremental=engine.byte_level)
         self.seqs: list[Sequence] = []
         self._cache: Any = None  # transformers' DynamicCache, rows in the order of ``seqs``
         self._mask: torch.Tensor | None = None  # (rows, cache length) real-token mask
