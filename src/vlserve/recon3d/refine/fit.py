@@ -58,7 +58,8 @@ class FitOptions:
     feature_search: bool = True
     """search the parameters that do not move the bounding box (holes, bores) globally"""
     max_sightlines: int = 1000
-    """camera → point sight lines checked for free space at each evaluation (random subset beyond)"""
+    """camera → point sight lines checked for free space at each evaluation (beyond: a random
+    subset of the points, each with all its sight lines)"""
     sightline_margin: float = 0.01
     """the last this much (share of the object's size) of a sight line is not checked: its
     point lies on the surface, within noise"""
@@ -237,7 +238,7 @@ class _Problem:
         # sight lines weigh as much as the points in all, and one blocked by a grossly wrong
         # start counts no more than 5 % of the object's size: they steer the final shape, while
         # the points and the pose bring the model near first
-        self.sight_weight = min(1.0, float(np.sqrt(len(points) / max(len(self.sightlines), 1))))
+        self.sight_weight = min(1.0, float(np.sqrt(len(points) / max(self.sightlines.points, 1))))
         self.sight_cap = 0.05 * self.size_world
         self.use_sightlines = False
         """off for the pose-only starts (the mesh does not change there), on for the joint fit"""
@@ -317,18 +318,25 @@ class _Problem:
         )
 
     def free_space(self, built: _Built, pose: Pose) -> NDArray[np.float64]:
-        """(o,) weighted, capped depth (world units) to which each sight line runs inside the posed
-        model (:func:`.sightlines.penetration_depths`: how far a face must move to clear it)."""
+        """(points,) for each point seen, the weighted, capped depth (world units) to which the
+        *least* blocked of its sight lines runs inside the posed model
+        (:func:`.sightlines.penetration_depths`: how far a face must move to clear it).
+
+        One photo's view of a point through the model can be a false observation in SfM's track
+        (2-4 % of them on the ChArUco renders, reprojection errors as small as the true ones);
+        a model that is too large blocks every view of a point it covers."""
         if built.caster is None or not self.use_sightlines:
-            return np.zeros(len(self.sightlines))
+            return np.zeros(self.sightlines.points)
         inside = penetration_depths(
             built.caster,
             built.normals,
             pose.inverse(self.sightlines.origins),
             pose.inverse(self.sightlines.targets),
             self.margin_world / pose.scale,
+            self.sightlines.object_rows,
         )
-        return np.asarray(self.sight_weight * np.minimum(inside * pose.scale, self.sight_cap))
+        depth = self.sightlines.per_point_min(inside * pose.scale)
+        return np.asarray(self.sight_weight * np.minimum(depth, self.sight_cap))
 
     # --- pose ----------------------------------------------------------------------------------
 
@@ -375,7 +383,7 @@ class _Problem:
 
     @property
     def size(self) -> int:
-        return len(self.points) + self.n_bins + (1 if self.ground else 0) + len(self.free) + len(self.sightlines)
+        return len(self.points) + self.n_bins + (1 if self.ground else 0) + len(self.free) + self.sightlines.points
 
     def _evaluate(self, x: NDArray[np.float64], base: Any) -> dict[str, Any] | None:
         """Residuals and what the Jacobian needs, or None for a vector that does not compile."""
@@ -472,7 +480,7 @@ class _Problem:
             )
         # (5) free space: finite differences of the ray casts (no rebuild)
         if len(self.sightlines) and self.use_sightlines:
-            rows = slice(self.size - len(self.sightlines), self.size)
+            rows = slice(self.size - self.sightlines.points, self.size)
             for k in range(self.pose_dims):
                 shifted = x.copy()
                 shifted[k] += 1e-4

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
+from vlserve.recon3d.refine._deps import require
 from vlserve.recon3d.refine.charuco import charuco_frame
 from vlserve.recon3d.refine.errors import RefineError, ScaleError, TooFewViewsError
 from vlserve.recon3d.refine.fit import FitOptions, FitResult, fit_spec
@@ -31,13 +33,15 @@ from vlserve.recon3d.refine.params import describe, parse_known_dimension, spec_
 from vlserve.recon3d.refine.points import level_frame, object_points
 from vlserve.recon3d.refine.scale import WorldFrame, marker_frame, plane_frame
 from vlserve.recon3d.refine.sfm import SfmOptions, SfmResult, run_sfm
-from vlserve.recon3d.refine.sightlines import Sightlines
+from vlserve.recon3d.refine.sightlines import Sightlines, surface_normals, through_observed_surface
 from vlserve.recon3d.spec import ObjectSpec
 from vlserve.recon3d.validation import load_spec
 
 if TYPE_CHECKING:
     from vlserve.config import Recon3DRefine
 
+TABLE_VIEWS = 3
+"""a table point gives free space (:mod:`.sightlines`) only when at least this many photos saw it"""
 FEW_VIEWS = 8
 """fewer registered views than this add a warning: expect larger errors"""
 
@@ -161,9 +165,19 @@ def refine_measured(
         if sfm.observers:
             # every observation is a segment of free space: camera centre → the point it saw
             cameras = frame.apply(np.array([v.center for v in sfm.views]).reshape(-1, 3))
+            # the object's points from two photos up, the table's from three: two rays always
+            # meet where the pair's epipolar geometry allows, and a false match between two
+            # photos puts a "table point" behind the object one of them saw (on the ChArUco
+            # renders 10 % of the two-photo points lay where the block hides them, 1.7 % of the
+            # three-photo ones, 0.2 % beyond); the object's own points count only the solid in
+            # front of them (Sightlines.on_object), and a hole's far wall is often seen twice only
+            tracks = [sfm.observers[i] for i in selected.indices]
+            table = Sightlines.from_tracks(
+                cameras, selected.ground, [sfm.observers[i] for i in selected.ground_indices], min_views=TABLE_VIEWS
+            )
             sightlines = Sightlines.from_tracks(
-                cameras, selected.points, [sfm.observers[i] for i in selected.indices]
-            ) + Sightlines.from_tracks(cameras, selected.ground, [sfm.observers[i] for i in selected.ground_indices])
+                cameras, selected.points, tracks, min_views=2, on_object=True
+            ) + table.without_points(behind_the_object(table, selected.points, cameras, tracks))
         fitted = fit_spec(
             model,
             selected.points,
@@ -234,6 +248,24 @@ def refine_measured(
         "seconds": round(time.monotonic() - started, 2),
     }
     return RefineResult(refined, report, fitted, sfm)
+
+
+def behind_the_object(
+    lines: Sightlines, points: NDArray[np.float64], cameras: NDArray[np.float64], tracks: list[NDArray[np.int64]]
+) -> NDArray[np.bool_]:
+    """(o,) the ``lines`` that pass behind a surface the object's ``points`` show
+    (:func:`.sightlines.through_observed_surface`: within the points' typical spacing — the
+    median distance to the 4th nearest — of a point, a quarter of that inside its tangent plane):
+    a table point one of whose own photos saw it through the object is a false one."""
+    spatial = require("scipy.spatial")
+    if len(points) < 5 or not len(lines):
+        return np.zeros(len(lines), dtype=bool)
+    spacing = float(np.median(spatial.cKDTree(points).query(points, k=5)[0][:, -1]))
+    towards = np.array(
+        [cameras[t].mean(axis=0) if len(t) else p + [0.0, 0.0, 1.0] for p, t in zip(points, tracks, strict=True)]
+    )
+    normals = surface_normals(points, towards)
+    return through_observed_surface(lines, points, normals, radius=spacing, tolerance=0.25 * spacing)
 
 
 def unrefined_result(
