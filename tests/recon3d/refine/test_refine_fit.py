@@ -40,6 +40,12 @@ def test_metric_fit_recovers_every_visible_dimension() -> None:
     assert abs(abs(x_axis @ [np.cos(0.6), np.sin(0.6), 0.0]) - 1) < 1e-3
     by_name = {p.name: p for p in result.params}
     assert by_name["base.x"].before == 72.0 and by_name["base.x"].observed
+    # the boss's bottom is hidden inside the block: its height and position move only its top,
+    # together — the fit says so instead of presenting their split as measured
+    assert by_name["boss.height"].together == ("boss.position.z",)
+    assert by_name["boss.position.z"].together == ("boss.height",)
+    assert all(not by_name[n].together for n in ("base.x", "base.y", "base.z", "boss.diameter", "boss.position.x"))
+    assert any(n.startswith("boss.height and boss.position.z: the photos fix only a combination") for n in result.notes)
 
 
 def test_known_dimension_fixes_scale_of_unscaled_points() -> None:

@@ -34,6 +34,21 @@ class MeshDistance:
 
     def closest(self, points: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(n, 3) closest surface point and (n,) distance for each of the (n, 3) points."""
+        closest, distance, _ = self._closest(points)
+        return closest, distance
+
+    def signed(self, points: NDArray[np.float64]) -> NDArray[np.float64]:
+        """(n,) distance of each point to the surface, negative on the inner side of the closest
+        triangle (linear in the surface's movement, where the unsigned distance folds at 0)."""
+        closest, distance, triangle = self._closest(points)
+        tri = self.triangles[triangle]
+        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        side = np.einsum("ij,ij->i", points - closest, normal)
+        return np.asarray(np.where(side < 0, -distance, distance))
+
+    def _closest(
+        self, points: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
         _, near = self.tree.query(points, k=self.k)
         near = near.reshape(len(points), -1)
         candidates = self.owner[near]  # (n, k) original triangles
@@ -43,7 +58,7 @@ class MeshDistance:
         d = np.linalg.norm(p - c, axis=1).reshape(len(points), k)
         best = d.argmin(axis=1)
         rows = np.arange(len(points))
-        return c.reshape(len(points), k, 3)[rows, best], d[rows, best]
+        return c.reshape(len(points), k, 3)[rows, best], d[rows, best], candidates[rows, best]
 
 
 def _samples(

@@ -102,6 +102,9 @@ class FittedParam:
     assumed: bool
     fixed: bool
     observed: bool
+    together: tuple[str, ...] = ()
+    """parameters the photos fix only in combination with this one (:func:`_entangled`): the
+    split between them is the spec's, not a measurement"""
 
     @property
     def change(self) -> float:
@@ -625,6 +628,12 @@ def fit_spec(
     problem.f_scale = noise
 
     observed = _observed(jac, problem)
+    pairs = _entangled(problem, x_final, base, [j for j, seen in enumerate(observed) if seen])
+    for a, b in pairs:
+        notes.append(
+            f"{a} and {b}: the photos fix only a combination of the two (such as the top of a part whose "
+            "bottom is hidden inside another); the values given are one split of many that fit them equally well"
+        )
     u_final = x_final[problem.pose_dims :].copy()
     for j, seen in enumerate(observed):
         if not seen:
@@ -646,6 +655,7 @@ def fit_spec(
             p.assumed,
             p.name in fixed,
             p.name in fixed or observed[free_index[p.name]],
+            tuple(b if a == p.name else a for a, b in pairs if p.name in (a, b)),
         )
         for p, v in zip(params, values, strict=True)
     ]
@@ -775,6 +785,71 @@ def _observed(jac: Any, problem: _Problem) -> list[bool]:
     columns = np.asarray(jac)[:, problem.pose_dims + 1 :]
     norms = np.linalg.norm(columns, axis=0)
     return [bool(0.1 * norms[j] > 0.5 * problem.f_scale) for j in range(n)]
+
+
+def _entangled(
+    problem: _Problem, x: NDArray[np.float64], base: Any, candidates: list[int], step: float = 0.02
+) -> list[tuple[str, str]]:
+    """Pairs of free parameters (of one part) the points fix only in combination: a 10 % move
+    along some mix of the two changes the points' signed distances and the ground contact by
+    less than half the noise scale — the test :func:`_observed` puts to each parameter alone. A
+    boss whose bottom is hidden inside the block it stands on: its height and its position move
+    only its top, together.
+
+    The mix comes from central differences of the signed distances (``step``), then checked by
+    rebuilding the model moved along it both ways by ``step`` (pose held)."""
+    parts: dict[str, list[int]] = {}
+    for j in candidates:
+        parts.setdefault(problem.free[j].name.split(".")[0], []).append(j)
+    pairs = [(a, b) for group in parts.values() for k, a in enumerate(group) for b in group[k + 1 :]]
+    if not pairs:
+        return []
+    lo, hi = problem.bounds()
+
+    def signed(v: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        built = problem.mesh(v[problem.pose_dims :])
+        if built is None:
+            return None
+        pose = problem.pose(v, base)
+        lowest = float(pose.apply(built.vertices)[:, 2].min()) if problem.ground else 0.0
+        d = built.distance.signed(pose.inverse(problem.points)) * pose.scale * problem.point_weights
+        return np.r_[d, problem.ground_weight * lowest]
+
+    def moved(v: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        return None if np.any(v < lo) or np.any(v > hi) else signed(v)
+
+    r0 = signed(x)
+    if r0 is None:
+        return []
+    # offsets are in units of the object's size: a tenth of the step moves a surface about as
+    # far as the step does through a part's length (the columns must see the same nonlinearity)
+    scale = {j: 0.1 if problem.free[j].kind == "offset" else 1.0 for pair in pairs for j in pair}
+    columns: dict[int, NDArray[np.float64]] = {}
+    for j in sorted(scale):
+        up, down = x.copy(), x.copy()
+        up[problem.pose_dims + 1 + j] += step * scale[j]
+        down[problem.pose_dims + 1 + j] -= step * scale[j]
+        r_up, r_down = moved(up), moved(down)
+        if r_up is not None and r_down is not None:
+            columns[j] = (r_up - r_down) / (2 * step)
+    out = []
+    for a, b in pairs:
+        if a not in columns or b not in columns:
+            continue
+        ca, cb = columns[a], columns[b]
+        gram = np.array([[ca @ ca, ca @ cb], [ca @ cb, cb @ cb]])
+        mix = np.linalg.eigh(gram)[1][:, 0]
+        change = 0.0
+        for sign in (1.0, -1.0):
+            v = x.copy()
+            v[problem.pose_dims + 1 + a] += sign * step * mix[0] * scale[a]
+            v[problem.pose_dims + 1 + b] += sign * step * mix[1] * scale[b]
+            r = moved(v)
+            change = max(change, np.inf if r is None else float(np.linalg.norm(r - r0)))
+        # per 10 % (a move of ``step``: small enough that the log parameters stay straight)
+        if 0.1 / step * change < 0.5 * problem.f_scale:
+            out.append((problem.free[a].name, problem.free[b].name))
+    return out
 
 
 def _initial_scale(vertices: NDArray[np.float64], points: NDArray[np.float64]) -> float:

@@ -236,6 +236,7 @@ def refine_measured(
                 "assumed": p.assumed,
                 "fixed": p.fixed,
                 "observed": p.observed,
+                "together": list(p.together),
             }
             for p in fitted.params
         ],
@@ -341,7 +342,12 @@ def format_report(report: dict[str, Any]) -> str:
         change = f"{p['change']:+.3f}" if p["kind"] == "offset" else f"{100 * p['change']:+.1f} %"
         note = ", ".join(
             n
-            for n, on in (("fixed", p["fixed"]), ("assumed", p["assumed"]), ("not seen: kept", not p["observed"]))
+            for n, on in (
+                ("fixed", p["fixed"]),
+                ("assumed", p["assumed"]),
+                ("not seen: kept", not p["observed"]),
+                (f"only with {', '.join(p.get('together') or [])}", bool(p.get("together"))),
+            )
             if on
         )
         lines.append(f"{p['name']:<36} {p['before']:>10.4g} {p['after']:>10.4g} {change:>9}  {note}")
