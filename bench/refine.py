@@ -59,6 +59,7 @@ from vlserve.recon3d.validation import load_spec  # noqa: E402
 from vlserve.testing.refine_objects import BLOCK, BRACKET, FLANGE  # noqa: E402
 
 MARKER_MM = 40.0
+RING = 16  # cameras rendered; fewer views are subsets of this ring, whichever --views are asked for
 SUBSETS = {16: list(range(16)), 12: [i for i in range(16) if i % 4 != 3], 8: list(range(0, 16, 2)), 4: [0, 4, 8, 12]}
 
 Dim = tuple[str, Callable[[dict[str, Any]], float]]
@@ -224,7 +225,7 @@ def run_object(name: str, args: argparse.Namespace, root: Path) -> tuple[list[st
     truth, dims = OBJECTS[name]
     # one generator per object: its perturbation does not depend on which others run
     guess = perturb(truth, np.random.default_rng([args.seed, list(OBJECTS).index(name)]))
-    paths, render_s = render_cached(name, args, root, max(views))
+    paths, render_s = render_cached(name, args, root, RING)
     c0, f1_0, f2_0 = surface_metrics(guess, truth)
     e0 = dim_errors(guess, truth, dims)
     lines: list[str] = []
@@ -267,7 +268,7 @@ def run_object(name: str, args: argparse.Namespace, root: Path) -> tuple[list[st
         )
     before = ", ".join(f"{label} {100 * (f(guess) / f(truth) - 1):+.1f} %" for label, f in dims)
     cached = " (cached)" if not render_s else f" {render_s:.0f} s"
-    lines.append(f"{'':<8} render {max(views)} views{cached}; perturbed: {before}")
+    lines.append(f"{'':<8} render {RING} views{cached}; perturbed: {before}")
     lines.extend(f"{'':<8} after {d}" for d in details)
     return lines, rows
 
@@ -300,6 +301,8 @@ def main() -> None:
     parser.add_argument("--sfm-only", action="store_true", help="render and run SfM into --cache, no fit")
     args = parser.parse_args()
     views = [int(v) for v in args.views.split(",")]
+    if unknown := [v for v in views if v not in SUBSETS]:
+        parser.error(f"--views: {unknown} not among {sorted(SUBSETS)} (subsets of the {RING}-camera ring)")
     names = args.objects.split(",")
     print(
         f"refine bench — {args.width}x{args.height} renders, {MARKER_MM:g} mm ArUco marker, lengths perturbed "
