@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from vlserve.config import Rendering
-from vlserve.tasks.visual_coding.render import find_chromium, render_png
+from vlserve.tasks.visual_coding.render import _load_and_capture, find_chromium, render_png
 
 GREEN = (0, 200, 0)
 
@@ -137,3 +138,41 @@ def test_without_a_browser_the_answer_says_so(tmp_path: Path) -> None:
     assert missing.path is None and "chromium is not installed" in missing.warnings[0]
     off = render_png("<p>x</p>", tmp_path / "x.png", settings(enabled=False))
     assert off.path is None and "turned off" in off.warnings[0]
+
+
+class NavigatingPage:
+    """Test double for a Playwright page whose document is replaced mid-way ``fail`` times (a meta
+    refresh racing the load or the capture), as Playwright reports it: an ``Error`` without
+    "Timeout"."""
+
+    def __init__(self, fail: int, message: str = "Navigation interrupted by another navigation") -> None:
+        self.fail, self.message = fail, message
+        self.calls: list[str] = []
+
+    def _step(self, name: str) -> None:
+        self.calls.append(name)
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError(self.message)
+
+    def set_content(self, html: str, **_: object) -> None:
+        self._step("load")
+
+    def wait_for_load_state(self, state: str, **_: object) -> None:
+        self.calls.append("wait")
+
+    def screenshot(self, **_: object) -> None:
+        self._step("capture")
+
+
+def test_a_page_replaced_while_loading_or_captured_is_captured_again(tmp_path: Path) -> None:
+    deadline = time.monotonic() + 10
+    page = NavigatingPage(fail=2)
+    _load_and_capture(page, "<p>x</p>", tmp_path / "p.png", deadline, RuntimeError)
+    assert page.calls == ["load", "wait", "capture", "wait", "capture"]
+    with pytest.raises(RuntimeError):  # a page that never settles still ends, in the caller's warning
+        _load_and_capture(NavigatingPage(fail=5), "<p>x</p>", tmp_path / "p.png", deadline, RuntimeError)
+    timed_out = NavigatingPage(fail=1, message="Timeout 5000ms exceeded")
+    with pytest.raises(RuntimeError):  # a deadline is not retried
+        _load_and_capture(timed_out, "<p>x</p>", tmp_path / "p.png", deadline, RuntimeError)
+    assert timed_out.calls == ["load"]

@@ -26,6 +26,7 @@ from vlserve.config import Rendering
 
 DEFAULT_CHROMIUM = Path("/usr/bin/chromium")
 _ALLOWED = ("data:", "about:blank")
+_ATTEMPTS = 3  # loading and capturing a page that navigates on its own (see _load_and_capture)
 #: Where the proxy of last resort points: loopback, a port nothing should listen on (discard).
 _DEAD_PROXY = "http://127.0.0.1:9"
 _HARDENING = [
@@ -103,9 +104,8 @@ def render_png(html: str, out: Path, settings: Rendering) -> Rendered:
                     offline=True, service_workers="block", accept_downloads=False)
                 context.route("**/*", lambda route: _guard(route, result.blocked))
                 page = context.new_page()
-                page.set_content(html, wait_until="load", timeout=_ms_left(deadline))
                 out.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(out), full_page=False, animations="disabled", timeout=_ms_left(deadline))
+                _load_and_capture(page, html, out, deadline, PlaywrightError)
                 result.path = out
             finally:
                 browser.close()
@@ -118,6 +118,24 @@ def render_png(html: str, out: Path, settings: Rendering) -> Rendered:
     if result.blocked:
         result.warnings.append(f"the page asked for {len(result.blocked)} outside resource(s); none were loaded")
     return result
+
+
+def _load_and_capture(page: Any, html: str, out: Path, deadline: float, error: type[Exception]) -> None:
+    """Load ``html`` and capture the viewport. A page may navigate on its own while it loads or
+    while it is captured (a meta refresh, even one the guard then blocks): the document being
+    replaced fails that step, which is then retried on what the page shows once it has loaded,
+    a few times within the deadline. Time-outs are not retried."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            if attempt == 0:
+                page.set_content(html, wait_until="load", timeout=_ms_left(deadline))
+            else:
+                page.wait_for_load_state("load", timeout=_ms_left(deadline))
+            page.screenshot(path=str(out), full_page=False, animations="disabled", timeout=_ms_left(deadline))
+            return
+        except error as err:
+            if "Timeout" in str(err) or attempt == _ATTEMPTS - 1:
+                raise
 
 
 def _guard(route: Any, blocked: list[str]) -> None:
